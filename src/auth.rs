@@ -1,0 +1,78 @@
+//! Bearer API keys to callers. Keys are held only as SHA-256 digests; the
+//! same check serves gRPC metadata and HTTP headers (both are HTTP headers).
+
+use crate::config::ApiKey;
+use crate::error::{Error, Result};
+use crate::proto::gitpod::v1::Subject;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// Who is calling: every read and write is scoped to `organization_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    pub organization_id: String,
+    pub subject: Subject,
+}
+
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    by_digest: HashMap<[u8; 32], Caller>,
+}
+
+impl Authenticator {
+    pub fn new(keys: &[ApiKey]) -> Self {
+        let by_digest = keys
+            .iter()
+            .map(|k| (k.token_sha256, Caller { organization_id: k.organization_id.clone(), subject: k.subject.clone() }))
+            .collect();
+        Authenticator { by_digest }
+    }
+
+    /// Checks an `Authorization` header value (`Bearer <token>`).
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller> {
+        let header = authorization
+            .ok_or_else(|| Error::Unauthenticated("missing API key: send the header \"Authorization: Bearer <api key>\"".into()))?;
+        let token = bearer_token(header)
+            .ok_or_else(|| Error::Unauthenticated("malformed Authorization header: expected \"Bearer <api key>\"".into()))?;
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        self.by_digest.get(&digest).cloned().ok_or_else(|| Error::Unauthenticated("unknown API key".into()))
+    }
+}
+
+/// The token of a `Bearer` header; the scheme name is case-insensitive (RFC 7235).
+fn bearer_token(header: &[u8]) -> Option<&[u8]> {
+    let header = header.trim_ascii();
+    if header.len() < 7 || !header[..7].eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = header[7..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator() -> Authenticator {
+        Authenticator::new(&[ApiKey {
+            token_sha256: Sha256::digest(b"good-token").into(),
+            organization_id: "org".into(),
+            subject: Subject { id: "me".into(), principal: 2 },
+        }])
+    }
+
+    #[test]
+    fn accepts_a_known_bearer_token_in_any_scheme_case() {
+        let auth = authenticator();
+        assert_eq!(auth.authenticate(Some(b"Bearer good-token")).unwrap().organization_id, "org");
+        assert!(auth.authenticate(Some(b"bearer  good-token ")).is_ok());
+    }
+
+    #[test]
+    fn rejects_missing_malformed_and_unknown() {
+        let auth = authenticator();
+        for header in [None, Some(&b"good-token"[..]), Some(b"Basic good-token"), Some(b"Bearer "), Some(b"Bearer bad-token")] {
+            assert!(matches!(auth.authenticate(header), Err(Error::Unauthenticated(_))), "{header:?}");
+        }
+    }
+}

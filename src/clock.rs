@@ -1,0 +1,31 @@
+//! Time as a dependency, so tests can drive it.
+
+use pbjson_types::Timestamp;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> SystemTime;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A protobuf timestamp at microsecond precision (what the store and JSON keep).
+pub fn timestamp(at: SystemTime) -> Timestamp {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    Timestamp { seconds: since.as_secs() as i64, nanos: (since.subsec_micros() * 1000) as i32 }
+}
+
+/// Back from a protobuf timestamp; negative or malformed values clamp to the epoch.
+pub fn system_time(ts: &Timestamp) -> SystemTime {
+    if ts.seconds < 0 {
+        return UNIX_EPOCH;
+    }
+    UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.clamp(0, 999_999_999) as u32)
+}

@@ -1,0 +1,531 @@
+//! The configuration file (TOML), parsed once into typed, validated values.
+//!
+//! Unknown keys, bad UUIDs, dangling references and out-of-range values are
+//! rejected at start with a message that names the key
+//! (`projects[0].prebuilds.environment_class_ids[1]: ...`), so nothing
+//! downstream re-parses or re-checks a string.
+
+use crate::catalog::{Catalog, EnvironmentClass, Organization, PrebuildSettings, Project, RunnerConfig, RunnerKind};
+use crate::proto::gitpod::v1::{Principal, Subject};
+use crate::validate::is_uuid;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Base of `logUrl`, without a trailing slash.
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub catalog: Catalog,
+    pub api_keys: Vec<ApiKey>,
+    pub retention: Retention,
+}
+
+/// An API key, kept only as the SHA-256 of its token.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub token_sha256: [u8; 32],
+    pub organization_id: String,
+    pub subject: Subject,
+}
+
+/// How long finished prebuilds are kept before automatic deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub completed: Duration,
+    pub failed: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { completed: Duration::from_secs(7 * 86_400), failed: Duration::from_secs(86_400) }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: impl std::fmt::Display, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{key}: {message}"))
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Prebuild timeout when neither the request nor the project sets one.
+pub const DEFAULT_PREBUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MIN_PREBUILD_TIMEOUT_SECONDS: i64 = 300;
+pub const MAX_PREBUILD_TIMEOUT_SECONDS: i64 = 7200;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
+    organizations: Vec<RawOrganization>,
+    #[serde(default)]
+    api_keys: Vec<RawApiKey>,
+    #[serde(default)]
+    runners: Vec<RawRunner>,
+    #[serde(default)]
+    environment_classes: Vec<RawEnvironmentClass>,
+    #[serde(default)]
+    projects: Vec<RawProject>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    completed: Option<String>,
+    failed: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrganization {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    token: Option<String>,
+    token_sha256: Option<String>,
+    organization_id: String,
+    subject_id: String,
+    principal: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRunner {
+    id: String,
+    kind: String,
+    max_concurrent_prebuilds: Option<u32>,
+    step_duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironmentClass {
+    id: String,
+    runner_id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    id: String,
+    organization_id: String,
+    name: String,
+    repository: String,
+    default_environment_class_id: Option<String>,
+    #[serde(default)]
+    prebuilds: RawPrebuilds,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrebuilds {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    environment_class_ids: Vec<String>,
+    timeout: Option<String>,
+    daily_schedule_hour_utc: Option<u8>,
+    executor: Option<RawSubject>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubject {
+    id: String,
+    principal: Option<String>,
+}
+
+/// Command-line overrides, applied over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| err(path.display(), format!("cannot read: {e}")))?;
+        Config::parse(&text, overrides).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_string()))?;
+        raw.validate(overrides)
+    }
+
+    /// The embedded default: a demo organization, runner, environment classes
+    /// and projects, and the development API key [`DEMO_API_KEY`].
+    pub fn demo(overrides: &Overrides) -> Config {
+        let mut config =
+            Config::parse(DEMO_CONFIG, overrides).unwrap_or_else(|e| panic!("the embedded demo configuration is invalid: {e}"));
+        config.catalog.is_demo = true;
+        config
+    }
+}
+
+/// The development API key of the embedded default configuration. It only
+/// exists when prebuildd runs without a config file.
+pub const DEMO_API_KEY: &str = "prebuildd-dev-key";
+/// The demo project, with the ID the API reference's examples use, so they
+/// work unchanged against the embedded default.
+pub const DEMO_PROJECT_ID: &str = "b0e12f6c-4c67-429d-a4a6-d9838b5da047";
+pub const DEMO_ENVIRONMENT_CLASS_ID: &str = "d2c94c27-3b76-4a42-b88c-95a85e392c68";
+pub const DEMO_ORGANIZATION_ID: &str = "8d9e8f4a-1b2c-4d3e-9f00-0a1b2c3d4e5f";
+
+const DEMO_CONFIG: &str = include_str!("demo.toml");
+
+impl RawConfig {
+    fn validate(self, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let listen_text = overrides.listen.clone().or(self.server.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr =
+            listen_text.parse().map_err(|_| err("server.listen", format!("{listen_text:?} is not an address like 127.0.0.1:8080")))?;
+        let public_url = match self.server.public_url {
+            Some(url) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(err("server.public_url", format!("{url:?} must start with http:// or https://")));
+                }
+                url.trim_end_matches('/').to_string()
+            }
+            None => format!("http://{listen}"),
+        };
+        let data_dir = overrides.data_dir.clone().or(self.storage.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let defaults = Retention::default();
+        let retention = Retention {
+            completed: optional_duration("retention.completed", self.retention.completed.as_deref())?.unwrap_or(defaults.completed),
+            failed: optional_duration("retention.failed", self.retention.failed.as_deref())?.unwrap_or(defaults.failed),
+        };
+
+        let mut catalog = Catalog::default();
+        for (i, org) in self.organizations.into_iter().enumerate() {
+            let key = format!("organizations[{i}]");
+            let id = uuid_key(&format!("{key}.id"), &org.id)?;
+            if org.name.trim().is_empty() {
+                return Err(err(format!("{key}.name"), "must not be empty"));
+            }
+            if catalog.organizations.insert(id.clone(), Organization { id: id.clone(), name: org.name }).is_some() {
+                return Err(err(format!("{key}.id"), format!("{id} is listed twice")));
+            }
+        }
+
+        let mut api_keys = Vec::new();
+        for (i, key_cfg) in self.api_keys.into_iter().enumerate() {
+            let key = format!("api_keys[{i}]");
+            let token_sha256 = match (key_cfg.token, key_cfg.token_sha256) {
+                (Some(token), None) => {
+                    if token.len() < 8 {
+                        return Err(err(format!("{key}.token"), "must be at least 8 characters"));
+                    }
+                    Sha256::digest(token.as_bytes()).into()
+                }
+                (None, Some(hex_digest)) => {
+                    let bytes = hex::decode(hex_digest.trim()).map_err(|_| err(format!("{key}.token_sha256"), "must be 64 hex digits"))?;
+                    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| err(format!("{key}.token_sha256"), "must be 64 hex digits"))?
+                }
+                (Some(_), Some(_)) => return Err(err(&key, "set either token or token_sha256, not both")),
+                (None, None) => return Err(err(&key, "one of token or token_sha256 is required")),
+            };
+            let organization_id = uuid_key(&format!("{key}.organization_id"), &key_cfg.organization_id)?;
+            if !catalog.organizations.contains_key(&organization_id) {
+                return Err(err(format!("{key}.organization_id"), format!("no organization {organization_id} is configured")));
+            }
+            let subject_id = uuid_key(&format!("{key}.subject_id"), &key_cfg.subject_id)?;
+            let principal = principal(&format!("{key}.principal"), key_cfg.principal.as_deref(), Principal::User)?;
+            if api_keys.iter().any(|k: &ApiKey| k.token_sha256 == token_sha256) {
+                return Err(err(&key, "the same token is configured twice"));
+            }
+            api_keys.push(ApiKey { token_sha256, organization_id, subject: Subject { id: subject_id, principal: principal as i32 } });
+        }
+
+        for (i, runner) in self.runners.into_iter().enumerate() {
+            let key = format!("runners[{i}]");
+            let id = uuid_key(&format!("{key}.id"), &runner.id)?;
+            let kind = match runner.kind.as_str() {
+                "simulated" => RunnerKind::Simulated,
+                "local" => RunnerKind::Local,
+                other => return Err(err(format!("{key}.kind"), format!("{other:?} is not a runner kind; use \"simulated\" or \"local\""))),
+            };
+            let max_concurrent_prebuilds = runner.max_concurrent_prebuilds.unwrap_or(4);
+            if max_concurrent_prebuilds == 0 {
+                return Err(err(format!("{key}.max_concurrent_prebuilds"), "must be at least 1"));
+            }
+            if kind != RunnerKind::Simulated && runner.step_duration.is_some() {
+                return Err(err(format!("{key}.step_duration"), "only applies to simulated runners"));
+            }
+            let step_duration =
+                optional_duration(&format!("{key}.step_duration"), runner.step_duration.as_deref())?.unwrap_or(Duration::from_millis(200));
+            let config = RunnerConfig { id: id.clone(), kind, max_concurrent_prebuilds, step_duration };
+            if catalog.runners.insert(id.clone(), config).is_some() {
+                return Err(err(format!("{key}.id"), format!("{id} is listed twice")));
+            }
+        }
+
+        for (i, class) in self.environment_classes.into_iter().enumerate() {
+            let key = format!("environment_classes[{i}]");
+            let id = uuid_key(&format!("{key}.id"), &class.id)?;
+            let runner_id = uuid_key(&format!("{key}.runner_id"), &class.runner_id)?;
+            if !catalog.runners.contains_key(&runner_id) {
+                return Err(err(format!("{key}.runner_id"), format!("no runner {runner_id} is configured")));
+            }
+            let class = EnvironmentClass { id: id.clone(), runner_id, name: class.name };
+            if catalog.environment_classes.insert(id.clone(), class).is_some() {
+                return Err(err(format!("{key}.id"), format!("{id} is listed twice")));
+            }
+        }
+
+        for (i, project) in self.projects.into_iter().enumerate() {
+            let key = format!("projects[{i}]");
+            let id = uuid_key(&format!("{key}.id"), &project.id)?;
+            let organization_id = uuid_key(&format!("{key}.organization_id"), &project.organization_id)?;
+            if !catalog.organizations.contains_key(&organization_id) {
+                return Err(err(format!("{key}.organization_id"), format!("no organization {organization_id} is configured")));
+            }
+            if project.repository.trim().is_empty() {
+                return Err(err(format!("{key}.repository"), "must not be empty"));
+            }
+            let mut environment_class_ids = Vec::new();
+            for (j, class_id) in project.prebuilds.environment_class_ids.iter().enumerate() {
+                let class_key = format!("{key}.prebuilds.environment_class_ids[{j}]");
+                let class_id = uuid_key(&class_key, class_id)?;
+                if !catalog.environment_classes.contains_key(&class_id) {
+                    return Err(err(class_key, format!("no environment class {class_id} is configured")));
+                }
+                if environment_class_ids.contains(&class_id) {
+                    return Err(err(class_key, format!("{class_id} is listed twice")));
+                }
+                environment_class_ids.push(class_id);
+            }
+            let default_environment_class_id = match project.default_environment_class_id {
+                Some(class_id) => {
+                    let class_key = format!("{key}.default_environment_class_id");
+                    let class_id = uuid_key(&class_key, &class_id)?;
+                    if !catalog.environment_classes.contains_key(&class_id) {
+                        return Err(err(class_key, format!("no environment class {class_id} is configured")));
+                    }
+                    Some(class_id)
+                }
+                None => None,
+            };
+            let timeout = match optional_duration(&format!("{key}.prebuilds.timeout"), project.prebuilds.timeout.as_deref())? {
+                Some(timeout) => {
+                    let seconds = timeout.as_secs_f64();
+                    if seconds < MIN_PREBUILD_TIMEOUT_SECONDS as f64 || seconds > MAX_PREBUILD_TIMEOUT_SECONDS as f64 {
+                        return Err(err(format!("{key}.prebuilds.timeout"), "must be between 300s and 7200s"));
+                    }
+                    timeout
+                }
+                None => DEFAULT_PREBUILD_TIMEOUT,
+            };
+            if let Some(hour) = project.prebuilds.daily_schedule_hour_utc {
+                if hour > 23 {
+                    return Err(err(format!("{key}.prebuilds.daily_schedule_hour_utc"), format!("must be between 0 and 23, got {hour}")));
+                }
+            }
+            let executor = match project.prebuilds.executor {
+                Some(executor) => {
+                    let executor_key = format!("{key}.prebuilds.executor");
+                    let subject_id = uuid_key(&format!("{executor_key}.id"), &executor.id)?;
+                    let principal =
+                        principal(&format!("{executor_key}.principal"), executor.principal.as_deref(), Principal::ServiceAccount)?;
+                    Some(Subject { id: subject_id, principal: principal as i32 })
+                }
+                None => None,
+            };
+            let project = Project {
+                id: id.clone(),
+                organization_id,
+                name: project.name,
+                repository: project.repository,
+                default_environment_class_id,
+                prebuilds: PrebuildSettings {
+                    enabled: project.prebuilds.enabled,
+                    environment_class_ids,
+                    timeout,
+                    daily_schedule_hour_utc: project.prebuilds.daily_schedule_hour_utc,
+                    executor,
+                },
+            };
+            if catalog.projects.insert(id.clone(), project).is_some() {
+                return Err(err(format!("{key}.id"), format!("{id} is listed twice")));
+            }
+        }
+
+        Ok(Config { listen, public_url, data_dir, catalog, api_keys, retention })
+    }
+}
+
+fn uuid_key(key: &str, value: &str) -> Result<String, ConfigError> {
+    if is_uuid(value) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(err(key, format!("{value:?} is not a UUID")))
+    }
+}
+
+fn principal(key: &str, value: Option<&str>, default: Principal) -> Result<Principal, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(name) => match Principal::from_str_name(name) {
+            Some(Principal::Unspecified) | None => {
+                Err(err(key, format!("{name:?} is not a principal; use e.g. \"PRINCIPAL_USER\" or \"PRINCIPAL_SERVICE_ACCOUNT\"")))
+            }
+            Some(principal) => Ok(principal),
+        },
+    }
+}
+
+fn optional_duration(key: &str, value: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    value
+        .map(|text| {
+            humantime::parse_duration(text)
+                .map_err(|e| err(key, format!("{text:?} is not a duration like \"200ms\", \"3600s\" or \"7d\" ({e})")))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORG: &str = "11111111-1111-4111-8111-111111111111";
+    const RUNNER: &str = "22222222-2222-4222-8222-222222222222";
+    const CLASS: &str = "33333333-3333-4333-8333-333333333333";
+    const PROJECT: &str = "44444444-4444-4444-8444-444444444444";
+
+    fn base(extra: &str) -> String {
+        format!(
+            r#"
+[[organizations]]
+id = "{ORG}"
+name = "Acme"
+
+[[api_keys]]
+token = "secret-token-1"
+organization_id = "{ORG}"
+subject_id = "55555555-5555-4555-8555-555555555555"
+principal = "PRINCIPAL_USER"
+
+[[runners]]
+id = "{RUNNER}"
+kind = "simulated"
+step_duration = "50ms"
+
+[[environment_classes]]
+id = "{CLASS}"
+runner_id = "{RUNNER}"
+name = "small"
+
+[[projects]]
+id = "{PROJECT}"
+organization_id = "{ORG}"
+name = "backend"
+repository = "sim://ok"
+default_environment_class_id = "{CLASS}"
+{extra}
+"#
+        )
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let config = Config::parse(&base("[projects.prebuilds]\nenabled = true\nenvironment_class_ids = [\"33333333-3333-4333-8333-333333333333\"]\ntimeout = \"1800s\"\ndaily_schedule_hour_utc = 3\nexecutor = { id = \"66666666-6666-4666-8666-666666666666\", principal = \"PRINCIPAL_SERVICE_ACCOUNT\" }\n"), &Overrides::default()).unwrap();
+        let project = &config.catalog.projects[PROJECT];
+        assert!(project.prebuilds.enabled);
+        assert_eq!(project.prebuilds.timeout, Duration::from_secs(1800));
+        assert_eq!(project.prebuilds.daily_schedule_hour_utc, Some(3));
+        assert_eq!(config.catalog.runners[RUNNER].step_duration, Duration::from_millis(50));
+        assert_eq!(config.public_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                base("[projects.prebuilds]\nenabled = true\nenvironment_class_ids = [\"nope\"]\n"),
+                "projects[0].prebuilds.environment_class_ids[0]",
+            ),
+            (
+                base("[projects.prebuilds]\nenabled = true\nenvironment_class_ids = [\"99999999-3333-4333-8333-333333333333\"]\n"),
+                "projects[0].prebuilds.environment_class_ids[0]",
+            ),
+            (base("[projects.prebuilds]\ntimeout = \"10s\"\n"), "projects[0].prebuilds.timeout"),
+            (base("[projects.prebuilds]\ndaily_schedule_hour_utc = 24\n"), "projects[0].prebuilds.daily_schedule_hour_utc"),
+            (base("").replace("runner_id = \"22222222", "runner_id = \"77777777"), "environment_classes[0].runner_id"),
+            (base("").replace("kind = \"simulated\"", "kind = \"vm\""), "runners[0].kind"),
+            (base("").replace("principal = \"PRINCIPAL_USER\"", "principal = \"USER\""), "api_keys[0].principal"),
+            (base("").replace("[[organizations]]\nid = \"11111111", "[[organizations]]\nid = \"x1111111"), "organizations[0].id"),
+        ];
+        for (text, key) in cases {
+            let error = Config::parse(&text, &Overrides::default()).unwrap_err();
+            assert!(error.0.starts_with(key), "expected {key}, got {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let error = Config::parse(&base("colour = \"blue\"\n"), &Overrides::default()).unwrap_err();
+        assert!(error.0.contains("colour"), "{error}");
+    }
+
+    #[test]
+    fn token_sha256_is_accepted_and_tokens_are_hashed() {
+        let digest = hex::encode(Sha256::digest(b"secret-token-1"));
+        let text = base("").replace("token = \"secret-token-1\"", &format!("token_sha256 = \"{digest}\""));
+        let config = Config::parse(&text, &Overrides::default()).unwrap();
+        let plain = Config::parse(&base(""), &Overrides::default()).unwrap();
+        assert_eq!(config.api_keys[0].token_sha256, plain.api_keys[0].token_sha256);
+    }
+
+    #[test]
+    fn overrides_win_and_demo_is_valid() {
+        let overrides = Overrides { listen: Some("127.0.0.1:9999".into()), data_dir: Some("/tmp/x".into()) };
+        let config = Config::demo(&overrides);
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert!(config.catalog.projects.contains_key(DEMO_PROJECT_ID));
+        assert!(config.catalog.projects[DEMO_PROJECT_ID].prebuilds.environment_class_ids.contains(&DEMO_ENVIRONMENT_CLASS_ID.to_string()));
+    }
+}

@@ -1,0 +1,190 @@
+//! The one error type of the domain, and its mappings to gRPC and Connect.
+//!
+//! Every layer returns [`Error`]; the transports map it exactly once: to a
+//! `tonic::Status` for gRPC, and to a Connect code and HTTP status for the
+//! Connect layer. Messages say what to fix; internal details are logged, never
+//! sent to the client.
+
+use std::fmt;
+
+/// A domain error. The variant decides the status code; the text is what the
+/// caller reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The request is malformed; `field` names the offending field
+    /// (`spec.timeout`), `reason` says what is expected.
+    InvalidArgument {
+        field: String,
+        reason: String,
+    },
+    /// A malformed request body (protobuf or JSON) as a whole.
+    MalformedRequest(String),
+    NotFound(String),
+    FailedPrecondition(String),
+    AlreadyExists(String),
+    Unauthenticated(String),
+    ResourceExhausted(String),
+    DeadlineExceeded(String),
+    Unavailable(String),
+    /// An unexpected fault. The text is for the log only; clients see a
+    /// generic message.
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The status codes we use, named as in the gRPC and Connect specifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Canceled,
+    Unknown,
+    InvalidArgument,
+    DeadlineExceeded,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    ResourceExhausted,
+    FailedPrecondition,
+    Aborted,
+    OutOfRange,
+    Unimplemented,
+    Internal,
+    Unavailable,
+    Unauthenticated,
+}
+
+impl Code {
+    /// The Connect protocol's name for the code (`"not_found"`).
+    pub fn connect_name(self) -> &'static str {
+        match self {
+            Code::Canceled => "canceled",
+            Code::Unknown => "unknown",
+            Code::InvalidArgument => "invalid_argument",
+            Code::DeadlineExceeded => "deadline_exceeded",
+            Code::NotFound => "not_found",
+            Code::AlreadyExists => "already_exists",
+            Code::PermissionDenied => "permission_denied",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::Aborted => "aborted",
+            Code::OutOfRange => "out_of_range",
+            Code::Unimplemented => "unimplemented",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+            Code::Unauthenticated => "unauthenticated",
+        }
+    }
+
+    /// The HTTP status the Connect protocol assigns to the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::Canceled => 499,
+            Code::Unknown | Code::Internal => 500,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+            Code::DeadlineExceeded => 504,
+            Code::NotFound => 404,
+            Code::AlreadyExists | Code::Aborted => 409,
+            Code::PermissionDenied => 403,
+            Code::ResourceExhausted => 429,
+            Code::Unimplemented => 501,
+            Code::Unavailable => 503,
+            Code::Unauthenticated => 401,
+        }
+    }
+
+    pub fn grpc(self) -> tonic::Code {
+        match self {
+            Code::Canceled => tonic::Code::Cancelled,
+            Code::Unknown => tonic::Code::Unknown,
+            Code::InvalidArgument => tonic::Code::InvalidArgument,
+            Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            Code::NotFound => tonic::Code::NotFound,
+            Code::AlreadyExists => tonic::Code::AlreadyExists,
+            Code::PermissionDenied => tonic::Code::PermissionDenied,
+            Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+            Code::Aborted => tonic::Code::Aborted,
+            Code::OutOfRange => tonic::Code::OutOfRange,
+            Code::Unimplemented => tonic::Code::Unimplemented,
+            Code::Internal => tonic::Code::Internal,
+            Code::Unavailable => tonic::Code::Unavailable,
+            Code::Unauthenticated => tonic::Code::Unauthenticated,
+        }
+    }
+}
+
+/// What a client is told instead of an internal fault's details.
+const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+
+    pub fn internal(context: impl fmt::Display) -> Self {
+        Error::Internal(context.to_string())
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument { .. } | Error::MalformedRequest(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The message a client may see. Internal faults are logged here, once,
+    /// and replaced by a generic text.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                INTERNAL_MESSAGE.to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument { field, reason } => write!(f, "{field}: {reason}"),
+            Error::MalformedRequest(m)
+            | Error::NotFound(m)
+            | Error::FailedPrecondition(m)
+            | Error::AlreadyExists(m)
+            | Error::Unauthenticated(m)
+            | Error::ResourceExhausted(m)
+            | Error::DeadlineExceeded(m)
+            | Error::Unavailable(m)
+            | Error::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        tonic::Status::new(error.code().grpc(), error.client_message())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Self {
+        Error::Internal(format!("sqlite: {error}"))
+    }
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(error: prost::DecodeError) -> Self {
+        Error::Internal(format!("stored record does not decode: {error}"))
+    }
+}

@@ -1,0 +1,133 @@
+//! The API's rules: validation, tenancy, defaults and state changes, for
+//! every transport alike. Nothing here knows about HTTP, gRPC or SQL: the
+//! transports decode a request, authenticate, call a method here with the
+//! prost request type, and encode what it returns.
+
+mod prebuilds;
+mod warm_pools;
+
+pub use prebuilds::{new_prebuild, NewPrebuild};
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::proto::gitpod::v1::PaginationRequest;
+use crate::store::{PageRequest, Store};
+use crate::tokens::{PageCursor, TokenKey};
+use crate::validate;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, RwLock};
+use tokio::sync::Notify;
+
+/// Page size when the client sends none (the reference: "Defaults to 25").
+pub const DEFAULT_PAGE_SIZE: usize = 25;
+/// The reference: "Maximum 100."
+pub const MAX_PAGE_SIZE: i32 = 100;
+
+/// The PrebuildService, independent of transport.
+pub struct Service {
+    store: Arc<dyn Store>,
+    catalog: RwLock<Arc<Catalog>>,
+    clock: Arc<dyn Clock>,
+    tokens: TokenKey,
+    public_url: String,
+    /// Woken on every write so the reconciler acts at once, not on its tick.
+    changes: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("public_url", &self.public_url).finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        clock: Arc<dyn Clock>,
+        tokens: TokenKey,
+        public_url: String,
+        changes: Arc<Notify>,
+    ) -> Self {
+        Service { store, catalog: RwLock::new(catalog), clock, tokens, public_url, changes }
+    }
+
+    /// The current catalog (a cheap `Arc` clone; a reload swaps it whole).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the catalog (configuration reload).
+    pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+        self.changes.notify_one();
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn tokens(&self) -> &TokenKey {
+        &self.tokens
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    fn changed(&self) {
+        self.changes.notify_one();
+    }
+
+    /// Validates `pagination` and resolves its token for the query with
+    /// this fingerprint.
+    fn page_request(&self, pagination: Option<&PaginationRequest>, fingerprint: u64) -> Result<PageRequest> {
+        let (page_size, token) = match pagination {
+            Some(p) => (p.page_size, p.token.as_str()),
+            None => (0, ""),
+        };
+        let page_size = validate::int_range("pagination.page_size", page_size, 0, MAX_PAGE_SIZE)?;
+        let limit = if page_size == 0 { DEFAULT_PAGE_SIZE } else { page_size as usize };
+        let after_seq =
+            if token.is_empty() { None } else { Some(self.tokens.open_page_token(token, fingerprint, self.clock.now())?.after_seq) };
+        Ok(PageRequest { after_seq, limit })
+    }
+
+    /// The `nextToken` for a page: empty on the last page.
+    fn next_page_token(&self, next_after_seq: Option<i64>, fingerprint: u64) -> String {
+        match next_after_seq {
+            Some(after_seq) => self.tokens.page_token(PageCursor { after_seq }, fingerprint, self.clock.now()),
+            None => String::new(),
+        }
+    }
+}
+
+/// The URL where a prebuild's log can be read (`logUrl`).
+pub fn log_url(public_url: &str, prebuild_id: &str) -> String {
+    format!("{public_url}/logs/prebuilds/{prebuild_id}")
+}
+
+/// A stable fingerprint of a list query (sorted, so item order within a
+/// filter does not matter), binding page tokens to the query they continue.
+fn query_fingerprint(parts: &[(&str, Vec<String>)]) -> u64 {
+    let mut hasher = Sha256::new();
+    for (name, values) in parts {
+        let mut values = values.clone();
+        values.sort();
+        values.dedup();
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        for value in values {
+            hasher.update(value.as_bytes());
+            hasher.update([1]);
+        }
+        hasher.update([2]);
+    }
+    let digest = hasher.finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
+}

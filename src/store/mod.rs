@@ -1,0 +1,96 @@
+//! Persistence of prebuilds and warm pools, behind a trait shaped by what the
+//! service and reconciler need (not by SQLite), so a PostgreSQL backend can
+//! be added without touching them.
+//!
+//! Resources are stored as their proto messages; implementations keep beside
+//! them only the columns that filters and ordering need. Every write is one
+//! transaction; updates are read-modify-write under optimistic concurrency.
+
+pub mod sqlite;
+
+use crate::error::Result;
+use crate::proto::gitpod::v1::{Prebuild, WarmPool};
+use async_trait::async_trait;
+
+/// What an update closure did, so unchanged rows are not rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Unchanged,
+    Changed,
+}
+
+/// A read-modify-write step on a prebuild; an `Err` aborts the write. It is
+/// `Fn` because a store may run it again on fresh data after losing an
+/// optimistic-concurrency race.
+pub type PrebuildUpdate = Box<dyn Fn(&mut Prebuild) -> Result<Change> + Send + Sync>;
+/// A read-modify-write step on a warm pool (see [`PrebuildUpdate`]).
+pub type WarmPoolUpdate = Box<dyn Fn(&mut WarmPool) -> Result<Change> + Send + Sync>;
+
+/// Filters of ListPrebuilds: AND across fields, OR within one. Empty lists
+/// do not filter. IDs are canonical (lowercase).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PrebuildFilter {
+    pub organization_id: String,
+    pub project_ids: Vec<String>,
+    pub phases: Vec<i32>,
+    pub triggered_by: Vec<i32>,
+    pub creator_ids: Vec<String>,
+    pub executor_ids: Vec<String>,
+}
+
+/// Filters of ListWarmPools.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct WarmPoolFilter {
+    pub organization_id: String,
+    pub project_ids: Vec<String>,
+    pub environment_class_ids: Vec<String>,
+}
+
+/// Keyset pagination: newest first, resuming strictly after `after_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub after_seq: Option<i64>,
+    pub limit: usize,
+}
+
+/// One page; `next_after_seq` is set when more items follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_after_seq: Option<i64>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new prebuild; durable when this returns.
+    async fn insert_prebuild(&self, prebuild: Prebuild) -> Result<()>;
+    /// The prebuild if it exists in the organization.
+    async fn get_prebuild(&self, organization_id: &str, prebuild_id: &str) -> Result<Option<Prebuild>>;
+    async fn list_prebuilds(&self, filter: PrebuildFilter, page: PageRequest) -> Result<Page<Prebuild>>;
+    /// Applies `update` to the stored prebuild in one transaction and returns
+    /// the result; `None` if there is no such prebuild in the organization.
+    async fn update_prebuild(&self, organization_id: &str, prebuild_id: &str, update: PrebuildUpdate) -> Result<Option<Prebuild>>;
+    /// Removes the row for good (the end of deletion). Returns whether it existed.
+    async fn remove_prebuild(&self, prebuild_id: &str) -> Result<bool>;
+    /// Prebuilds not in a final phase (COMPLETED, FAILED, CANCELLED), oldest
+    /// first: the reconciler's work list.
+    async fn active_prebuilds(&self, limit: usize) -> Result<Vec<Prebuild>>;
+    /// The ID of the newest COMPLETED prebuild of (project, environment class).
+    async fn newest_completed_prebuild_id(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        environment_class_id: &str,
+    ) -> Result<Option<String>>;
+
+    /// Inserts a warm pool; `AlreadyExists` if the organization has one for
+    /// the same (project, environment class).
+    async fn insert_warm_pool(&self, warm_pool: WarmPool) -> Result<()>;
+    async fn get_warm_pool(&self, organization_id: &str, warm_pool_id: &str) -> Result<Option<WarmPool>>;
+    async fn list_warm_pools(&self, filter: WarmPoolFilter, page: PageRequest) -> Result<Page<WarmPool>>;
+    async fn update_warm_pool(&self, organization_id: &str, warm_pool_id: &str, update: WarmPoolUpdate) -> Result<Option<WarmPool>>;
+    async fn remove_warm_pool(&self, warm_pool_id: &str) -> Result<bool>;
+    /// Every warm pool of every organization: the reconciler's work list
+    /// (pools are few: at most one per project and class).
+    async fn all_warm_pools(&self) -> Result<Vec<WarmPool>>;
+}

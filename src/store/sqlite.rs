@@ -1,0 +1,461 @@
+//! The SQLite store: WAL mode, `synchronous=FULL`, never on the async runtime.
+//!
+//! One writer thread owns the only write connection and commits in groups:
+//! every write waiting when a transaction starts joins it (each in its own
+//! savepoint, so one failing write does not undo the others), and each caller
+//! is answered only after the commit that holds its write. A pool of reader
+//! threads, each with its own connection, serves reads concurrently (WAL lets
+//! readers proceed while the writer commits).
+
+use super::{Change, Page, PageRequest, PrebuildFilter, PrebuildUpdate, Store, WarmPoolFilter, WarmPoolUpdate};
+use crate::error::{Error, Result};
+use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase, WarmPool};
+use async_trait::async_trait;
+use prost::Message;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use tokio::sync::oneshot;
+
+/// Numbered schema migrations, applied in order at start; `PRAGMA
+/// user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+
+/// How many queued writes one transaction takes at most.
+const MAX_GROUP: usize = 512;
+/// How often a read-modify-write retries after losing an optimistic race.
+const MAX_UPDATE_ATTEMPTS: usize = 5;
+
+type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+/// A write: runs inside the group transaction, says whether it succeeded (so
+/// its savepoint is kept or rolled back), and returns how to answer its
+/// caller once the commit outcome is known.
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    writes: crossbeam_channel::Sender<WriteJob>,
+    reads: crossbeam_channel::Sender<ReadJob>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL: readers never block the writer. FULL: an acknowledged commit
+    // survives power loss, not only a process crash.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(Error::Internal(format!(
+            "the database has schema version {applied}, newer than this binary knows ({}); upgrade prebuildd",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "applied schema migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/prebuildd.db`, applies
+    /// migrations and starts the writer and reader threads.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+        let path = data_dir.join("prebuildd.db");
+        let mut writer = Connection::open(&path)?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+
+        let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, write_rx))
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
+
+        let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
+        let readers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8);
+        for i in 0..readers {
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.set_prepared_statement_cache_capacity(128);
+            let rx = read_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        // A panicking job drops its reply sender; the caller
+                        // gets an internal error and the thread lives on.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn)));
+                    }
+                })
+                .map_err(|e| Error::Internal(format!("cannot start a reader thread: {e}")))?;
+        }
+        Ok(SqliteStore { writes: write_tx, reads: read_tx, path })
+    }
+
+    /// Runs `f` on a reader thread.
+    async fn read<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.reads.send(job).map_err(|_| Error::Unavailable("the store is shutting down".into()))?;
+        rx.await.map_err(|_| Error::Internal("a store read failed unexpectedly".into()))?
+    }
+
+    /// Runs `f` in the writer's next group transaction; returns after commit.
+    async fn write<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit: Result<()>| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, finish)
+        });
+        self.writes.send(job).map_err(|_| Error::Unavailable("the store is shutting down".into()))?;
+        rx.await.map_err(|_| Error::Internal("a store write failed unexpectedly".into()))?
+    }
+
+    /// `PRAGMA integrity_check`, for operators and crash tests.
+    pub async fn integrity_check(&self) -> Result<String> {
+        self.read(|conn| Ok(conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))?)).await
+    }
+}
+
+fn writer_loop(conn: Connection, jobs: crossbeam_channel::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = Vec::with_capacity(16);
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&conn, group);
+    }
+}
+
+fn commit_group(conn: &Connection, group: Vec<WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let error = Error::from(e);
+        for job in group {
+            // Run nothing; answer each caller with the failure.
+            drop(job);
+            tracing::error!(%error, "cannot begin a write transaction");
+        }
+        return;
+    }
+    let mut finishers = Vec::with_capacity(group.len());
+    for job in group {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %e, "cannot open a savepoint");
+            continue;
+        }
+        match std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
+            Ok((true, finish)) => {
+                let _ = conn.execute_batch("RELEASE job");
+                finishers.push(finish);
+            }
+            Ok((false, finish)) => {
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                finishers.push(finish);
+            }
+            Err(_) => {
+                tracing::error!("a store write panicked; it was rolled back");
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            }
+        }
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(Error::from);
+    if commit.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for finish in finishers {
+        finish(commit.clone());
+    }
+}
+
+// ---- row mapping -------------------------------------------------------------
+
+struct PrebuildColumns<'a> {
+    organization_id: &'a str,
+    project_id: &'a str,
+    environment_class_id: &'a str,
+    phase: i32,
+    triggered_by: i32,
+    creator_id: &'a str,
+    executor_id: &'a str,
+}
+
+fn prebuild_columns(prebuild: &Prebuild) -> PrebuildColumns<'_> {
+    let metadata = prebuild.metadata.as_ref();
+    PrebuildColumns {
+        organization_id: metadata.map(|m| m.organization_id.as_str()).unwrap_or_default(),
+        project_id: metadata.map(|m| m.project_id.as_str()).unwrap_or_default(),
+        environment_class_id: metadata.map(|m| m.environment_class_id.as_str()).unwrap_or_default(),
+        phase: prebuild.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+        triggered_by: metadata.map(|m| m.triggered_by).unwrap_or_default(),
+        creator_id: metadata.and_then(|m| m.creator.as_ref()).map(|s| s.id.as_str()).unwrap_or_default(),
+        executor_id: metadata.and_then(|m| m.executor.as_ref()).map(|s| s.id.as_str()).unwrap_or_default(),
+    }
+}
+
+fn decode_body<T: Message + Default>(bytes: &[u8]) -> Result<T> {
+    Ok(T::decode(bytes)?)
+}
+
+/// Appends `AND column IN (?, ?, ...)` for a non-empty list.
+fn push_in<T: rusqlite::ToSql + Clone + 'static>(sql: &mut String, args: &mut Vec<Box<dyn rusqlite::ToSql>>, column: &str, values: &[T]) {
+    if values.is_empty() {
+        return;
+    }
+    sql.push_str(" AND ");
+    sql.push_str(column);
+    sql.push_str(" IN (");
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('?');
+        args.push(Box::new(value.clone()));
+    }
+    sql.push(')');
+}
+
+fn run_page<T: Message + Default>(
+    conn: &Connection,
+    mut sql: String,
+    mut args: Vec<Box<dyn rusqlite::ToSql>>,
+    page: PageRequest,
+) -> Result<Page<T>> {
+    if let Some(after) = page.after_seq {
+        sql.push_str(" AND seq < ?");
+        args.push(Box::new(after));
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    args.push(Box::new((page.limit + 1) as i64));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(args.iter().map(|a| a.as_ref())))?;
+    let mut items = Vec::with_capacity(page.limit.min(128));
+    let mut last_seq = None;
+    let mut more = false;
+    while let Some(row) = rows.next()? {
+        if items.len() == page.limit {
+            more = true;
+            break;
+        }
+        let seq: i64 = row.get(0)?;
+        let body = row.get_ref(1)?.as_blob().map_err(|e| Error::Internal(format!("bad body column: {e}")))?;
+        items.push(decode_body(body)?);
+        last_seq = Some(seq);
+    }
+    Ok(Page { items, next_after_seq: if more { last_seq } else { None } })
+}
+
+fn load_prebuild(conn: &Connection, organization_id: &str, prebuild_id: &str) -> Result<Option<(i64, Prebuild)>> {
+    let mut stmt = conn.prepare_cached("SELECT version, body FROM prebuilds WHERE id = ?1 AND organization_id = ?2")?;
+    let row =
+        stmt.query_row(params![prebuild_id, organization_id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))).optional()?;
+    row.map(|(version, body)| Ok((version, decode_body(&body)?))).transpose()
+}
+
+fn load_warm_pool(conn: &Connection, organization_id: &str, warm_pool_id: &str) -> Result<Option<(i64, WarmPool)>> {
+    let mut stmt = conn.prepare_cached("SELECT version, body FROM warm_pools WHERE id = ?1 AND organization_id = ?2")?;
+    let row =
+        stmt.query_row(params![warm_pool_id, organization_id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))).optional()?;
+    row.map(|(version, body)| Ok((version, decode_body(&body)?))).transpose()
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(e, _) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_prebuild(&self, prebuild: Prebuild) -> Result<()> {
+        self.write(move |conn| {
+            let c = prebuild_columns(&prebuild);
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9)",
+            )?;
+            stmt.execute(params![prebuild.id, c.organization_id, c.project_id, c.environment_class_id, c.phase, c.triggered_by, c.creator_id, c.executor_id, prebuild.encode_to_vec()])
+                .map_err(|e| if is_unique_violation(&e) { Error::AlreadyExists(format!("prebuild {} already exists", prebuild.id)) } else { e.into() })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_prebuild(&self, organization_id: &str, prebuild_id: &str) -> Result<Option<Prebuild>> {
+        let (organization_id, prebuild_id) = (organization_id.to_string(), prebuild_id.to_string());
+        self.read(move |conn| Ok(load_prebuild(conn, &organization_id, &prebuild_id)?.map(|(_, p)| p))).await
+    }
+
+    async fn list_prebuilds(&self, filter: PrebuildFilter, page: PageRequest) -> Result<Page<Prebuild>> {
+        self.read(move |conn| {
+            let mut sql = String::from("SELECT seq, body FROM prebuilds WHERE organization_id = ?");
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(filter.organization_id.clone())];
+            push_in(&mut sql, &mut args, "project_id", &filter.project_ids);
+            push_in(&mut sql, &mut args, "phase", &filter.phases);
+            push_in(&mut sql, &mut args, "triggered_by", &filter.triggered_by);
+            push_in(&mut sql, &mut args, "creator_id", &filter.creator_ids);
+            push_in(&mut sql, &mut args, "executor_id", &filter.executor_ids);
+            run_page(conn, sql, args, page)
+        })
+        .await
+    }
+
+    async fn update_prebuild(&self, organization_id: &str, prebuild_id: &str, update: PrebuildUpdate) -> Result<Option<Prebuild>> {
+        let (organization_id, prebuild_id) = (organization_id.to_string(), prebuild_id.to_string());
+        self.write(move |conn| {
+            for _ in 0..MAX_UPDATE_ATTEMPTS {
+                let Some((version, mut prebuild)) = load_prebuild(conn, &organization_id, &prebuild_id)? else {
+                    return Ok(None);
+                };
+                if update(&mut prebuild)? == Change::Unchanged {
+                    return Ok(Some(prebuild));
+                }
+                let c = prebuild_columns(&prebuild);
+                let mut stmt = conn
+                    .prepare_cached("UPDATE prebuilds SET phase = ?1, version = version + 1, body = ?2 WHERE id = ?3 AND version = ?4")?;
+                if stmt.execute(params![c.phase, prebuild.encode_to_vec(), prebuild_id, version])? == 1 {
+                    return Ok(Some(prebuild));
+                }
+                // Lost an optimistic race: read the newer row and apply again.
+            }
+            Err(Error::Unavailable("the prebuild is changing too often; retry the request".into()))
+        })
+        .await
+    }
+
+    async fn remove_prebuild(&self, prebuild_id: &str) -> Result<bool> {
+        let prebuild_id = prebuild_id.to_string();
+        self.write(move |conn| Ok(conn.prepare_cached("DELETE FROM prebuilds WHERE id = ?1")?.execute([prebuild_id])? > 0)).await
+    }
+
+    async fn active_prebuilds(&self, limit: usize) -> Result<Vec<Prebuild>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT body FROM prebuilds WHERE phase NOT IN ({}, {}, {}) ORDER BY seq LIMIT ?1",
+                PrebuildPhase::Completed as i32,
+                PrebuildPhase::Failed as i32,
+                PrebuildPhase::Cancelled as i32
+            ))?;
+            let rows = stmt.query_map([limit as i64], |row| row.get::<_, Vec<u8>>(0))?;
+            rows.map(|body| decode_body(&body?)).collect()
+        })
+        .await
+    }
+
+    async fn newest_completed_prebuild_id(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        environment_class_id: &str,
+    ) -> Result<Option<String>> {
+        let (o, p, c) = (organization_id.to_string(), project_id.to_string(), environment_class_id.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT id FROM prebuilds WHERE organization_id = ?1 AND project_id = ?2 AND environment_class_id = ?3 AND phase = {} ORDER BY seq DESC LIMIT 1",
+                PrebuildPhase::Completed as i32
+            ))?;
+            Ok(stmt.query_row(params![o, p, c], |row| row.get(0)).optional()?)
+        })
+        .await
+    }
+
+    async fn insert_warm_pool(&self, warm_pool: WarmPool) -> Result<()> {
+        self.write(move |conn| {
+            let metadata = warm_pool.metadata.clone().unwrap_or_default();
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO warm_pools (id, organization_id, project_id, environment_class_id, version, body) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+            )?;
+            stmt.execute(params![warm_pool.id, metadata.organization_id, metadata.project_id, metadata.environment_class_id, warm_pool.encode_to_vec()])
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        Error::AlreadyExists(format!(
+                            "a warm pool for project {} and environment class {} already exists; update or delete it instead",
+                            metadata.project_id, metadata.environment_class_id
+                        ))
+                    } else {
+                        e.into()
+                    }
+                })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_warm_pool(&self, organization_id: &str, warm_pool_id: &str) -> Result<Option<WarmPool>> {
+        let (organization_id, warm_pool_id) = (organization_id.to_string(), warm_pool_id.to_string());
+        self.read(move |conn| Ok(load_warm_pool(conn, &organization_id, &warm_pool_id)?.map(|(_, p)| p))).await
+    }
+
+    async fn list_warm_pools(&self, filter: WarmPoolFilter, page: PageRequest) -> Result<Page<WarmPool>> {
+        self.read(move |conn| {
+            let mut sql = String::from("SELECT seq, body FROM warm_pools WHERE organization_id = ?");
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(filter.organization_id.clone())];
+            push_in(&mut sql, &mut args, "project_id", &filter.project_ids);
+            push_in(&mut sql, &mut args, "environment_class_id", &filter.environment_class_ids);
+            run_page(conn, sql, args, page)
+        })
+        .await
+    }
+
+    async fn update_warm_pool(&self, organization_id: &str, warm_pool_id: &str, update: WarmPoolUpdate) -> Result<Option<WarmPool>> {
+        let (organization_id, warm_pool_id) = (organization_id.to_string(), warm_pool_id.to_string());
+        self.write(move |conn| {
+            for _ in 0..MAX_UPDATE_ATTEMPTS {
+                let Some((version, mut warm_pool)) = load_warm_pool(conn, &organization_id, &warm_pool_id)? else {
+                    return Ok(None);
+                };
+                if update(&mut warm_pool)? == Change::Unchanged {
+                    return Ok(Some(warm_pool));
+                }
+                let mut stmt =
+                    conn.prepare_cached("UPDATE warm_pools SET version = version + 1, body = ?1 WHERE id = ?2 AND version = ?3")?;
+                if stmt.execute(params![warm_pool.encode_to_vec(), warm_pool_id, version])? == 1 {
+                    return Ok(Some(warm_pool));
+                }
+            }
+            Err(Error::Unavailable("the warm pool is changing too often; retry the request".into()))
+        })
+        .await
+    }
+
+    async fn remove_warm_pool(&self, warm_pool_id: &str) -> Result<bool> {
+        let warm_pool_id = warm_pool_id.to_string();
+        self.write(move |conn| Ok(conn.prepare_cached("DELETE FROM warm_pools WHERE id = ?1")?.execute([warm_pool_id])? > 0)).await
+    }
+
+    async fn all_warm_pools(&self) -> Result<Vec<WarmPool>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM warm_pools ORDER BY seq")?;
+            let rows = stmt.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
+            rows.map(|body| decode_body(&body?)).collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,54 @@
+//! gRPC adapter: authenticate from metadata, call the service, map errors.
+
+use crate::auth::Authenticator;
+use crate::error::Error;
+use crate::proto::gitpod::v1::prebuild_service_server::PrebuildService;
+use crate::proto::gitpod::v1::*;
+use crate::service::Service;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+#[derive(Debug, Clone)]
+pub struct GrpcPrebuildService {
+    service: Arc<Service>,
+    auth: Arc<Authenticator>,
+}
+
+impl GrpcPrebuildService {
+    pub fn new(service: Arc<Service>, auth: Arc<Authenticator>) -> Self {
+        GrpcPrebuildService { service, auth }
+    }
+}
+
+/// The RPCs: each authenticates, calls the service method of the same name
+/// and maps its error. (The whole impl is generated here so that
+/// `async_trait` sees the expanded methods.)
+macro_rules! rpcs {
+    ($($name:ident($req:ty) -> $resp:ty;)*) => {
+        #[tonic::async_trait]
+        impl PrebuildService for GrpcPrebuildService {
+            $(
+                async fn $name(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
+                    let caller = self.auth.authenticate(request.metadata().get("authorization").map(|v| v.as_bytes()))?;
+                    let span = tracing::debug_span!("rpc", method = stringify!($name), organization = %caller.organization_id);
+                    self.service.$name(&caller, request.into_inner()).instrument(span).await.map(Response::new).map_err(|e: Error| e.into())
+                }
+            )*
+        }
+    };
+}
+
+rpcs! {
+    create_prebuild(CreatePrebuildRequest) -> CreatePrebuildResponse;
+    list_prebuilds(ListPrebuildsRequest) -> ListPrebuildsResponse;
+    get_prebuild(GetPrebuildRequest) -> GetPrebuildResponse;
+    cancel_prebuild(CancelPrebuildRequest) -> CancelPrebuildResponse;
+    delete_prebuild(DeletePrebuildRequest) -> DeletePrebuildResponse;
+    create_prebuild_logs_token(CreatePrebuildLogsTokenRequest) -> CreatePrebuildLogsTokenResponse;
+    create_warm_pool(CreateWarmPoolRequest) -> CreateWarmPoolResponse;
+    get_warm_pool(GetWarmPoolRequest) -> GetWarmPoolResponse;
+    list_warm_pools(ListWarmPoolsRequest) -> ListWarmPoolsResponse;
+    update_warm_pool(UpdateWarmPoolRequest) -> UpdateWarmPoolResponse;
+    delete_warm_pool(DeleteWarmPoolRequest) -> DeleteWarmPoolResponse;
+}

@@ -1,0 +1,120 @@
+//! The one listener: HTTP/1.1 and HTTP/2 cleartext (h2c) on one port.
+//!
+//! Requests whose content type is `application/grpc*` go to the gRPC
+//! services (PrebuildService, health, reflection); everything else goes to
+//! the HTTP router (`/healthz`, and the Connect and log routes). Both kinds
+//! share paths (`/gitpod.v1.PrebuildService/<Method>` is gRPC and Connect),
+//! so the split is by content type, not by path.
+
+pub mod codec;
+pub mod grpc;
+pub mod http;
+
+use crate::auth::Authenticator;
+use crate::proto::gitpod::v1::prebuild_service_server::PrebuildServiceServer;
+use crate::service::Service;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tower::ServiceExt;
+
+/// A slow client gets this long to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Largest request message we accept (also the Connect body limit).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Builds the gRPC side: PrebuildService, grpc.health.v1 and reflection
+/// (v1 and v1alpha) for everything we serve.
+pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
+    let prebuilds = PrebuildServiceServer::new(grpc::GrpcPrebuildService::new(service, auth))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    // Health is static: the process serves when it accepts connections.
+    tokio::spawn(async move {
+        health_reporter.set_serving::<PrebuildServiceServer<grpc::GrpcPrebuildService>>().await;
+    });
+
+    let served = served_descriptors();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_file_descriptor_set(served.clone())
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_file_descriptor_set(served)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor set is valid");
+
+    tonic::service::Routes::new(prebuilds).add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha).into_axum_router()
+}
+
+/// The descriptors reflection describes: only services this server answers
+/// (our `prebuildd.v1` extensions join when they are served).
+fn served_descriptors() -> prost_types::FileDescriptorSet {
+    use prost::Message;
+    let mut set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).expect("the embedded descriptor set decodes");
+    set.file.retain(|file| !file.name().starts_with("prebuildd/"));
+    set
+}
+
+fn is_grpc<B>(request: &::http::Request<B>) -> bool {
+    request.headers().get(::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Serves `grpc` and `http` on `listener` until `shutdown` resolves, then
+/// stops accepting and waits (up to [`SHUTDOWN_GRACE`]) for in-flight
+/// requests to finish.
+pub async fn serve(listener: TcpListener, grpc: Router, http: Router, shutdown: impl Future<Output = ()>) {
+    let dispatch = tower::service_fn(move |request: ::http::Request<hyper::body::Incoming>| {
+        let router = if is_grpc(&request) { grpc.clone() } else { http.clone() };
+        router.oneshot(request.map(axum::body::Body::new))
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30))).max_concurrent_streams(1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(dispatch.clone()));
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+}

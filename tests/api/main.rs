@@ -1,0 +1,16 @@
+//! Integration tests of the API through real sockets and real clients.
+//! One binary (one link) with a module per area.
+
+// The deprecated `desired_size` fields are part of the API under test.
+#![allow(deprecated)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth_and_tenancy;
+mod grpc_surface;
+mod pagination;
+mod prebuilds;
+mod restart;
+mod warm_pools;
+mod wire_compat;

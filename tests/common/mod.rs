@@ -1,0 +1,262 @@
+//! Starts a real prebuildd on an ephemeral port with a real SQLite file, and
+//! builds clients for it. Shared by every integration test.
+
+#![allow(dead_code)]
+
+use prebuildd::config::{Config, Overrides};
+use prebuildd::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const ORG_A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+pub const ORG_B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+pub const TOKEN_A: &str = "token-org-a-alice";
+pub const TOKEN_A2: &str = "token-org-a-bob";
+pub const TOKEN_B: &str = "token-org-b-carol";
+pub const ALICE: &str = "a11ce000-0000-4000-8000-0000000000a1";
+pub const BOB: &str = "b0b00000-0000-4000-8000-0000000000b0";
+pub const CAROL: &str = "ca201000-0000-4000-8000-0000000000c0";
+pub const EXECUTOR: &str = "e7ec0000-0000-4000-8000-0000000000e0";
+pub const RUNNER: &str = "7a000000-0000-4000-8000-000000000001";
+pub const CLASS_SMALL: &str = "c1a55000-0000-4000-8000-000000000001";
+pub const CLASS_LARGE: &str = "c1a55000-0000-4000-8000-000000000002";
+pub const CLASS_UNLISTED: &str = "c1a55000-0000-4000-8000-000000000003";
+/// Org A, prebuilds on small and large, default small, executor configured.
+pub const PROJECT_BACKEND: &str = "9e000000-0000-4000-8000-000000000001";
+/// Org A, prebuilds on small, no executor, timeout 1800s.
+pub const PROJECT_FRONTEND: &str = "9e000000-0000-4000-8000-000000000002";
+/// Org A, prebuilds disabled.
+pub const PROJECT_DISABLED: &str = "9e000000-0000-4000-8000-000000000003";
+/// Org B.
+pub const PROJECT_B: &str = "9e000000-0000-4000-8000-000000000004";
+
+/// The configuration integration tests run with: two organizations, three
+/// keys, one runner, three classes and four projects.
+pub fn test_config_toml() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://prebuildd.test"
+
+[[organizations]]
+id = "{ORG_A}"
+name = "Org A"
+
+[[organizations]]
+id = "{ORG_B}"
+name = "Org B"
+
+[[api_keys]]
+token = "{TOKEN_A}"
+organization_id = "{ORG_A}"
+subject_id = "{ALICE}"
+principal = "PRINCIPAL_USER"
+
+[[api_keys]]
+token = "{TOKEN_A2}"
+organization_id = "{ORG_A}"
+subject_id = "{BOB}"
+principal = "PRINCIPAL_SERVICE_ACCOUNT"
+
+[[api_keys]]
+token = "{TOKEN_B}"
+organization_id = "{ORG_B}"
+subject_id = "{CAROL}"
+
+[[runners]]
+id = "{RUNNER}"
+kind = "simulated"
+step_duration = "1h"
+
+[[environment_classes]]
+id = "{CLASS_SMALL}"
+runner_id = "{RUNNER}"
+name = "small"
+
+[[environment_classes]]
+id = "{CLASS_LARGE}"
+runner_id = "{RUNNER}"
+name = "large"
+
+[[environment_classes]]
+id = "{CLASS_UNLISTED}"
+runner_id = "{RUNNER}"
+name = "gpu"
+
+[[projects]]
+id = "{PROJECT_BACKEND}"
+organization_id = "{ORG_A}"
+name = "backend"
+repository = "sim://hang"
+default_environment_class_id = "{CLASS_SMALL}"
+[projects.prebuilds]
+enabled = true
+environment_class_ids = ["{CLASS_SMALL}", "{CLASS_LARGE}"]
+executor = {{ id = "{EXECUTOR}", principal = "PRINCIPAL_SERVICE_ACCOUNT" }}
+
+[[projects]]
+id = "{PROJECT_FRONTEND}"
+organization_id = "{ORG_A}"
+name = "frontend"
+repository = "sim://hang"
+default_environment_class_id = "{CLASS_SMALL}"
+[projects.prebuilds]
+enabled = true
+environment_class_ids = ["{CLASS_SMALL}"]
+timeout = "1800s"
+
+[[projects]]
+id = "{PROJECT_DISABLED}"
+organization_id = "{ORG_A}"
+name = "disabled"
+repository = "sim://hang"
+default_environment_class_id = "{CLASS_SMALL}"
+[projects.prebuilds]
+enabled = false
+
+[[projects]]
+id = "{PROJECT_B}"
+organization_id = "{ORG_B}"
+name = "other"
+repository = "sim://hang"
+default_environment_class_id = "{CLASS_SMALL}"
+[projects.prebuilds]
+enabled = true
+environment_class_ids = ["{CLASS_SMALL}"]
+"#
+    )
+}
+
+/// A running server with its own data dir, removed on drop.
+pub struct TestServer {
+    server: Option<prebuildd::Server>,
+    pub addr: SocketAddr,
+    pub config_toml: String,
+    data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(test_config_toml()).await
+    }
+
+    pub async fn start_with(config_toml: String) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let server = launch(&config_toml, data_dir.path()).await;
+        TestServer { addr: server.addr, server: Some(server), config_toml, data_dir }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data dir.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let server = launch(&self.config_toml, self.data_dir.path()).await;
+        self.addr = server.addr;
+        self.server = Some(server);
+    }
+
+    pub fn service(&self) -> &prebuildd::service::Service {
+        &self.server.as_ref().expect("running").service
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.base_url()).expect("url").connect().await.expect("connect")
+    }
+
+    /// A gRPC client that sends `token` as its bearer key (or none).
+    pub async fn client(&self, token: Option<&str>) -> Client {
+        PrebuildServiceClient::with_interceptor(self.channel().await, Bearer(token.map(|t| format!("Bearer {t}").parse().expect("ascii"))))
+    }
+}
+
+async fn launch(config_toml: &str, data_dir: &Path) -> prebuildd::Server {
+    let overrides = Overrides { listen: None, data_dir: Some(PathBuf::from(data_dir)) };
+    let config = Config::parse(config_toml, &overrides).expect("test config is valid");
+    prebuildd::start(config).await.expect("server starts")
+}
+
+pub type Client = PrebuildServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Asserts a gRPC error's code and that its message contains `needle`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, needle: &str) {
+    match result {
+        Ok(value) => panic!("expected {code:?} containing {needle:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "message: {}", status.message());
+            assert!(status.message().contains(needle), "expected {needle:?} in {:?}", status.message());
+        }
+    }
+}
+
+use prebuildd::proto::gitpod::v1::{CreatePrebuildRequest, Prebuild, PrebuildPhase, PrebuildSpec};
+use prebuildd::store::Change;
+
+/// Creates a prebuild on `project_id` with default settings.
+pub async fn create_prebuild(client: &mut Client, project_id: &str) -> Prebuild {
+    client
+        .create_prebuild(CreatePrebuildRequest {
+            project_id: project_id.into(),
+            environment_class_id: None,
+            spec: Some(PrebuildSpec::default()),
+        })
+        .await
+        .expect("create prebuild")
+        .into_inner()
+        .prebuild
+        .expect("prebuild in response")
+}
+
+impl TestServer {
+    /// Moves a prebuild to `phase` as a runner would (the reconciler's job;
+    /// used to reach phases the API alone cannot).
+    pub async fn force_phase(&self, organization_id: &str, prebuild_id: &str, phase: PrebuildPhase) -> Prebuild {
+        self.service()
+            .store()
+            .update_prebuild(
+                organization_id,
+                prebuild_id,
+                Box::new(move |p| {
+                    let status = p.status.get_or_insert_with(Default::default);
+                    status.phase = phase as i32;
+                    status.status_version += 1;
+                    Ok(Change::Changed)
+                }),
+            )
+            .await
+            .expect("store update")
+            .expect("prebuild exists")
+    }
+}
+
+/// A timestamp as (seconds, nanos), for ordering comparisons.
+pub fn instant(ts: &Option<pbjson_types::Timestamp>) -> (i64, i32) {
+    let ts = ts.as_ref().expect("timestamp set");
+    (ts.seconds, ts.nanos)
+}
