@@ -26,6 +26,9 @@ pub enum Error {
     ResourceExhausted(String),
     DeadlineExceeded(String),
     Unavailable(String),
+    /// The request asks for something this server does not do (an
+    /// unsupported compression, say).
+    Unimplemented(String),
     /// An unexpected fault. The text is for the log only; clients see a
     /// generic message.
     Internal(String),
@@ -135,6 +138,7 @@ impl Error {
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::Unimplemented(_) => Code::Unimplemented,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -164,6 +168,7 @@ impl fmt::Display for Error {
             | Error::ResourceExhausted(m)
             | Error::DeadlineExceeded(m)
             | Error::Unavailable(m)
+            | Error::Unimplemented(m)
             | Error::Internal(m) => f.write_str(m),
         }
     }

@@ -78,7 +78,7 @@ pub async fn start(config: Config) -> Result<Server, Box<dyn std::error::Error +
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let grpc = transport::grpc_router(service.clone(), auth.clone());
-    let http = transport::http::router();
+    let http = transport::http::router(service.clone(), auth.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(transport::serve(listener, grpc, http, async move {
         let _ = shutdown_rx.await;

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PREBUILDD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let args: Vec<String> = std::env::args().skip(1).collect();

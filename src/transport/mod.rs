@@ -7,8 +7,10 @@
 //! so the split is by content type, not by path.
 
 pub mod codec;
+pub mod connect;
 pub mod grpc;
 pub mod http;
+pub mod json;
 
 use crate::auth::Authenticator;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildServiceServer;
