@@ -182,6 +182,43 @@ impl From<Error> for tonic::Status {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_maps_to_the_connect_name_http_status_and_grpc_code() {
+        let table = [
+            (Code::Canceled, "canceled", 499, tonic::Code::Cancelled),
+            (Code::Unknown, "unknown", 500, tonic::Code::Unknown),
+            (Code::InvalidArgument, "invalid_argument", 400, tonic::Code::InvalidArgument),
+            (Code::DeadlineExceeded, "deadline_exceeded", 504, tonic::Code::DeadlineExceeded),
+            (Code::NotFound, "not_found", 404, tonic::Code::NotFound),
+            (Code::AlreadyExists, "already_exists", 409, tonic::Code::AlreadyExists),
+            (Code::PermissionDenied, "permission_denied", 403, tonic::Code::PermissionDenied),
+            (Code::ResourceExhausted, "resource_exhausted", 429, tonic::Code::ResourceExhausted),
+            (Code::FailedPrecondition, "failed_precondition", 400, tonic::Code::FailedPrecondition),
+            (Code::Aborted, "aborted", 409, tonic::Code::Aborted),
+            (Code::OutOfRange, "out_of_range", 400, tonic::Code::OutOfRange),
+            (Code::Unimplemented, "unimplemented", 501, tonic::Code::Unimplemented),
+            (Code::Internal, "internal", 500, tonic::Code::Internal),
+            (Code::Unavailable, "unavailable", 503, tonic::Code::Unavailable),
+            (Code::Unauthenticated, "unauthenticated", 401, tonic::Code::Unauthenticated),
+        ];
+        for (code, name, status, grpc) in table {
+            assert_eq!((code.connect_name(), code.http_status(), code.grpc()), (name, status, grpc));
+        }
+    }
+
+    #[test]
+    fn internal_details_never_reach_the_client() {
+        let status = tonic::Status::from(Error::Internal("sqlite: disk I/O error at /secret/path".into()));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("secret"));
+        assert_eq!(Error::invalid("spec.timeout", "too long").to_string(), "spec.timeout: too long");
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(error: rusqlite::Error) -> Self {
         Error::Internal(format!("sqlite: {error}"))

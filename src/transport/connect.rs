@@ -276,6 +276,10 @@ async fn serve(state: &ConnectState, name: &str, method: &Method, uri: &Uri, hea
     let span = tracing::debug_span!("connect", method = name, organization = %caller.organization_id);
     let work = call(&state.service, name, &caller, envelope.codec, &payload, &envelope.page).instrument(span);
     let encoded = match envelope.timeout {
+        // Already expired: fail without starting the work.
+        Some(limit) if limit.is_zero() => {
+            return Err(Error::DeadlineExceeded("the call's deadline (0 ms) had passed before it started".into()).into())
+        }
         Some(limit) => tokio::time::timeout(limit, work)
             .await
             .map_err(|_| Error::DeadlineExceeded(format!("the call did not finish within its {} ms deadline", limit.as_millis())))??,

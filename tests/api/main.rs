@@ -8,9 +8,11 @@
 mod common;
 
 mod auth_and_tenancy;
+mod connect;
 mod grpc_surface;
 mod pagination;
 mod prebuilds;
+mod reference_examples;
 mod restart;
 mod warm_pools;
 mod wire_compat;
