@@ -182,6 +182,18 @@ impl From<Error> for tonic::Status {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Self {
+        Error::Internal(format!("sqlite: {error}"))
+    }
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(error: prost::DecodeError) -> Self {
+        Error::Internal(format!("stored record does not decode: {error}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,17 +228,5 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(!status.message().contains("secret"));
         assert_eq!(Error::invalid("spec.timeout", "too long").to_string(), "spec.timeout: too long");
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(error: rusqlite::Error) -> Self {
-        Error::Internal(format!("sqlite: {error}"))
-    }
-}
-
-impl From<prost::DecodeError> for Error {
-    fn from(error: prost::DecodeError) -> Self {
-        Error::Internal(format!("stored record does not decode: {error}"))
     }
 }
