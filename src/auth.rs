@@ -16,16 +16,21 @@ pub struct Caller {
 
 #[derive(Debug, Default)]
 pub struct Authenticator {
-    by_digest: HashMap<[u8; 32], Caller>,
+    by_digest: std::sync::RwLock<HashMap<[u8; 32], Caller>>,
+}
+
+fn index(keys: &[ApiKey]) -> HashMap<[u8; 32], Caller> {
+    keys.iter().map(|k| (k.token_sha256, Caller { organization_id: k.organization_id.clone(), subject: k.subject.clone() })).collect()
 }
 
 impl Authenticator {
     pub fn new(keys: &[ApiKey]) -> Self {
-        let by_digest = keys
-            .iter()
-            .map(|k| (k.token_sha256, Caller { organization_id: k.organization_id.clone(), subject: k.subject.clone() }))
-            .collect();
-        Authenticator { by_digest }
+        Authenticator { by_digest: std::sync::RwLock::new(index(keys)) }
+    }
+
+    /// Replaces the keys (configuration reload).
+    pub fn replace(&self, keys: &[ApiKey]) {
+        *self.by_digest.write().unwrap_or_else(|e| e.into_inner()) = index(keys);
     }
 
     /// Checks an `Authorization` header value (`Bearer <token>`).
@@ -35,7 +40,12 @@ impl Authenticator {
         let token = bearer_token(header)
             .ok_or_else(|| Error::Unauthenticated("malformed Authorization header: expected \"Bearer <api key>\"".into()))?;
         let digest: [u8; 32] = Sha256::digest(token).into();
-        self.by_digest.get(&digest).cloned().ok_or_else(|| Error::Unauthenticated("unknown API key".into()))
+        self.by_digest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+            .cloned()
+            .ok_or_else(|| Error::Unauthenticated("unknown API key".into()))
     }
 }
 

@@ -24,6 +24,11 @@ pub struct Config {
     pub catalog: Catalog,
     pub api_keys: Vec<ApiKey>,
     pub retention: Retention,
+    /// How often the reconciler passes when nothing wakes it.
+    pub reconcile_interval: Duration,
+    /// Whether the reconciler runs. Off, the API serves and stores but
+    /// nothing moves (maintenance, or testing the API alone).
+    pub reconcile: bool,
 }
 
 /// An API key, kept only as the SHA-256 of its token.
@@ -80,6 +85,8 @@ struct RawConfig {
     #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
+    reconciler: RawReconciler,
+    #[serde(default)]
     organizations: Vec<RawOrganization>,
     #[serde(default)]
     api_keys: Vec<RawApiKey>,
@@ -109,6 +116,13 @@ struct RawStorage {
 struct RawRetention {
     completed: Option<String>,
     failed: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReconciler {
+    interval: Option<String>,
+    enabled: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +253,12 @@ impl RawConfig {
             failed: optional_duration("retention.failed", self.retention.failed.as_deref())?.unwrap_or(defaults.failed),
         };
 
+        let reconcile_interval =
+            optional_duration("reconciler.interval", self.reconciler.interval.as_deref())?.unwrap_or(Duration::from_secs(1));
+        if reconcile_interval.is_zero() || reconcile_interval > Duration::from_secs(3600) {
+            return Err(err("reconciler.interval", "must be between 1ms and 1h"));
+        }
+
         let mut catalog = Catalog::default();
         for (i, org) in self.organizations.into_iter().enumerate() {
             let key = format!("organizations[{i}]");
@@ -363,6 +383,12 @@ impl RawConfig {
                 if hour > 23 {
                     return Err(err(format!("{key}.prebuilds.daily_schedule_hour_utc"), format!("must be between 0 and 23, got {hour}")));
                 }
+                if project.prebuilds.executor.is_none() {
+                    return Err(err(
+                        format!("{key}.prebuilds.daily_schedule_hour_utc"),
+                        "needs prebuilds.executor: scheduled prebuilds are created and run as the configured executor",
+                    ));
+                }
             }
             let executor = match project.prebuilds.executor {
                 Some(executor) => {
@@ -393,7 +419,16 @@ impl RawConfig {
             }
         }
 
-        Ok(Config { listen, public_url, data_dir, catalog, api_keys, retention })
+        Ok(Config {
+            listen,
+            public_url,
+            data_dir,
+            catalog,
+            api_keys,
+            retention,
+            reconcile_interval,
+            reconcile: self.reconciler.enabled.unwrap_or(true),
+        })
     }
 }
 
@@ -493,6 +528,7 @@ default_environment_class_id = "{CLASS}"
             ),
             (base("[projects.prebuilds]\ntimeout = \"10s\"\n"), "projects[0].prebuilds.timeout"),
             (base("[projects.prebuilds]\ndaily_schedule_hour_utc = 24\n"), "projects[0].prebuilds.daily_schedule_hour_utc"),
+            (base("[projects.prebuilds]\ndaily_schedule_hour_utc = 3\n"), "projects[0].prebuilds.daily_schedule_hour_utc"),
             (base("").replace("runner_id = \"22222222", "runner_id = \"77777777"), "environment_classes[0].runner_id"),
             (base("").replace("kind = \"simulated\"", "kind = \"vm\""), "runners[0].kind"),
             (base("").replace("principal = \"PRINCIPAL_USER\"", "principal = \"USER\""), "api_keys[0].principal"),

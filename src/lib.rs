@@ -11,7 +11,10 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod logs;
 pub mod proto;
+pub mod reconciler;
+pub mod runner;
 pub mod service;
 pub mod store;
 pub mod tokens;
@@ -21,68 +24,127 @@ pub mod validate;
 use crate::auth::Authenticator;
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::service::Service;
+use crate::logs::Logs;
+use crate::reconciler::Reconciler;
+use crate::runner::Runners;
+use crate::service::{Service, ServiceParts};
 use crate::store::sqlite::SqliteStore;
 use crate::tokens::TokenKey;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 /// A running server: its bound address and a way to stop it.
 pub struct Server {
     pub addr: SocketAddr,
     pub service: Arc<Service>,
-    shutdown: Option<oneshot::Sender<()>>,
+    auth: Arc<Authenticator>,
+    shutdown: Option<watch::Sender<bool>>,
     task: JoinHandle<()>,
+    reconciler: JoinHandle<()>,
 }
 
 impl Server {
-    /// Stops accepting, lets in-flight requests finish, and waits.
+    /// Stops accepting, lets in-flight requests finish, stops the
+    /// reconciler, and waits.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         let _ = (&mut self.task).await;
+        let _ = (&mut self.reconciler).await;
     }
 
-    /// Waits until the server stops on its own (it does not, unless shut down).
+    /// Waits until the server stops (after a shutdown trigger).
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
+        let _ = (&mut self.reconciler).await;
     }
 
     /// A handle that can trigger shutdown from elsewhere (signal handlers).
-    pub fn take_shutdown_trigger(&mut self) -> Option<oneshot::Sender<()>> {
-        self.shutdown.take()
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger(self.shutdown.clone())
+    }
+
+    /// A handle that applies reloaded configurations (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader { service: self.service.clone(), auth: self.auth.clone() }
     }
 }
 
-/// Opens the store, binds the listener and starts serving in the background.
+/// Applies a reloaded configuration to a running server.
+#[derive(Clone)]
+pub struct Reloader {
+    service: Arc<Service>,
+    auth: Arc<Authenticator>,
+}
+
+impl Reloader {
+    /// Swaps in the catalog (projects, classes, runners) and API keys. The
+    /// reconciler then deletes warm pools the new configuration no longer
+    /// allows. Listen address and data dir changes need a restart.
+    pub fn apply(&self, config: &Config) {
+        self.auth.replace(&config.api_keys);
+        self.service.set_catalog(Arc::new(config.catalog.clone()));
+    }
+}
+
+/// Triggers a graceful shutdown of a [`Server`].
+#[derive(Clone)]
+pub struct ShutdownTrigger(Option<watch::Sender<bool>>);
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+async fn triggered(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Opens the store, binds the listener and starts serving and reconciling
+/// in the background.
 pub async fn start(config: Config) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??;
     let tokens = TokenKey::load_or_create(&config.data_dir)
         .map_err(|e| format!("cannot read or create the token secret in {}: {e}", config.data_dir.display()))?;
+    let logs = Logs::new(&config.data_dir).map_err(|e| format!("cannot create the log dir in {}: {e}", config.data_dir.display()))?;
     let changes = Arc::new(Notify::new());
-    let service = Arc::new(Service::new(
-        Arc::new(store),
-        Arc::new(config.catalog.clone()),
-        Arc::new(SystemClock),
+    let runners = Arc::new(Runners::new(&config.data_dir, &config.catalog));
+    let service = Arc::new(Service::new(ServiceParts {
+        store: Arc::new(store),
+        catalog: Arc::new(config.catalog.clone()),
+        clock: Arc::new(SystemClock),
         tokens,
-        config.public_url.clone(),
-        changes,
-    ));
+        public_url: config.public_url.clone(),
+        changes: changes.clone(),
+        runners: runners.clone(),
+    }));
     let auth = Arc::new(Authenticator::new(&config.api_keys));
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let grpc = transport::grpc_router(service.clone(), auth.clone());
-    let http = transport::http::router(service.clone(), auth.clone());
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(transport::serve(listener, grpc, http, async move {
-        let _ = shutdown_rx.await;
-    }));
+    let http = transport::http::router(service.clone(), auth.clone(), logs.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let task = tokio::spawn(transport::serve(listener, grpc, http, triggered(shutdown_rx.clone())));
+    let reconciler = Arc::new(Reconciler::new(service.clone(), runners, logs, changes, config.reconcile_interval, config.retention));
+    let reconciler = if config.reconcile {
+        tokio::spawn(reconciler.run(triggered(shutdown_rx)))
+    } else {
+        tracing::warn!("the reconciler is disabled ([reconciler] enabled = false): nothing will run");
+        tokio::spawn(async {})
+    };
     tracing::info!(%addr, "prebuildd listening (gRPC, gRPC-Web, Connect and HTTP on one port)");
-    Ok(Server { addr, service, shutdown: Some(shutdown_tx), task })
+    Ok(Server { addr, service, auth, shutdown: Some(shutdown_tx), task, reconciler })
 }

@@ -79,12 +79,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, args.config, args.overrides))
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     let is_demo = config.catalog.is_demo;
-    let mut server = match prebuildd::start(config).await {
+    let server = match prebuildd::start(config).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("prebuildd: {error}");
@@ -94,17 +94,39 @@ async fn run(config: Config) -> ExitCode {
     if is_demo {
         print_demo_hint(server.addr);
     }
-    let trigger = server.take_shutdown_trigger();
+    let trigger = server.shutdown_trigger();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
-        if let Some(trigger) = trigger {
-            let _ = trigger.send(());
-        }
+        trigger.trigger();
     });
+    if let Some(path) = config_path {
+        reload_on_sighup(server.reloader(), path, overrides);
+    }
     server.wait().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP re-reads the configuration file; an invalid one is logged and
+/// ignored (the running configuration stays).
+fn reload_on_sighup(reloader: prebuildd::Reloader, path: PathBuf, overrides: Overrides) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+        while hangup.recv().await.is_some() {
+            match Config::load(&path, &overrides) {
+                Ok(config) => {
+                    reloader.apply(&config);
+                    tracing::info!(path = %path.display(), "configuration reloaded");
+                }
+                Err(error) => tracing::error!(%error, "configuration not reloaded: it is invalid"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (reloader, path, overrides);
 }
 
 async fn wait_for_signal() {

@@ -38,6 +38,13 @@ impl std::fmt::Debug for TokenKey {
     }
 }
 
+/// What a logs token grants: reading one prebuild's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsGrant {
+    pub organization_id: String,
+    pub prebuild_id: String,
+}
+
 /// The position a page token resumes after, bound to the query it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageCursor {
@@ -141,16 +148,18 @@ impl TokenKey {
     }
 
     /// A token that grants reading one prebuild's logs until it expires.
-    pub fn logs_token(&self, prebuild_id: &str, now: SystemTime) -> String {
+    pub fn logs_token(&self, grant: &LogsGrant, now: SystemTime) -> String {
         let expires = unix_seconds(now) + LOGS_TOKEN_LIFETIME.as_secs();
-        let mut payload = Vec::with_capacity(8 + prebuild_id.len());
+        let mut payload = Vec::with_capacity(8 + 80);
         payload.extend_from_slice(&expires.to_be_bytes());
-        payload.extend_from_slice(prebuild_id.as_bytes());
+        payload.extend_from_slice(grant.organization_id.as_bytes());
+        payload.push(b'/');
+        payload.extend_from_slice(grant.prebuild_id.as_bytes());
         self.seal(PURPOSE_LOGS, &payload, LOGS_MAC_LEN)
     }
 
-    /// The prebuild a logs token grants, if it is genuine and not expired.
-    pub fn open_logs_token(&self, token: &str, now: SystemTime) -> Result<String> {
+    /// What a logs token grants, if it is genuine and not expired.
+    pub fn open_logs_token(&self, token: &str, now: SystemTime) -> Result<LogsGrant> {
         let payload = self
             .open(PURPOSE_LOGS, token, LOGS_MAC_LEN)
             .filter(|p| p.len() > 8)
@@ -159,7 +168,9 @@ impl TokenKey {
         if unix_seconds(now) > expires {
             return Err(Error::Unauthenticated("the logs token has expired; create a new one with CreatePrebuildLogsToken".into()));
         }
-        String::from_utf8(payload[8..].to_vec()).map_err(|_| Error::Unauthenticated("invalid logs token".into()))
+        let text = std::str::from_utf8(&payload[8..]).map_err(|_| Error::Unauthenticated("invalid logs token".into()))?;
+        let (organization_id, prebuild_id) = text.split_once('/').ok_or_else(|| Error::Unauthenticated("invalid logs token".into()))?;
+        Ok(LogsGrant { organization_id: organization_id.to_string(), prebuild_id: prebuild_id.to_string() })
     }
 }
 
@@ -201,8 +212,9 @@ mod tests {
     #[test]
     fn logs_tokens_grant_one_prebuild_for_one_hour() {
         let now = SystemTime::now();
-        let token = key(1).logs_token("07e03a28-65a5-4d98-b532-8ea67b188048", now);
-        assert_eq!(key(1).open_logs_token(&token, now).unwrap(), "07e03a28-65a5-4d98-b532-8ea67b188048");
+        let grant = LogsGrant { organization_id: "org".into(), prebuild_id: "07e03a28-65a5-4d98-b532-8ea67b188048".into() };
+        let token = key(1).logs_token(&grant, now);
+        assert_eq!(key(1).open_logs_token(&token, now).unwrap(), grant);
         assert!(key(1).open_logs_token(&token, now + Duration::from_secs(3601)).is_err());
         let page = key(1).page_token(PageCursor { after_seq: 1 }, 1, now);
         assert!(key(1).open_logs_token(&page, now).is_err());

@@ -3,15 +3,18 @@
 //! transports decode a request, authenticate, call a method here with the
 //! prost request type, and encode what it returns.
 
+mod claims;
 mod prebuilds;
 mod warm_pools;
 
-pub use prebuilds::{new_prebuild, NewPrebuild};
+pub use prebuilds::{mark_deleting, new_prebuild, phase_of, prebuild_class, NewPrebuild};
+pub use warm_pools::{mark_pool_deleting, warm_pool_phase};
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::proto::gitpod::v1::PaginationRequest;
+use crate::runner::Runners;
 use crate::store::{PageRequest, Store};
 use crate::tokens::{PageCursor, TokenKey};
 use crate::validate;
@@ -24,6 +27,18 @@ pub const DEFAULT_PAGE_SIZE: usize = 25;
 /// The reference: "Maximum 100."
 pub const MAX_PAGE_SIZE: i32 = 100;
 
+/// What a [`Service`] is made of.
+pub struct ServiceParts {
+    pub store: Arc<dyn Store>,
+    pub catalog: Arc<Catalog>,
+    pub clock: Arc<dyn Clock>,
+    pub tokens: TokenKey,
+    /// Base of `logUrl`.
+    pub public_url: String,
+    pub changes: Arc<Notify>,
+    pub runners: Arc<Runners>,
+}
+
 /// The PrebuildService, independent of transport.
 pub struct Service {
     store: Arc<dyn Store>,
@@ -33,6 +48,7 @@ pub struct Service {
     public_url: String,
     /// Woken on every write so the reconciler acts at once, not on its tick.
     changes: Arc<Notify>,
+    runners: Arc<Runners>,
 }
 
 impl std::fmt::Debug for Service {
@@ -42,15 +58,9 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    pub fn new(
-        store: Arc<dyn Store>,
-        catalog: Arc<Catalog>,
-        clock: Arc<dyn Clock>,
-        tokens: TokenKey,
-        public_url: String,
-        changes: Arc<Notify>,
-    ) -> Self {
-        Service { store, catalog: RwLock::new(catalog), clock, tokens, public_url, changes }
+    pub fn new(parts: ServiceParts) -> Self {
+        let ServiceParts { store, catalog, clock, tokens, public_url, changes, runners } = parts;
+        Service { store, catalog: RwLock::new(catalog), clock, tokens, public_url, changes, runners }
     }
 
     /// The current catalog (a cheap `Arc` clone; a reload swaps it whole).
@@ -58,10 +68,19 @@ impl Service {
         self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Replaces the catalog (configuration reload).
+    /// Replaces the catalog (configuration reload); new runners start.
     pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        self.runners.sync(&catalog);
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
         self.changes.notify_one();
+    }
+
+    pub fn runners(&self) -> &Arc<Runners> {
+        &self.runners
+    }
+
+    pub fn changes(&self) -> &Arc<Notify> {
+        &self.changes
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

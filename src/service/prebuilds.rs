@@ -13,6 +13,7 @@ use crate::proto::gitpod::v1::{
     ListPrebuildsResponse, PaginationResponse, Prebuild, PrebuildMetadata, PrebuildPhase, PrebuildSpec, PrebuildStatus, Subject,
 };
 use crate::store::{Change, PrebuildFilter};
+use crate::tokens::LogsGrant;
 use crate::validate;
 use pbjson_types::{Duration, Timestamp};
 
@@ -63,7 +64,7 @@ pub fn new_prebuild(new: NewPrebuild) -> Prebuild {
 
 /// The environment class a prebuild of `project` uses: the requested one or
 /// the project's default, which must be listed in its prebuild configuration.
-pub(crate) fn prebuild_class(project: &Project, requested: Option<String>) -> Result<String> {
+pub fn prebuild_class(project: &Project, requested: Option<String>) -> Result<String> {
     if !project.prebuilds.enabled {
         return Err(Error::FailedPrecondition(format!(
             "prebuilds are not enabled on project {} ({}); enable them in its prebuild configuration",
@@ -102,7 +103,7 @@ fn touch(prebuild: &mut Prebuild, now: Timestamp) {
     }
 }
 
-pub(crate) fn phase_of(prebuild: &Prebuild) -> PrebuildPhase {
+pub fn phase_of(prebuild: &Prebuild) -> PrebuildPhase {
     prebuild.status.as_ref().and_then(|s| PrebuildPhase::try_from(s.phase).ok()).unwrap_or(PrebuildPhase::Unspecified)
 }
 
@@ -253,12 +254,13 @@ impl Service {
     ) -> Result<CreatePrebuildLogsTokenResponse> {
         let prebuild_id = validate::uuid("prebuild_id", &request.prebuild_id)?;
         self.store.get_prebuild(&caller.organization_id, &prebuild_id).await?.ok_or_else(|| not_found(&prebuild_id))?;
-        Ok(CreatePrebuildLogsTokenResponse { access_token: self.tokens.logs_token(&prebuild_id, self.clock.now()) })
+        let grant = LogsGrant { organization_id: caller.organization_id.clone(), prebuild_id };
+        Ok(CreatePrebuildLogsTokenResponse { access_token: self.tokens.logs_token(&grant, self.clock.now()) })
     }
 }
 
 /// The first step of deletion, shared by the API and automatic retention.
-pub(crate) fn mark_deleting(prebuild: &mut Prebuild, now: Timestamp) -> Change {
+pub fn mark_deleting(prebuild: &mut Prebuild, now: Timestamp) -> Change {
     if matches!(phase_of(prebuild), PrebuildPhase::Deleting | PrebuildPhase::Deleted) {
         return Change::Unchanged;
     }

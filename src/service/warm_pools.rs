@@ -100,7 +100,7 @@ fn sizes_of(pool: &WarmPool) -> Sizes {
     }
 }
 
-pub(crate) fn warm_pool_phase(pool: &WarmPool) -> WarmPoolPhase {
+pub fn warm_pool_phase(pool: &WarmPool) -> WarmPoolPhase {
     pool.status.as_ref().and_then(|s| WarmPoolPhase::try_from(s.phase).ok()).unwrap_or(WarmPoolPhase::Unspecified)
 }
 
@@ -239,7 +239,7 @@ impl Service {
 
 /// The first step of deleting a pool, shared by the API and the automatic
 /// deletion when a project stops allowing it.
-pub(crate) fn mark_pool_deleting(pool: &mut WarmPool, now: Timestamp) -> Change {
+pub fn mark_pool_deleting(pool: &mut WarmPool, now: Timestamp) -> Change {
     if matches!(warm_pool_phase(pool), WarmPoolPhase::Deleting | WarmPoolPhase::Deleted) {
         return Change::Unchanged;
     }

@@ -93,4 +93,19 @@ pub trait Store: Send + Sync + 'static {
     /// Every warm pool of every organization: the reconciler's work list
     /// (pools are few: at most one per project and class).
     async fn all_warm_pools(&self) -> Result<Vec<WarmPool>>;
+
+    /// Inserts a scheduled prebuild unless (project, class, `day`) already
+    /// has one, in one transaction; returns whether it was inserted. This is
+    /// what makes schedules fire exactly once per day across restarts.
+    async fn insert_scheduled_prebuild(&self, prebuild: Prebuild, day: &str) -> Result<bool>;
+    /// Finished prebuilds due for automatic deletion: COMPLETED ones that
+    /// finished before `completed_before`, FAILED and CANCELLED ones before
+    /// `failed_before` (microseconds since the epoch), oldest first.
+    async fn expired_prebuilds(&self, completed_before: i64, failed_before: i64, limit: usize) -> Result<Vec<Prebuild>>;
+    /// Records a claim from a warm pool (the autoscaler's demand signal).
+    async fn record_claim(&self, warm_pool_id: &str, claimed_at: i64) -> Result<()>;
+    /// Claims from the pool since `since` (microseconds since the epoch).
+    async fn claims_since(&self, warm_pool_id: &str, since: i64) -> Result<u32>;
+    /// Forgets claims older than `before`: they no longer count as demand.
+    async fn prune_claims(&self, before: i64) -> Result<()>;
 }

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 /// Numbered schema migrations, applied in order at start; `PRAGMA
 /// user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_reconciler.sql")];
 
 /// How many queued writes one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -207,6 +207,8 @@ struct PrebuildColumns<'a> {
     triggered_by: i32,
     creator_id: &'a str,
     executor_id: &'a str,
+    /// Set once the prebuild is in a final phase (for retention).
+    finished_at: Option<i64>,
 }
 
 fn prebuild_columns(prebuild: &Prebuild) -> PrebuildColumns<'_> {
@@ -219,6 +221,11 @@ fn prebuild_columns(prebuild: &Prebuild) -> PrebuildColumns<'_> {
         triggered_by: metadata.map(|m| m.triggered_by).unwrap_or_default(),
         creator_id: metadata.and_then(|m| m.creator.as_ref()).map(|s| s.id.as_str()).unwrap_or_default(),
         executor_id: metadata.and_then(|m| m.executor.as_ref()).map(|s| s.id.as_str()).unwrap_or_default(),
+        finished_at: prebuild
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.as_ref())
+            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000)),
     }
 }
 
@@ -298,11 +305,22 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let c = prebuild_columns(&prebuild);
             let mut stmt = conn.prepare_cached(
-                "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9)",
+                "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
             )?;
-            stmt.execute(params![prebuild.id, c.organization_id, c.project_id, c.environment_class_id, c.phase, c.triggered_by, c.creator_id, c.executor_id, prebuild.encode_to_vec()])
-                .map_err(|e| if is_unique_violation(&e) { Error::AlreadyExists(format!("prebuild {} already exists", prebuild.id)) } else { e.into() })?;
+            stmt.execute(params![
+                prebuild.id,
+                c.organization_id,
+                c.project_id,
+                c.environment_class_id,
+                c.phase,
+                c.triggered_by,
+                c.creator_id,
+                c.executor_id,
+                prebuild.encode_to_vec(),
+                c.finished_at
+            ])
+            .map_err(|e| if is_unique_violation(&e) { Error::AlreadyExists(format!("prebuild {} already exists", prebuild.id)) } else { e.into() })?;
             Ok(())
         })
         .await
@@ -338,9 +356,10 @@ impl Store for SqliteStore {
                     return Ok(Some(prebuild));
                 }
                 let c = prebuild_columns(&prebuild);
-                let mut stmt = conn
-                    .prepare_cached("UPDATE prebuilds SET phase = ?1, version = version + 1, body = ?2 WHERE id = ?3 AND version = ?4")?;
-                if stmt.execute(params![c.phase, prebuild.encode_to_vec(), prebuild_id, version])? == 1 {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE prebuilds SET phase = ?1, finished_at = ?2, version = version + 1, body = ?3 WHERE id = ?4 AND version = ?5",
+                )?;
+                if stmt.execute(params![c.phase, c.finished_at, prebuild.encode_to_vec(), prebuild_id, version])? == 1 {
                     return Ok(Some(prebuild));
                 }
                 // Lost an optimistic race: read the newer row and apply again.
@@ -447,7 +466,11 @@ impl Store for SqliteStore {
 
     async fn remove_warm_pool(&self, warm_pool_id: &str) -> Result<bool> {
         let warm_pool_id = warm_pool_id.to_string();
-        self.write(move |conn| Ok(conn.prepare_cached("DELETE FROM warm_pools WHERE id = ?1")?.execute([warm_pool_id])? > 0)).await
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM warm_pool_claims WHERE warm_pool_id = ?1")?.execute([&warm_pool_id])?;
+            Ok(conn.prepare_cached("DELETE FROM warm_pools WHERE id = ?1")?.execute([&warm_pool_id])? > 0)
+        })
+        .await
     }
 
     async fn all_warm_pools(&self) -> Result<Vec<WarmPool>> {
@@ -455,6 +478,82 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached("SELECT body FROM warm_pools ORDER BY seq")?;
             let rows = stmt.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
             rows.map(|body| decode_body(&body?)).collect()
+        })
+        .await
+    }
+
+    async fn insert_scheduled_prebuild(&self, prebuild: Prebuild, day: &str) -> Result<bool> {
+        let day = day.to_string();
+        self.write(move |conn| {
+            let c = prebuild_columns(&prebuild);
+            let claimed = conn
+                .prepare_cached("INSERT OR IGNORE INTO schedule_runs (project_id, environment_class_id, day, prebuild_id) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![c.project_id, c.environment_class_id, day, prebuild.id])?;
+            if claimed == 0 {
+                return Ok(false);
+            }
+            conn.prepare_cached(
+                "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
+            )?
+            .execute(params![
+                prebuild.id,
+                c.organization_id,
+                c.project_id,
+                c.environment_class_id,
+                c.phase,
+                c.triggered_by,
+                c.creator_id,
+                c.executor_id,
+                prebuild.encode_to_vec(),
+                c.finished_at
+            ])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn expired_prebuilds(&self, completed_before: i64, failed_before: i64, limit: usize) -> Result<Vec<Prebuild>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT body FROM prebuilds WHERE (phase = {completed} AND finished_at < ?1) OR (phase IN ({failed}, {cancelled}) AND finished_at < ?2)
+                 ORDER BY finished_at LIMIT ?3",
+                completed = PrebuildPhase::Completed as i32,
+                failed = PrebuildPhase::Failed as i32,
+                cancelled = PrebuildPhase::Cancelled as i32,
+            ))?;
+            let rows = stmt.query_map(params![completed_before, failed_before, limit as i64], |row| row.get::<_, Vec<u8>>(0))?;
+            rows.map(|body| decode_body(&body?)).collect()
+        })
+        .await
+    }
+
+    async fn record_claim(&self, warm_pool_id: &str, claimed_at: i64) -> Result<()> {
+        let warm_pool_id = warm_pool_id.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached("INSERT INTO warm_pool_claims (warm_pool_id, claimed_at) VALUES (?1, ?2)")?
+                .execute(params![warm_pool_id, claimed_at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claims_since(&self, warm_pool_id: &str, since: i64) -> Result<u32> {
+        let warm_pool_id = warm_pool_id.to_string();
+        let count: i64 = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT COUNT(*) FROM warm_pool_claims WHERE warm_pool_id = ?1 AND claimed_at >= ?2")?
+                    .query_row(params![warm_pool_id, since], |row| row.get(0))?)
+            })
+            .await?;
+        Ok(count as u32)
+    }
+
+    async fn prune_claims(&self, before: i64) -> Result<()> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM warm_pool_claims WHERE claimed_at < ?1")?.execute([before])?;
+            Ok(())
         })
         .await
     }

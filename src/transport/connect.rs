@@ -11,6 +11,7 @@ use super::MAX_MESSAGE_BYTES;
 use crate::auth::{Authenticator, Caller};
 use crate::error::{Code, Error, Result};
 use crate::proto::gitpod::v1::*;
+use crate::proto::prebuildd::v1::ClaimInstanceRequest;
 use crate::service::Service;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -36,11 +37,11 @@ struct ConnectState {
     auth: Arc<Authenticator>,
 }
 
-/// Routes for `/gitpod.v1.PrebuildService/*` and `/api/gitpod.v1.PrebuildService/*`.
+/// Routes for `/<service>/<method>` and `/api/<service>/<method>`.
 pub fn router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
     Router::new()
-        .route("/gitpod.v1.PrebuildService/{method}", any(handle))
-        .route("/api/gitpod.v1.PrebuildService/{method}", any(handle))
+        .route("/{service}/{method}", any(handle))
+        .route("/api/{service}/{method}", any(handle))
         .with_state(ConnectState { service, auth })
 }
 
@@ -90,6 +91,7 @@ macro_rules! not_paginated {
     ($($t:ty),*) => { $(impl Paginated for $t {})* };
 }
 not_paginated!(
+    ClaimInstanceRequest,
     CreatePrebuildRequest,
     GetPrebuildRequest,
     CancelPrebuildRequest,
@@ -165,17 +167,18 @@ macro_rules! connect_rpcs {
 }
 
 connect_rpcs! {
-    "CreatePrebuild" => create_prebuild(CreatePrebuildRequest), get: false;
-    "ListPrebuilds" => list_prebuilds(ListPrebuildsRequest), get: true;
-    "GetPrebuild" => get_prebuild(GetPrebuildRequest), get: true;
-    "CancelPrebuild" => cancel_prebuild(CancelPrebuildRequest), get: false;
-    "DeletePrebuild" => delete_prebuild(DeletePrebuildRequest), get: false;
-    "CreatePrebuildLogsToken" => create_prebuild_logs_token(CreatePrebuildLogsTokenRequest), get: false;
-    "CreateWarmPool" => create_warm_pool(CreateWarmPoolRequest), get: false;
-    "GetWarmPool" => get_warm_pool(GetWarmPoolRequest), get: true;
-    "ListWarmPools" => list_warm_pools(ListWarmPoolsRequest), get: true;
-    "UpdateWarmPool" => update_warm_pool(UpdateWarmPoolRequest), get: false;
-    "DeleteWarmPool" => delete_warm_pool(DeleteWarmPoolRequest), get: false;
+    "gitpod.v1.PrebuildService/CreatePrebuild" => create_prebuild(CreatePrebuildRequest), get: false;
+    "gitpod.v1.PrebuildService/ListPrebuilds" => list_prebuilds(ListPrebuildsRequest), get: true;
+    "gitpod.v1.PrebuildService/GetPrebuild" => get_prebuild(GetPrebuildRequest), get: true;
+    "gitpod.v1.PrebuildService/CancelPrebuild" => cancel_prebuild(CancelPrebuildRequest), get: false;
+    "gitpod.v1.PrebuildService/DeletePrebuild" => delete_prebuild(DeletePrebuildRequest), get: false;
+    "gitpod.v1.PrebuildService/CreatePrebuildLogsToken" => create_prebuild_logs_token(CreatePrebuildLogsTokenRequest), get: false;
+    "gitpod.v1.PrebuildService/CreateWarmPool" => create_warm_pool(CreateWarmPoolRequest), get: false;
+    "gitpod.v1.PrebuildService/GetWarmPool" => get_warm_pool(GetWarmPoolRequest), get: true;
+    "gitpod.v1.PrebuildService/ListWarmPools" => list_warm_pools(ListWarmPoolsRequest), get: true;
+    "gitpod.v1.PrebuildService/UpdateWarmPool" => update_warm_pool(UpdateWarmPoolRequest), get: false;
+    "gitpod.v1.PrebuildService/DeleteWarmPool" => delete_warm_pool(DeleteWarmPoolRequest), get: false;
+    "prebuildd.v1.WarmPoolInstanceService/ClaimInstance" => claim_instance(ClaimInstanceRequest), get: false;
 }
 
 /// A failure before or outside the service call, with its own HTTP status
@@ -235,12 +238,13 @@ struct Envelope {
 
 async fn handle(
     State(state): State<ConnectState>,
-    Path(name): Path<String>,
+    Path((service, method_name)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let name = format!("{service}/{method_name}");
     match serve(&state, &name, &method, &uri, &headers, body).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),
@@ -251,7 +255,7 @@ async fn serve(state: &ConnectState, name: &str, method: &Method, uri: &Uri, hea
     let allows_get = lookup(name).ok_or_else(|| Failure {
         status: StatusCode::NOT_FOUND,
         code: Code::Unimplemented,
-        message: format!("gitpod.v1.PrebuildService has no method {:?}", crate::validate::quoted(name)),
+        message: format!("no such method: {}", crate::validate::quoted(name)),
         extra_header: None,
     })?;
     let query = parse_query(uri);

@@ -4,6 +4,8 @@ use crate::auth::Authenticator;
 use crate::error::Error;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildService;
 use crate::proto::gitpod::v1::*;
+use crate::proto::prebuildd::v1::warm_pool_instance_service_server::WarmPoolInstanceService;
+use crate::proto::prebuildd::v1::{ClaimInstanceRequest, ClaimInstanceResponse};
 use crate::service::Service;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -21,13 +23,13 @@ impl GrpcPrebuildService {
     }
 }
 
-/// The RPCs: each authenticates, calls the service method of the same name
-/// and maps its error. (The whole impl is generated here so that
-/// `async_trait` sees the expanded methods.)
-macro_rules! rpcs {
-    ($($name:ident($req:ty) -> $resp:ty;)*) => {
+/// A gRPC service impl: each method authenticates, calls the service
+/// method of the same name and maps its error. (The whole impl is generated
+/// here so that `async_trait` sees the expanded methods.)
+macro_rules! grpc_service {
+    ($service_trait:path, $adapter:ident { $($name:ident($req:ty) -> $resp:ty;)* }) => {
         #[tonic::async_trait]
-        impl PrebuildService for GrpcPrebuildService {
+        impl $service_trait for $adapter {
             $(
                 async fn $name(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
                     let caller = self.auth.authenticate(request.metadata().get("authorization").map(|v| v.as_bytes()))?;
@@ -39,7 +41,7 @@ macro_rules! rpcs {
     };
 }
 
-rpcs! {
+grpc_service!(PrebuildService, GrpcPrebuildService {
     create_prebuild(CreatePrebuildRequest) -> CreatePrebuildResponse;
     list_prebuilds(ListPrebuildsRequest) -> ListPrebuildsResponse;
     get_prebuild(GetPrebuildRequest) -> GetPrebuildResponse;
@@ -51,4 +53,21 @@ rpcs! {
     list_warm_pools(ListWarmPoolsRequest) -> ListWarmPoolsResponse;
     update_warm_pool(UpdateWarmPoolRequest) -> UpdateWarmPoolResponse;
     delete_warm_pool(DeleteWarmPoolRequest) -> DeleteWarmPoolResponse;
+});
+
+/// `prebuildd.v1.WarmPoolInstanceService` over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcWarmPoolInstanceService {
+    service: Arc<Service>,
+    auth: Arc<Authenticator>,
 }
+
+impl GrpcWarmPoolInstanceService {
+    pub fn new(service: Arc<Service>, auth: Arc<Authenticator>) -> Self {
+        GrpcWarmPoolInstanceService { service, auth }
+    }
+}
+
+grpc_service!(WarmPoolInstanceService, GrpcWarmPoolInstanceService {
+    claim_instance(ClaimInstanceRequest) -> ClaimInstanceResponse;
+});

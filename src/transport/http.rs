@@ -1,11 +1,16 @@
-//! Plain HTTP routes: `/healthz` for probes, and the Connect/JSON routes.
+//! Plain HTTP routes: `/healthz` for probes, prebuild logs, and the
+//! Connect/JSON routes.
 
 use crate::auth::Authenticator;
+use crate::logs::Logs;
 use crate::service::Service;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 
-pub fn router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(super::connect::router(service, auth))
+pub fn router(service: Arc<Service>, auth: Arc<Authenticator>, logs: Logs) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(super::logs::router(service.clone(), logs))
+        .merge(super::connect::router(service, auth))
 }

@@ -11,9 +11,11 @@ pub mod connect;
 pub mod grpc;
 pub mod http;
 pub mod json;
+pub mod logs;
 
 use crate::auth::Authenticator;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildServiceServer;
+use crate::proto::prebuildd::v1::warm_pool_instance_service_server::WarmPoolInstanceServiceServer;
 use crate::service::Service;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -33,10 +35,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Largest request message we accept (also the Connect body limit).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Builds the gRPC side: PrebuildService, grpc.health.v1 and reflection
+/// Builds the gRPC side: PrebuildService, our WarmPoolInstanceService,
+/// grpc.health.v1 and reflection
 /// (v1 and v1alpha) for everything we serve.
 pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
-    let prebuilds = PrebuildServiceServer::new(grpc::GrpcPrebuildService::new(service, auth))
+    let prebuilds = PrebuildServiceServer::new(grpc::GrpcPrebuildService::new(service.clone(), auth.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let claims = WarmPoolInstanceServiceServer::new(grpc::GrpcWarmPoolInstanceService::new(service, auth))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -47,28 +54,25 @@ pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
         health_reporter.set_serving::<PrebuildServiceServer<grpc::GrpcPrebuildService>>().await;
     });
 
-    let served = served_descriptors();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_file_descriptor_set(served.clone())
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor set is valid");
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_file_descriptor_set(served)
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
 
-    tonic::service::Routes::new(prebuilds).add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha).into_axum_router()
-}
-
-/// The descriptors reflection describes: only services this server answers
-/// (our `prebuildd.v1` extensions join when they are served).
-fn served_descriptors() -> prost_types::FileDescriptorSet {
-    use prost::Message;
-    let mut set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).expect("the embedded descriptor set decodes");
-    set.file.retain(|file| !file.name().starts_with("prebuildd/"));
-    set
+    tonic::service::Routes::new(prebuilds)
+        .add_service(claims)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .into_axum_router()
+        // gRPC-Web (browsers, `buf curl --protocol grpcweb`) on the same routes.
+        .layer(tonic_web::GrpcWebLayer::new())
 }
 
 fn is_grpc<B>(request: &::http::Request<B>) -> bool {

@@ -383,7 +383,7 @@ async fn every_error_has_its_connect_code_and_http_status() {
         "already_exists",
         "already exists",
     );
-    assert_error(post_json(&server, "NoSuchMethod", Some(TOKEN_A), json!({})).await, 404, "unimplemented", "no method");
+    assert_error(post_json(&server, "NoSuchMethod", Some(TOKEN_A), json!({})).await, 404, "unimplemented", "no such method");
 
     let malformed = http()
         .post(url(&server, "GetPrebuild"))

@@ -264,7 +264,8 @@ async fn logs_token_is_signed_for_that_prebuild() {
         .access_token;
     assert!(!token.is_empty());
     let granted = server.service().tokens().open_logs_token(&token, std::time::SystemTime::now()).unwrap();
-    assert_eq!(granted, created.id);
+    assert_eq!(granted.prebuild_id, created.id);
+    assert_eq!(granted.organization_id, ORG_A);
     let expired = server.service().tokens().open_logs_token(&token, std::time::SystemTime::now() + std::time::Duration::from_secs(3601));
     assert!(expired.is_err(), "valid for one hour");
 

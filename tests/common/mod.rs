@@ -42,6 +42,10 @@ pub fn test_config_toml() -> String {
 listen = "127.0.0.1:0"
 public_url = "http://prebuildd.test"
 
+# These tests check the API's own rules: nothing runs.
+[reconciler]
+enabled = false
+
 [[organizations]]
 id = "{ORG_A}"
 name = "Org A"

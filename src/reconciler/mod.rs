@@ -1,0 +1,360 @@
+//! The reconciler: drives every prebuild and warm pool from its stored spec
+//! toward its desired state through its runner, and writes status back.
+//!
+//! Level-triggered: each pass reads desired and observed state (store and
+//! runners) and takes the next step; nothing a restart would lose lives only
+//! in memory (backoff timers are a courtesy, not state). A pass runs on
+//! every write (the service's notify) and on a periodic tick. It reads only
+//! objects not in a final phase, so its cost follows active work, not
+//! history. Status writes are guarded by the versions the step saw: a lost
+//! race changes nothing and the next pass decides again.
+
+pub mod prebuild;
+mod retention;
+mod schedule;
+pub mod warm_pool;
+
+use crate::catalog::Catalog;
+use crate::clock::timestamp;
+use crate::config::Retention;
+use crate::error::{Error, Result};
+use crate::logs::Logs;
+use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase};
+use crate::runner::{PrebuildJob, Runner, Runners};
+use crate::service::{phase_of, Service};
+use crate::store::{Change, Store};
+use futures::{FutureExt, StreamExt};
+use prebuild::{next_step, occupies_slot, Step};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Notify;
+
+/// How many object steps run at once within a pass.
+const STEP_CONCURRENCY: usize = 64;
+/// The most active prebuilds one pass looks at.
+const MAX_ACTIVE_PER_PASS: usize = 100_000;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub struct Reconciler {
+    service: Arc<Service>,
+    runners: Arc<Runners>,
+    logs: Logs,
+    changes: Arc<Notify>,
+    interval: Duration,
+    retention: Retention,
+    backoff: Mutex<HashMap<String, (u32, Instant)>>,
+    last_retention: Mutex<Option<Instant>>,
+    /// (project, class, day) already scheduled: saves a store write per
+    /// pass; the store's unique key is what guarantees once per day.
+    schedules_done: Mutex<std::collections::HashSet<(String, String, String)>>,
+}
+
+/// What one pass did, for tests and the benchmark.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub prebuilds_seen: usize,
+    pub warm_pools_seen: usize,
+    pub steps_taken: usize,
+    pub failures: usize,
+}
+
+impl Reconciler {
+    pub fn new(
+        service: Arc<Service>,
+        runners: Arc<Runners>,
+        logs: Logs,
+        changes: Arc<Notify>,
+        interval: Duration,
+        retention: Retention,
+    ) -> Self {
+        Reconciler {
+            service,
+            runners,
+            logs,
+            changes,
+            interval,
+            retention,
+            backoff: Mutex::new(HashMap::new()),
+            last_retention: Mutex::new(None),
+            schedules_done: Default::default(),
+        }
+    }
+
+    /// Runs passes until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let report = self.pass().await;
+            if report.failures > 0 {
+                tracing::debug!(?report, "reconciler pass had failures");
+            }
+            tokio::select! {
+                _ = self.changes.notified() => {}
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// One pass over every active prebuild and every warm pool.
+    pub async fn pass(&self) -> PassReport {
+        let mut report = PassReport::default();
+        let catalog = self.service.catalog();
+        if let Err(error) = schedule::run(self, &catalog).await {
+            tracing::warn!(%error, "scheduled prebuilds");
+            report.failures += 1;
+        }
+        match self.prebuild_pass(&catalog, &mut report).await {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(%error, "prebuild pass");
+                report.failures += 1;
+            }
+        }
+        match warm_pool::pass(self, &catalog, &mut report).await {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(%error, "warm pool pass");
+                report.failures += 1;
+            }
+        }
+        if self.retention_due() {
+            if let Err(error) = retention::run(self).await {
+                tracing::warn!(%error, "retention");
+                report.failures += 1;
+            }
+        }
+        report
+    }
+
+    fn retention_due(&self) -> bool {
+        let mut last = self.last_retention.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(30)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    fn now(&self) -> SystemTime {
+        self.service.clock().now()
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.service.store()
+    }
+
+    /// Whether an object is waiting out a backoff after failures.
+    fn backing_off(&self, id: &str) -> bool {
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|(_, until)| Instant::now() < *until)
+    }
+
+    fn record(&self, id: &str, result: &Result<()>) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                backoff.remove(id);
+            }
+            Err(error) => {
+                let failures = backoff.get(id).map_or(0, |(n, _)| *n) + 1;
+                let delay = Duration::from_millis(100u64.saturating_mul(1 << failures.min(10))).min(MAX_BACKOFF);
+                tracing::warn!(object = id, failures, ?delay, %error, "reconcile step failed; backing off");
+                backoff.insert(id.to_string(), (failures, Instant::now() + delay));
+            }
+        }
+    }
+
+    /// Runs one object's step, catching panics so one bad object cannot stop
+    /// the others; failures back off exponentially.
+    async fn guarded(&self, id: &str, step: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+        let result = match AssertUnwindSafe(step).catch_unwind().await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Internal(format!("a reconcile step for {id} panicked"))),
+        };
+        self.record(id, &result);
+        result
+    }
+
+    async fn prebuild_pass(&self, catalog: &Catalog, report: &mut PassReport) -> Result<()> {
+        let active = self.store().active_prebuilds(MAX_ACTIVE_PER_PASS).await?;
+        report.prebuilds_seen = active.len();
+        let now = self.now();
+
+        // Slots in use per runner; PENDING prebuilds take free ones oldest first.
+        let mut busy: HashMap<String, u32> = HashMap::new();
+        for prebuild in &active {
+            if occupies_slot(phase_of(prebuild)) {
+                if let Some(runner_id) = runner_id_of(catalog, prebuild) {
+                    *busy.entry(runner_id).or_default() += 1;
+                }
+            }
+        }
+
+        let mut planned = Vec::new();
+        for prebuild in active {
+            if self.backing_off(&prebuild.id) {
+                continue;
+            }
+            let phase = phase_of(&prebuild);
+            let runner_id = runner_id_of(catalog, &prebuild);
+            let runner = runner_id.as_deref().and_then(|id| self.runners.get(id));
+            let Some((runner_id, runner)) = runner_id.zip(runner) else {
+                if !matches!(phase, PrebuildPhase::Deleting) {
+                    planned.push((
+                        prebuild,
+                        Step::Stop(prebuild::Finish::Failed("its environment class or runner is no longer configured".into())),
+                        None,
+                    ));
+                } else {
+                    planned.push((prebuild, Step::Remove, None));
+                }
+                continue;
+            };
+            let observed = if prebuild::is_running(phase) { runner.observe(&prebuild.id).await } else { None };
+            let limit = catalog.runners.get(&runner_id).map_or(1, |r| r.max_concurrent_prebuilds);
+            let used = busy.entry(runner_id).or_default();
+            let step = next_step(&prebuild, observed.as_ref(), now, *used < limit);
+            if matches!(step, Step::Start { fresh: true, .. }) && matches!(phase, PrebuildPhase::Pending | PrebuildPhase::Unspecified) {
+                *used += 1;
+            }
+            if step != Step::Wait {
+                planned.push((prebuild, step, Some(runner)));
+            }
+        }
+        report.steps_taken += planned.len();
+        // Boxed so the stream's item type names no closure lifetimes (which
+        // trips the compiler's Send inference for spawned tasks).
+        let steps: Vec<futures::future::BoxFuture<'_, bool>> = planned
+            .into_iter()
+            .map(|(prebuild, step, runner)| {
+                async move {
+                    let id = prebuild.id.clone();
+                    self.guarded(&id, self.take_step(catalog, prebuild, step, runner)).await.is_err()
+                }
+                .boxed()
+            })
+            .collect();
+        let failures =
+            futures::stream::iter(steps).buffer_unordered(STEP_CONCURRENCY).filter(|failed| std::future::ready(*failed)).count().await;
+        report.failures += failures;
+        Ok(())
+    }
+
+    async fn take_step(&self, catalog: &Catalog, prebuild: Prebuild, step: Step, runner: Option<Arc<dyn Runner>>) -> Result<()> {
+        match step {
+            Step::Wait => Ok(()),
+            Step::Start { environment_id, fresh } => {
+                let runner = runner.ok_or_else(|| Error::Internal("no runner".into()))?;
+                let metadata = prebuild.metadata.clone().unwrap_or_default();
+                let project = catalog.projects.get(&metadata.project_id);
+                let Some(project) = project else {
+                    return self.finish(&prebuild, prebuild::Finish::Failed("its project is no longer configured".into())).await;
+                };
+                if fresh {
+                    // Record STARTING with the environment first: if we crash
+                    // before the runner starts, the next pass resumes it.
+                    let env = environment_id.clone();
+                    let written = self.write_status(&prebuild, move |status| {
+                        status.phase = PrebuildPhase::Starting as i32;
+                        status.environment_id = env.clone();
+                        true
+                    });
+                    if !written.await? {
+                        return Ok(());
+                    }
+                    self.logs.sink(&prebuild.id).line(&format!("prebuild {} starting in environment {environment_id}", prebuild.id));
+                } else {
+                    self.logs.sink(&prebuild.id).line("the runner lost this prebuild (a restart?); starting it again");
+                }
+                runner
+                    .start(PrebuildJob {
+                        prebuild_id: prebuild.id.clone(),
+                        environment_id,
+                        project_id: metadata.project_id.clone(),
+                        environment_class_id: metadata.environment_class_id.clone(),
+                        repository: project.repository.clone(),
+                        log: self.logs.sink(&prebuild.id),
+                    })
+                    .await
+            }
+            Step::Report(state) => {
+                let now = self.now();
+                self.write_status(&prebuild, move |status| prebuild::apply_report(status, &state, now)).await.map(|_| ())
+            }
+            Step::Stop(finish) => {
+                if let Some(runner) = &runner {
+                    runner.remove(&prebuild.id).await?;
+                }
+                if let prebuild::Finish::Failed(message) = &finish {
+                    self.logs.sink(&prebuild.id).line(&format!("failed: {message}"));
+                }
+                self.finish(&prebuild, finish).await
+            }
+            Step::Remove => {
+                if let Some(runner) = &runner {
+                    runner.remove(&prebuild.id).await?;
+                }
+                self.logs.remove(&prebuild.id).map_err(|e| Error::Internal(format!("cannot remove the log of {}: {e}", prebuild.id)))?;
+                self.store().remove_prebuild(&prebuild.id).await.map(|_| ())
+            }
+        }
+    }
+
+    async fn finish(&self, prebuild: &Prebuild, finish: prebuild::Finish) -> Result<()> {
+        let now = self.now();
+        self.write_status(prebuild, move |status| {
+            prebuild::apply_finish(status, &finish, now);
+            true
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes a status change, guarded by the versions the step saw: if the
+    /// prebuild changed since (a cancel, say), nothing is written and the
+    /// next pass decides again. Returns whether it wrote.
+    async fn write_status(
+        &self,
+        seen: &Prebuild,
+        change: impl Fn(&mut crate::proto::gitpod::v1::PrebuildStatus) -> bool + Send + Sync + 'static,
+    ) -> Result<bool> {
+        let organization_id = seen.metadata.as_ref().map(|m| m.organization_id.clone()).unwrap_or_default();
+        let versions = versions_of(seen);
+        let now = timestamp(self.now());
+        let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = wrote.clone();
+        self.store()
+            .update_prebuild(
+                &organization_id,
+                &seen.id,
+                Box::new(move |prebuild| {
+                    if versions_of(prebuild) != versions {
+                        return Ok(Change::Unchanged);
+                    }
+                    let status = prebuild.status.get_or_insert_with(Default::default);
+                    if !change(status) {
+                        return Ok(Change::Unchanged);
+                    }
+                    status.status_version += 1;
+                    if let Some(metadata) = prebuild.metadata.as_mut() {
+                        metadata.updated_at = Some(now);
+                    }
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Ok(Change::Changed)
+                }),
+            )
+            .await?;
+        Ok(wrote.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+fn versions_of(prebuild: &Prebuild) -> (u64, u64) {
+    (prebuild.spec.as_ref().map_or(0, |s| s.spec_version), prebuild.status.as_ref().map_or(0, |s| s.status_version))
+}
+
+fn runner_id_of(catalog: &Catalog, prebuild: &Prebuild) -> Option<String> {
+    let class_id = &prebuild.metadata.as_ref()?.environment_class_id;
+    catalog.environment_classes.get(class_id).map(|c| c.runner_id.clone())
+}

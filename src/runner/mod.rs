@@ -1,0 +1,183 @@
+//! Runners: where prebuilds and warm pool instances actually live.
+//!
+//! The reconciler drives a runner through this trait and never assumes more
+//! than it says: a runner works on its own once a job is started (as a
+//! remote machine would), and the reconciler observes it, level-triggered.
+//! Every call is idempotent, so a pass that runs twice does no harm.
+//!
+//! Implementations: `simulated` (tests and demos) and `local` (a real
+//! prebuild on this machine). Remote runners will implement the same trait.
+
+pub mod simulated;
+
+use crate::error::Result;
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+
+/// What a runner needs to run one prebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrebuildJob {
+    pub prebuild_id: String,
+    /// The environment the prebuild runs in (chosen by the reconciler).
+    pub environment_id: String,
+    pub project_id: String,
+    pub environment_class_id: String,
+    /// The project's repository: a git URL or directory, or `sim://...` for
+    /// the simulated runner.
+    pub repository: String,
+    /// Where the job's log lines go.
+    pub log: LogSink,
+}
+
+/// What a runner reports about a prebuild job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// The environment is being created (clone, copy).
+    Starting,
+    /// The prebuild lifecycle commands run.
+    Running,
+    /// The environment is being stopped before its snapshot.
+    Stopping,
+    /// The snapshot is being written.
+    Snapshotting { percent: i32 },
+    /// Done; the snapshot exists. `warning` reports a problem that did not
+    /// stop the prebuild (no devcontainer.json, say).
+    Completed { snapshot_size_bytes: i64, warning: Option<String> },
+    /// The prebuild failed; `message` says why in a way a person can act on.
+    Failed { message: String },
+    /// Stopped on request (cancel, timeout, delete) before finishing.
+    Stopped,
+}
+
+/// What a warm pool should have on its runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolTarget {
+    pub warm_pool_id: String,
+    /// The snapshot (prebuild ID) new instances are made from; `None` while
+    /// there is none (then nothing is provisioned).
+    pub snapshot_id: Option<String>,
+    /// Running instances to keep, ready to claim.
+    pub running: u32,
+    /// Stopped instances to keep beside them (cheaper; started faster than
+    /// from scratch when a running one is claimed).
+    pub stopped: u32,
+}
+
+/// What exists for a warm pool on its runner right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolObservation {
+    /// Running instances of the target snapshot, ready to claim.
+    pub running: u32,
+    /// Stopped instances of the target snapshot.
+    pub stopped: u32,
+    /// Instances of older snapshots still present (drained after rotation).
+    pub outdated: u32,
+    /// Why provisioning keeps failing, if it does.
+    pub failure: Option<String>,
+}
+
+/// An instance handed out by a claim; the caller owns it from then on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedInstance {
+    pub instance_id: String,
+    pub snapshot_id: String,
+    /// Where the instance's workspace is on the runner's machine.
+    pub workspace_path: String,
+}
+
+#[async_trait]
+pub trait Runner: Send + Sync + 'static {
+    /// Starts the job unless the runner already has it (idempotent).
+    async fn start(&self, job: PrebuildJob) -> Result<()>;
+    /// The job's state, or `None` if the runner does not know it (never
+    /// started, or lost in a restart).
+    async fn observe(&self, prebuild_id: &str) -> Option<JobState>;
+    /// Stops the job's work (killing its processes); afterwards `observe`
+    /// says `Stopped`, or the final state it reached first. Idempotent.
+    async fn stop(&self, prebuild_id: &str) -> Result<()>;
+    /// Removes the job's environment and snapshot and forgets it. Idempotent.
+    async fn remove(&self, prebuild_id: &str) -> Result<()>;
+
+    /// Converges a warm pool toward `target` (in the background; this call
+    /// returns at once) and reports what exists.
+    async fn sync_pool(&self, target: PoolTarget) -> Result<PoolObservation>;
+    /// Hands out one running instance of the pool's newest snapshot, if any.
+    async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>>;
+    /// Removes all of a pool's instances. Returns true once none is left.
+    async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool>;
+}
+
+/// A prebuild's log: an append-only file under the data dir, written by the
+/// runner (and its child processes) and read by the log endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSink {
+    path: PathBuf,
+}
+
+impl LogSink {
+    pub fn new(path: PathBuf) -> Self {
+        LogSink { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one line (a trailing newline is added).
+    pub fn line(&self, text: &str) {
+        use std::io::Write;
+        let result = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).and_then(|mut file| writeln!(file, "{text}"));
+        if let Err(error) = result {
+            tracing::warn!(path = %self.path.display(), %error, "cannot write a prebuild log line");
+        }
+    }
+
+    /// Opens the log for appending, for a child process's stdout/stderr.
+    pub fn open_append(&self) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new().create(true).append(true).open(&self.path)
+    }
+}
+
+/// The configured runners by ID. A configuration reload adds new runners;
+/// existing ones keep their jobs.
+pub struct Runners {
+    data_dir: PathBuf,
+    by_id: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<dyn Runner>>>,
+}
+
+impl std::fmt::Debug for Runners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runners").field("data_dir", &self.data_dir).finish_non_exhaustive()
+    }
+}
+
+impl Runners {
+    pub fn new(data_dir: &Path, catalog: &crate::catalog::Catalog) -> Self {
+        let runners = Runners { data_dir: data_dir.to_path_buf(), by_id: Default::default() };
+        runners.sync(catalog);
+        runners
+    }
+
+    /// Creates runners the catalog names that do not exist yet.
+    pub fn sync(&self, catalog: &crate::catalog::Catalog) {
+        let mut by_id = self.by_id.write().unwrap_or_else(|e| e.into_inner());
+        for config in catalog.runners.values() {
+            if by_id.contains_key(&config.id) {
+                continue;
+            }
+            let runner: std::sync::Arc<dyn Runner> = match config.kind {
+                crate::catalog::RunnerKind::Simulated => {
+                    std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir))
+                }
+                crate::catalog::RunnerKind::Local => {
+                    std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir))
+                }
+            };
+            by_id.insert(config.id.clone(), runner);
+        }
+    }
+
+    pub fn get(&self, runner_id: &str) -> Option<std::sync::Arc<dyn Runner>> {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(runner_id).cloned()
+    }
+}

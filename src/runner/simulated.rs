@@ -1,0 +1,364 @@
+//! The simulated runner: every code path of the reconciler, without real
+//! work. Jobs step through STARTING, RUNNING, STOPPING and SNAPSHOTTING, one
+//! `step_duration` each; the project's repository chooses the ending:
+//!
+//! - `sim://ok` completes;
+//! - `sim://fail` fails in RUNNING;
+//! - `sim://warn` completes with a warning;
+//! - `sim://hang` stays RUNNING until stopped (cancel, timeout);
+//! - anything else fails at once, saying what the simulated runner accepts.
+//!
+//! A job's state is computed from the time since it started, so thousands
+//! of jobs cost no tasks or timers. Log lines are written as a job passes
+//! each phase, and snapshots are small real files under the data dir.
+//! Warm pool instances are in-memory records that become ready one step
+//! after they are provisioned; "stopped" ones are records marked stopped.
+//! Jobs and instances live in memory: after a restart the runner knows
+//! none (the reconciler then starts lost jobs again).
+
+use super::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob, Runner};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Complete,
+    Fail,
+    Warn,
+    Hang,
+    Reject,
+}
+
+fn ending_of(repository: &str) -> Ending {
+    match repository {
+        "sim://ok" => Ending::Complete,
+        "sim://fail" => Ending::Fail,
+        "sim://warn" => Ending::Warn,
+        "sim://hang" => Ending::Hang,
+        _ => Ending::Reject,
+    }
+}
+
+#[derive(Debug)]
+struct Job {
+    job: PrebuildJob,
+    ending: Ending,
+    started: Instant,
+    /// Set when stopped on request: the state it had then is kept.
+    stopped: bool,
+    /// The last state written to the log, so each transition logs once.
+    logged: Option<JobState>,
+    /// Once final, the state stays.
+    finished: Option<JobState>,
+}
+
+#[derive(Debug)]
+struct Instance {
+    id: String,
+    snapshot_id: String,
+    running: bool,
+    ready_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: HashMap<String, Job>,
+    pools: HashMap<String, Vec<Instance>>,
+}
+
+#[derive(Debug)]
+pub struct SimulatedRunner {
+    step: Duration,
+    snapshot_dir: PathBuf,
+    state: Mutex<State>,
+}
+
+const SNAPSHOT_BYTES: usize = 4096;
+
+impl SimulatedRunner {
+    pub fn new(step: Duration, data_dir: &Path) -> Self {
+        SimulatedRunner { step, snapshot_dir: data_dir.join("simulated").join("snapshots"), state: Mutex::new(State::default()) }
+    }
+
+    fn snapshot_path(&self, prebuild_id: &str) -> PathBuf {
+        self.snapshot_dir.join(format!("{prebuild_id}.snapshot"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state a job has `elapsed` after it started.
+    fn state_at(&self, ending: Ending, elapsed: Duration) -> JobState {
+        if ending == Ending::Reject {
+            return JobState::Failed {
+                message: "the simulated runner runs only sim://ok, sim://fail, sim://warn and sim://hang repositories".into(),
+            };
+        }
+        let step = self.step.max(Duration::from_millis(1));
+        let steps = elapsed.as_secs_f64() / step.as_secs_f64();
+        match steps {
+            s if s < 1.0 => JobState::Starting,
+            s if s < 2.0 || ending == Ending::Hang => JobState::Running,
+            _ if ending == Ending::Fail => {
+                JobState::Failed { message: "simulated failure: the onCreateCommand `make prebuild` exited with code 1".into() }
+            }
+            s if s < 3.0 => JobState::Stopping,
+            s if s < 4.0 => JobState::Snapshotting { percent: (((s - 3.0) * 100.0) as i32).clamp(0, 99) },
+            _ => JobState::Completed {
+                snapshot_size_bytes: SNAPSHOT_BYTES as i64,
+                warning: (ending == Ending::Warn)
+                    .then(|| "simulated warning: the devcontainer build failed; the environment is usable without it".into()),
+            },
+        }
+    }
+
+    fn log_transition(job: &mut Job, state: &JobState) {
+        let same_phase = matches!((&job.logged, state), (Some(JobState::Snapshotting { .. }), JobState::Snapshotting { .. }));
+        if job.logged.as_ref() == Some(state) || same_phase {
+            return;
+        }
+        let line = match state {
+            JobState::Starting => format!("[simulated] creating environment {}", job.job.environment_id),
+            JobState::Running => format!("[simulated] running the prebuild lifecycle of {}", job.job.repository),
+            JobState::Stopping => "[simulated] stopping the environment".to_string(),
+            JobState::Snapshotting { .. } => "[simulated] writing the snapshot".to_string(),
+            JobState::Completed { warning: Some(warning), .. } => format!("[simulated] completed with a warning: {warning}"),
+            JobState::Completed { .. } => "[simulated] completed".to_string(),
+            JobState::Failed { message } => format!("[simulated] failed: {message}"),
+            JobState::Stopped => "[simulated] stopped".to_string(),
+        };
+        job.job.log.line(&line);
+        job.logged = Some(state.clone());
+    }
+}
+
+#[async_trait]
+impl Runner for SimulatedRunner {
+    async fn start(&self, job: PrebuildJob) -> Result<()> {
+        let mut state = self.lock();
+        if state.jobs.contains_key(&job.prebuild_id) {
+            return Ok(());
+        }
+        let ending = ending_of(&job.repository);
+        state
+            .jobs
+            .insert(job.prebuild_id.clone(), Job { job, ending, started: Instant::now(), stopped: false, logged: None, finished: None });
+        Ok(())
+    }
+
+    async fn observe(&self, prebuild_id: &str) -> Option<JobState> {
+        let mut state = self.lock();
+        let job = state.jobs.get_mut(prebuild_id)?;
+        if let Some(finished) = &job.finished {
+            return Some(finished.clone());
+        }
+        let current = self.state_at(job.ending, job.started.elapsed());
+        Self::log_transition(job, &current);
+        if matches!(current, JobState::Completed { .. }) {
+            // The snapshot: a small real file.
+            let path = self.snapshot_path(prebuild_id);
+            let written = std::fs::create_dir_all(&self.snapshot_dir).and_then(|_| std::fs::write(&path, vec![0u8; SNAPSHOT_BYTES]));
+            if let Err(error) = written {
+                let failed = JobState::Failed { message: format!("cannot write the snapshot: {error}") };
+                job.finished = Some(failed.clone());
+                return Some(failed);
+            }
+        }
+        if matches!(current, JobState::Completed { .. } | JobState::Failed { .. }) {
+            job.finished = Some(current.clone());
+        }
+        Some(current)
+    }
+
+    async fn stop(&self, prebuild_id: &str) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(job) = state.jobs.get_mut(prebuild_id) {
+            if job.finished.is_none() && !job.stopped {
+                job.stopped = true;
+                job.finished = Some(JobState::Stopped);
+                Self::log_transition(job, &JobState::Stopped);
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, prebuild_id: &str) -> Result<()> {
+        self.stop(prebuild_id).await?;
+        self.lock().jobs.remove(prebuild_id);
+        match std::fs::remove_file(self.snapshot_path(prebuild_id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Internal(format!("cannot remove the snapshot of {prebuild_id}: {e}"))),
+        }
+    }
+
+    async fn sync_pool(&self, target: PoolTarget) -> Result<PoolObservation> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let instances = state.pools.entry(target.warm_pool_id.clone()).or_default();
+        let Some(snapshot_id) = target.snapshot_id.clone() else {
+            instances.clear();
+            return Ok(PoolObservation::default());
+        };
+        let current = |i: &Instance| i.snapshot_id == snapshot_id;
+        let ready = |i: &Instance| i.running && i.ready_at <= now;
+        // Promote stopped instances first: faster than provisioning anew.
+        let mut running = instances.iter().filter(|i| current(i) && i.running).count() as u32;
+        for instance in instances.iter_mut().filter(|i| i.snapshot_id == snapshot_id && !i.running) {
+            if running >= target.running {
+                break;
+            }
+            instance.running = true;
+            instance.ready_at = now + self.step / 2;
+            running += 1;
+        }
+        while running < target.running {
+            instances.push(Instance {
+                id: uuid::Uuid::now_v7().to_string(),
+                snapshot_id: snapshot_id.clone(),
+                running: true,
+                ready_at: now + self.step,
+            });
+            running += 1;
+        }
+        let stopped = instances.iter().filter(|i| current(i) && !i.running).count() as u32;
+        for _ in stopped..target.stopped {
+            instances.push(Instance {
+                id: uuid::Uuid::now_v7().to_string(),
+                snapshot_id: snapshot_id.clone(),
+                running: false,
+                ready_at: now + self.step,
+            });
+        }
+        // Scale down: drop surplus instances of the current snapshot.
+        let mut keep_running = target.running;
+        let mut keep_stopped = target.stopped;
+        instances.retain(|i| {
+            if i.snapshot_id != snapshot_id {
+                return true;
+            }
+            let budget = if i.running { &mut keep_running } else { &mut keep_stopped };
+            if *budget == 0 {
+                return false;
+            }
+            *budget -= 1;
+            true
+        });
+        // Rotation: old-snapshot instances go once the new ones are ready.
+        let new_ready = instances.iter().filter(|i| current(i) && ready(i)).count() as u32;
+        if new_ready >= target.running {
+            instances.retain(|i| i.snapshot_id == snapshot_id);
+        }
+        Ok(PoolObservation {
+            running: new_ready,
+            stopped: instances.iter().filter(|i| current(i) && !i.running).count() as u32,
+            outdated: instances.iter().filter(|i| !current(i)).count() as u32,
+            failure: None,
+        })
+    }
+
+    async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some(instances) = state.pools.get_mut(warm_pool_id) else { return Ok(None) };
+        // Prefer the newest snapshot: instance IDs are time-ordered, and
+        // newer snapshots' instances were provisioned later.
+        let best = instances
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.running && i.ready_at <= now)
+            .max_by(|(_, a), (_, b)| a.id.cmp(&b.id))
+            .map(|(index, _)| index);
+        Ok(best.map(|index| {
+            let instance = instances.remove(index);
+            ClaimedInstance {
+                workspace_path: format!("sim://instances/{}", instance.id),
+                instance_id: instance.id,
+                snapshot_id: instance.snapshot_id,
+            }
+        }))
+    }
+
+    async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool> {
+        self.lock().pools.remove(warm_pool_id);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::LogSink;
+
+    fn job(dir: &Path, repository: &str) -> PrebuildJob {
+        PrebuildJob {
+            prebuild_id: "p1".into(),
+            environment_id: "e1".into(),
+            project_id: "x".into(),
+            environment_class_id: "c".into(),
+            repository: repository.into(),
+            log: LogSink::new(dir.join("p1.log")),
+        }
+    }
+
+    #[test]
+    fn the_repository_chooses_the_ending() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = SimulatedRunner::new(Duration::from_secs(1), dir.path());
+        let s = Duration::from_millis;
+        assert_eq!(runner.state_at(Ending::Complete, s(500)), JobState::Starting);
+        assert_eq!(runner.state_at(Ending::Complete, s(1500)), JobState::Running);
+        assert_eq!(runner.state_at(Ending::Complete, s(2500)), JobState::Stopping);
+        assert_eq!(runner.state_at(Ending::Complete, s(3500)), JobState::Snapshotting { percent: 50 });
+        assert!(matches!(runner.state_at(Ending::Complete, s(4500)), JobState::Completed { warning: None, .. }));
+        assert!(matches!(runner.state_at(Ending::Warn, s(4500)), JobState::Completed { warning: Some(_), .. }));
+        assert!(matches!(runner.state_at(Ending::Fail, s(2500)), JobState::Failed { .. }));
+        assert_eq!(runner.state_at(Ending::Hang, s(1_000_000)), JobState::Running);
+        assert!(matches!(runner.state_at(Ending::Reject, s(0)), JobState::Failed { .. }));
+    }
+
+    #[tokio::test]
+    async fn jobs_log_complete_stop_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = SimulatedRunner::new(Duration::from_millis(1), dir.path());
+        runner.start(job(dir.path(), "sim://ok")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(matches!(runner.observe("p1").await, Some(JobState::Completed { snapshot_size_bytes: 4096, .. })));
+        assert!(runner.snapshot_path("p1").exists());
+        let log = std::fs::read_to_string(dir.path().join("p1.log")).unwrap();
+        assert!(log.contains("[simulated] completed"), "{log}");
+        runner.remove("p1").await.unwrap();
+        assert_eq!(runner.observe("p1").await, None);
+        assert!(!runner.snapshot_path("p1").exists());
+
+        runner.start(job(dir.path(), "sim://hang")).await.unwrap();
+        runner.stop("p1").await.unwrap();
+        assert_eq!(runner.observe("p1").await, Some(JobState::Stopped));
+    }
+
+    #[tokio::test]
+    async fn pools_fill_rotate_and_hand_out_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = SimulatedRunner::new(Duration::from_millis(2), dir.path());
+        let target = |snapshot: &str| PoolTarget { warm_pool_id: "w".into(), snapshot_id: Some(snapshot.into()), running: 2, stopped: 1 };
+        runner.sync_pool(target("s1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let observed = runner.sync_pool(target("s1")).await.unwrap();
+        assert_eq!((observed.running, observed.stopped), (2, 1));
+        let claimed = runner.claim_instance("w").await.unwrap().unwrap();
+        assert_eq!(claimed.snapshot_id, "s1");
+
+        let rotating = runner.sync_pool(target("s2")).await.unwrap();
+        assert!(rotating.outdated > 0, "old instances stay until new ones are ready");
+        assert!(runner.claim_instance("w").await.unwrap().is_some(), "a claim finds one during rotation");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let rotated = runner.sync_pool(target("s2")).await.unwrap();
+        assert_eq!((rotated.running, rotated.outdated), (2, 0));
+        assert!(runner.remove_pool("w").await.unwrap());
+    }
+}

@@ -1,0 +1,55 @@
+//! `prebuildd.v1.WarmPoolInstanceService`: handing out warm instances.
+//! Our own extension; the official API has no claim call.
+
+use super::Service;
+use crate::auth::Caller;
+use crate::clock::timestamp;
+use crate::error::{Error, Result};
+use crate::proto::gitpod::v1::WarmPoolPhase;
+use crate::proto::prebuildd::v1::{ClaimInstanceRequest, ClaimInstanceResponse, WarmPoolInstance};
+use crate::service::warm_pool_phase;
+use crate::validate;
+
+impl Service {
+    /// Takes one ready instance out of the pool, records the claim (the
+    /// autoscaler's demand signal) and wakes the reconciler to backfill.
+    pub async fn claim_instance(&self, caller: &Caller, request: ClaimInstanceRequest) -> Result<ClaimInstanceResponse> {
+        let warm_pool_id = validate::uuid("warm_pool_id", &request.warm_pool_id)?;
+        let pool = self
+            .store
+            .get_warm_pool(&caller.organization_id, &warm_pool_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("warm pool {warm_pool_id} not found")))?;
+        if matches!(warm_pool_phase(&pool), WarmPoolPhase::Deleting | WarmPoolPhase::Deleted) {
+            return Err(Error::FailedPrecondition(format!("warm pool {warm_pool_id} is being deleted")));
+        }
+        let runner_id = pool.metadata.as_ref().map(|m| m.runner_id.clone()).unwrap_or_default();
+        let runner = self
+            .runners
+            .get(&runner_id)
+            .ok_or_else(|| Error::FailedPrecondition(format!("the runner {runner_id} of warm pool {warm_pool_id} is not configured")))?;
+        let claimed = runner.claim_instance(&warm_pool_id).await?;
+        let now = self.clock.now();
+        let now_micros = {
+            let t = timestamp(now);
+            t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
+        };
+        // Record the demand even when the pool was empty: it should grow.
+        self.store.record_claim(&warm_pool_id, now_micros).await?;
+        self.changed();
+        let instance = claimed.ok_or_else(|| {
+            Error::Unavailable(format!(
+                "no warm instance is ready in warm pool {warm_pool_id} right now; one is being provisioned, retry shortly"
+            ))
+        })?;
+        Ok(ClaimInstanceResponse {
+            instance: Some(WarmPoolInstance {
+                id: instance.instance_id,
+                warm_pool_id,
+                snapshot_id: instance.snapshot_id,
+                workspace_path: instance.workspace_path,
+                claimed_at: Some(timestamp(now)),
+            }),
+        })
+    }
+}
