@@ -16,6 +16,25 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that runs with the system's but can be moved forward (tests of
+/// timeouts and retention).
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_ms: std::sync::atomic::AtomicU64,
+}
+
+impl OffsetClock {
+    pub fn advance(&self, by: Duration) {
+        self.offset_ms.fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_millis(self.offset_ms.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
 /// A protobuf timestamp at microsecond precision (what the store and JSON keep).
 pub fn timestamp(at: SystemTime) -> Timestamp {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);

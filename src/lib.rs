@@ -113,6 +113,11 @@ async fn triggered(mut rx: watch::Receiver<bool>) {
 /// Opens the store, binds the listener and starts serving and reconciling
 /// in the background.
 pub async fn start(config: Config) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with a clock of the caller's choosing (tests drive time).
+pub async fn start_with_clock(config: Config, clock: Arc<dyn clock::Clock>) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??;
@@ -124,7 +129,7 @@ pub async fn start(config: Config) -> Result<Server, Box<dyn std::error::Error +
     let service = Arc::new(Service::new(ServiceParts {
         store: Arc::new(store),
         catalog: Arc::new(config.catalog.clone()),
-        clock: Arc::new(SystemClock),
+        clock,
         tokens,
         public_url: config.public_url.clone(),
         changes: changes.clone(),

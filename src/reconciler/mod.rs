@@ -131,7 +131,9 @@ impl Reconciler {
 
     fn retention_due(&self) -> bool {
         let mut last = self.last_retention.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(30)) {
+        // Every ten passes' worth of time: the query is indexed and cheap,
+        // but there is no hurry.
+        if last.is_some_and(|at| at.elapsed() < self.interval * 10) {
             return false;
         }
         *last = Some(Instant::now());

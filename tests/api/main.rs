@@ -10,6 +10,7 @@ mod common;
 mod auth_and_tenancy;
 mod connect;
 mod grpc_surface;
+mod lifecycle;
 mod pagination;
 mod prebuilds;
 mod reference_examples;

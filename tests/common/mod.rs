@@ -3,10 +3,12 @@
 
 #![allow(dead_code)]
 
+use prebuildd::clock::OffsetClock;
 use prebuildd::config::{Config, Overrides};
 use prebuildd::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -140,6 +142,8 @@ pub struct TestServer {
     server: Option<prebuildd::Server>,
     pub addr: SocketAddr,
     pub config_toml: String,
+    /// The server's clock: real time plus whatever a test adds.
+    pub clock: Arc<OffsetClock>,
     data_dir: tempfile::TempDir,
 }
 
@@ -150,8 +154,17 @@ impl TestServer {
 
     pub async fn start_with(config_toml: String) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let server = launch(&config_toml, data_dir.path()).await;
-        TestServer { addr: server.addr, server: Some(server), config_toml, data_dir }
+        let clock = Arc::new(OffsetClock::default());
+        let server = launch(&config_toml, data_dir.path(), clock.clone()).await;
+        TestServer { addr: server.addr, server: Some(server), config_toml, clock, data_dir }
+    }
+
+    /// Applies a new configuration as SIGHUP would.
+    pub fn reload(&mut self, config_toml: String) {
+        let overrides = Overrides { listen: None, data_dir: Some(PathBuf::from(self.data_dir.path())) };
+        let config = Config::parse(&config_toml, &overrides).expect("valid config");
+        self.server.as_ref().expect("running").reloader().apply(&config);
+        self.config_toml = config_toml;
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -167,7 +180,7 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        let server = launch(&self.config_toml, self.data_dir.path()).await;
+        let server = launch(&self.config_toml, self.data_dir.path(), self.clock.clone()).await;
         self.addr = server.addr;
         self.server = Some(server);
     }
@@ -186,13 +199,18 @@ impl TestServer {
     }
 }
 
-async fn launch(config_toml: &str, data_dir: &Path) -> prebuildd::Server {
+async fn launch(config_toml: &str, data_dir: &Path, clock: Arc<OffsetClock>) -> prebuildd::Server {
     let overrides = Overrides { listen: None, data_dir: Some(PathBuf::from(data_dir)) };
     let config = Config::parse(config_toml, &overrides).expect("test config is valid");
-    prebuildd::start(config).await.expect("server starts")
+    prebuildd::start_with_clock(config, clock).await.expect("server starts")
 }
 
 pub type Client = PrebuildServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// An interceptor adding `authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> Bearer {
+    Bearer(Some(format!("Bearer {token}").parse().expect("ascii")))
+}
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
