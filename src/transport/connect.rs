@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
+/// How long a request body may take to arrive.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Responses smaller than this are not worth compressing.
 const COMPRESS_MIN_BYTES: usize = 1024;
 
@@ -372,7 +374,11 @@ async fn post_envelope(headers: &HeaderMap, query: &[(String, String)], body: Bo
     };
     let timeout = timeout(headers)?;
     let page = page_query(query)?;
-    let payload = http_body_util::Limited::new(body, MAX_MESSAGE_BYTES).collect().await.map_err(|e| {
+    // A client that sends its body slower than this holds nothing forever.
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, http_body_util::Limited::new(body, MAX_MESSAGE_BYTES).collect())
+        .await
+        .map_err(|_| Error::DeadlineExceeded(format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs())))?;
+    let payload = collected.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             Error::ResourceExhausted(format!("the request body is larger than the {MAX_MESSAGE_BYTES}-byte limit"))
         } else {

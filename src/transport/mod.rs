@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod connect;
+pub mod deadline;
 pub mod grpc;
 pub mod http;
 pub mod json;
@@ -71,6 +72,7 @@ pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router()
+        .layer(axum::middleware::from_fn(deadline::grpc_deadline))
         // gRPC-Web (browsers, `buf curl --protocol grpcweb`) on the same routes.
         .layer(tonic_web::GrpcWebLayer::new())
 }

@@ -68,6 +68,18 @@ async fn health_and_healthz_answer_without_a_key() {
 }
 
 #[tokio::test]
+async fn grpc_timeout_is_honoured() {
+    let server = TestServer::start().await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let mut expired = tonic::Request::new(ListPrebuildsRequest::default());
+    expired.set_timeout(std::time::Duration::from_nanos(1));
+    assert_status(client.list_prebuilds(expired).await, Code::DeadlineExceeded, "deadline");
+    let mut ample = tonic::Request::new(ListPrebuildsRequest::default());
+    ample.set_timeout(std::time::Duration::from_secs(10));
+    client.list_prebuilds(ample).await.expect("a generous deadline is met");
+}
+
+#[tokio::test]
 async fn gzip_requests_and_responses_work() {
     let server = TestServer::start().await;
     let mut client = server

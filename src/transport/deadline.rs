@@ -1,0 +1,68 @@
+//! `grpc-timeout`: a gRPC client's deadline, honoured on the server.
+//!
+//! tonic's own `Server` applies it, but our gRPC services are served as
+//! routes on a shared listener, so this layer does the same: the call gets
+//! the client's remaining time, and when it runs out the client gets
+//! DEADLINE_EXCEEDED (trailers-only, as the gRPC spec writes it).
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::time::Duration;
+
+/// The gRPC spec: at most 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+pub async fn grpc_deadline(request: Request, next: Next) -> Response {
+    let timeout = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+    let Some(timeout) = timeout else {
+        return next.run(request).await;
+    };
+    let expired = || {
+        tonic::Status::deadline_exceeded(format!("the call did not finish within its deadline ({timeout:?}, from grpc-timeout)"))
+            .into_http()
+    };
+    // Below the timer's resolution the deadline has effectively passed:
+    // fail at once rather than race a timer that cannot fire that soon.
+    if timeout < Duration::from_millis(1) {
+        return expired();
+    }
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => expired(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse_per_the_grpc_spec() {
+        assert_eq!(parse_grpc_timeout("1n"), Some(Duration::from_nanos(1)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("99999999S"), Some(Duration::from_secs(99_999_999)));
+        for bad in ["", "5", "123456789S", "5x", "-5S", "S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+}
