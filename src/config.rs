@@ -29,6 +29,8 @@ pub struct Config {
     /// Whether the reconciler runs. Off, the API serves and stores but
     /// nothing moves (maintenance, or testing the API alone).
     pub reconcile: bool,
+    /// Serve the benchmark's baseline routes (`[bench] baseline = true`).
+    pub bench_baseline: bool,
 }
 
 /// An API key, kept only as the SHA-256 of its token.
@@ -87,6 +89,8 @@ struct RawConfig {
     #[serde(default)]
     reconciler: RawReconciler,
     #[serde(default)]
+    bench: RawBench,
+    #[serde(default)]
     organizations: Vec<RawOrganization>,
     #[serde(default)]
     api_keys: Vec<RawApiKey>,
@@ -116,6 +120,13 @@ struct RawStorage {
 struct RawRetention {
     completed: Option<String>,
     failed: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBench {
+    #[serde(default)]
+    baseline: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -428,6 +439,7 @@ impl RawConfig {
             retention,
             reconcile_interval,
             reconcile: self.reconciler.enabled.unwrap_or(true),
+            bench_baseline: self.bench.baseline,
         })
     }
 }

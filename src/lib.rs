@@ -7,11 +7,13 @@
 //! tests.
 
 pub mod auth;
+pub mod bench;
 pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod logs;
+pub mod metrics;
 pub mod proto;
 pub mod reconciler;
 pub mod runner;
@@ -140,10 +142,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn clock::Clock>) -> R
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let grpc = transport::grpc_router(service.clone(), auth.clone());
-    let http = transport::http::router(service.clone(), auth.clone(), logs.clone());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let http = transport::http::router(service.clone(), auth.clone(), logs.clone(), metrics.clone());
+    let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(transport::serve(listener, grpc, http, triggered(shutdown_rx.clone())));
-    let reconciler = Arc::new(Reconciler::new(service.clone(), runners, logs, changes, config.reconcile_interval, config.retention));
+    let reconciler =
+        Arc::new(Reconciler::new(service.clone(), runners, logs, changes, config.reconcile_interval, config.retention, metrics));
     let reconciler = if config.reconcile {
         tokio::spawn(reconciler.run(triggered(shutdown_rx)))
     } else {

@@ -4,40 +4,86 @@ use prebuildd::config::{Config, Overrides, DEMO_API_KEY, DEMO_PROJECT_ID};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: prebuildd serve [--config FILE] [--listen ADDR] [--data-dir DIR]
+const USAGE: &str = "usage:
+  prebuildd serve [--config FILE] [--listen ADDR] [--data-dir DIR]
+      --config FILE    TOML configuration (without it: the embedded demo configuration)
+      --listen ADDR    address to listen on, overriding [server] listen (default 127.0.0.1:8080)
+      --data-dir DIR   where prebuildd.db, logs and snapshots live (default ./data)
+  prebuildd bench [--duration 5s] [--concurrency 64] [--rows 1000000] [--active 10000]
+      runs the benchmark (see BENCHMARKS.md) against a prebuildd it starts itself
+  prebuildd seed --data-dir DIR --count N
+      bulk-loads N prebuilds of the demo project into DIR (the server must be stopped)";
 
-  --config FILE    TOML configuration (without it: the embedded demo configuration)
-  --listen ADDR    address to listen on, overriding [server] listen (default 127.0.0.1:8080)
-  --data-dir DIR   where prebuildd.db and snapshots live, overriding [storage] data_dir (default ./data)";
-
-struct ServeArgs {
-    config: Option<PathBuf>,
-    overrides: Overrides,
+enum Command {
+    Serve { config: Option<PathBuf>, overrides: Overrides },
+    Bench(prebuildd::bench::Options),
+    Seed { data_dir: PathBuf, count: usize },
 }
 
-fn parse_args(args: &[String]) -> Result<ServeArgs, String> {
+/// Splits `--flag=value` and `--flag value` forms into (flag, value) pairs.
+fn flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
     let mut iter = args.iter();
-    match iter.next().map(String::as_str) {
-        Some("serve") => {}
-        Some("-h") | Some("--help") | Some("help") | None => return Err(String::new()),
-        Some(other) => return Err(format!("unknown command {other:?}")),
-    }
-    let mut parsed = ServeArgs { config: None, overrides: Overrides::default() };
     while let Some(arg) = iter.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) => (flag, Some(value.to_string())),
-            None => (arg.as_str(), None),
-        };
-        let mut value = || inline.clone().or_else(|| iter.next().cloned()).ok_or_else(|| format!("{flag} needs a value"));
-        match flag {
-            "--config" => parsed.config = Some(PathBuf::from(value()?)),
-            "--listen" => parsed.overrides.listen = Some(value()?),
-            "--data-dir" => parsed.overrides.data_dir = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown option {other:?}")),
+        if arg == "-h" || arg == "--help" {
+            return Err(String::new());
         }
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_string(), value.to_string()),
+            None => (arg.clone(), iter.next().cloned().ok_or_else(|| format!("{arg} needs a value"))?),
+        };
+        pairs.push((flag, value));
     }
-    Ok(parsed)
+    Ok(pairs)
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => return Err(String::new()),
+    };
+    let duration = |flag: &str, value: &str| humantime::parse_duration(value).map_err(|e| format!("{flag}: {e}"));
+    let number = |flag: &str, value: &str| value.parse::<usize>().map_err(|_| format!("{flag} takes a number, got {value:?}"));
+    match command {
+        "serve" => {
+            let (mut config, mut overrides) = (None, Overrides::default());
+            for (flag, value) in flags(rest)? {
+                match flag.as_str() {
+                    "--config" => config = Some(PathBuf::from(value)),
+                    "--listen" => overrides.listen = Some(value),
+                    "--data-dir" => overrides.data_dir = Some(PathBuf::from(value)),
+                    other => return Err(format!("unknown option {other:?}")),
+                }
+            }
+            Ok(Command::Serve { config, overrides })
+        }
+        "bench" => {
+            let mut options = prebuildd::bench::Options::default();
+            for (flag, value) in flags(rest)? {
+                match flag.as_str() {
+                    "--duration" => options.duration = duration(&flag, &value)?,
+                    "--concurrency" => options.concurrency = number(&flag, &value)?.max(1),
+                    "--rows" => options.large_rows = number(&flag, &value)?.max(1000),
+                    "--active" => options.active_prebuilds = number(&flag, &value)?.max(1),
+                    other => return Err(format!("unknown option {other:?}")),
+                }
+            }
+            Ok(Command::Bench(options))
+        }
+        "seed" => {
+            let (mut data_dir, mut count) = (None, None);
+            for (flag, value) in flags(rest)? {
+                match flag.as_str() {
+                    "--data-dir" => data_dir = Some(PathBuf::from(value)),
+                    "--count" => count = Some(number(&flag, &value)?),
+                    other => return Err(format!("unknown option {other:?}")),
+                }
+            }
+            Ok(Command::Seed { data_dir: data_dir.ok_or("seed needs --data-dir")?, count: count.ok_or("seed needs --count")? })
+        }
+        "-h" | "--help" | "help" => Err(String::new()),
+        other => Err(format!("unknown command {other:?}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -50,8 +96,8 @@ fn main() -> ExitCode {
         .init();
 
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&args) {
-        Ok(args) => args,
+    let command = match parse_args(&args) {
+        Ok(command) => command,
         Err(message) if message.is_empty() => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -61,17 +107,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match &args.config {
-        Some(path) => match Config::load(path, &args.overrides) {
-            Ok(config) => config,
-            Err(error) => {
-                eprintln!("prebuildd: invalid configuration: {error}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::demo(&args.overrides),
-    };
-
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -79,7 +114,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, args.config, args.overrides))
+    match command {
+        Command::Serve { config: path, overrides } => {
+            let config = match &path {
+                Some(path) => match Config::load(path, &overrides) {
+                    Ok(config) => config,
+                    Err(error) => {
+                        eprintln!("prebuildd: invalid configuration: {error}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => Config::demo(&overrides),
+            };
+            runtime.block_on(run(config, path, overrides))
+        }
+        Command::Bench(options) => match runtime.block_on(prebuildd::bench::run(options)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("prebuildd bench: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Seed { data_dir, count } => match prebuildd::bench::seed(&data_dir, count) {
+            Ok(count) => {
+                println!("seeded {count} prebuilds into {}", data_dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("prebuildd seed: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
 }
 
 async fn run(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {

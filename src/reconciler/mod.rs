@@ -19,6 +19,7 @@ use crate::clock::timestamp;
 use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::logs::Logs;
+use crate::metrics::Metrics;
 use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase};
 use crate::runner::{PrebuildJob, Runner, Runners};
 use crate::service::{phase_of, Service};
@@ -49,6 +50,7 @@ pub struct Reconciler {
     /// (project, class, day) already scheduled: saves a store write per
     /// pass; the store's unique key is what guarantees once per day.
     schedules_done: Mutex<std::collections::HashSet<(String, String, String)>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What one pass did, for tests and the benchmark.
@@ -68,8 +70,10 @@ impl Reconciler {
         changes: Arc<Notify>,
         interval: Duration,
         retention: Retention,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Reconciler {
+            metrics,
             service,
             runners,
             logs,
@@ -100,6 +104,13 @@ impl Reconciler {
 
     /// One pass over every active prebuild and every warm pool.
     pub async fn pass(&self) -> PassReport {
+        let started = Instant::now();
+        let report = self.pass_steps().await;
+        self.metrics.record_pass(started.elapsed(), report.prebuilds_seen, report.warm_pools_seen);
+        report
+    }
+
+    async fn pass_steps(&self) -> PassReport {
         let mut report = PassReport::default();
         let catalog = self.service.catalog();
         if let Err(error) = schedule::run(self, &catalog).await {

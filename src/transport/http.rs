@@ -3,14 +3,16 @@
 
 use crate::auth::Authenticator;
 use crate::logs::Logs;
+use crate::metrics::Metrics;
 use crate::service::Service;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 
-pub fn router(service: Arc<Service>, auth: Arc<Authenticator>, logs: Logs) -> Router {
+pub fn router(service: Arc<Service>, auth: Arc<Authenticator>, logs: Logs, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
         .merge(super::logs::router(service.clone(), logs))
         .merge(super::connect::router(service, auth))
 }

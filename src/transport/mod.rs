@@ -6,6 +6,7 @@
 //! share paths (`/gitpod.v1.PrebuildService/<Method>` is gRPC and Connect),
 //! so the split is by content type, not by path.
 
+pub mod baseline;
 pub mod codec;
 pub mod connect;
 pub mod deadline;

@@ -1,0 +1,519 @@
+//! `prebuildd bench`: the load generator and its scenarios.
+//!
+//! It starts prebuildd as a child process on a temporary data dir (so it can
+//! read the server's RSS from /proc), drives it at a fixed concurrency for a
+//! fixed time per scenario, and prints requests/s, p50/p99/max latency and
+//! the server's RSS. Every API scenario runs twice side by side: against the
+//! real method and against a baseline handler in the same binary that
+//! answers with a canned response of the same size without touching the
+//! store (see `transport::baseline`); figures are reported as ratios to it.
+//!
+//! Phases: (A) the API scenarios on a table of 1,000 prebuilds; (B) the same
+//! list query after seeding the table to a million rows; (C) the reconciler
+//! with 10,000 active prebuilds on the simulated runner, and the API's p99
+//! while it runs.
+
+mod load;
+mod raw;
+
+use crate::config::DEMO_API_KEY;
+use crate::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;
+use crate::proto::gitpod::v1::{Prebuild, Subject};
+use crate::service::{new_prebuild, NewPrebuild};
+use bytes::Bytes;
+use load::Stats;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Benchmark settings (`prebuildd bench --help`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub duration: Duration,
+    pub concurrency: usize,
+    /// Rows in the table for the large list measurement.
+    pub large_rows: usize,
+    /// Active prebuilds for the reconciler measurement.
+    pub active_prebuilds: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { duration: Duration::from_secs(5), concurrency: 64, large_rows: 1_000_000, active_prebuilds: 10_000 }
+    }
+}
+
+const ORG: &str = "8d9e8f4a-1b2c-4d3e-9f00-0a1b2c3d4e5f";
+const USER: &str = "e6a7c1f0-2b3d-4e5f-8a9b-0c1d2e3f4a5b";
+const RUNNER: &str = "3f1a2b3c-4d5e-4f60-8a7b-1c2d3e4f5a6b";
+const CLASS: &str = "d2c94c27-3b76-4a42-b88c-95a85e392c68";
+/// The project whose prebuilds the list scenario filters for.
+const LIST_PROJECT: &str = "b0e12f6c-4c67-429d-a4a6-d9838b5da047";
+/// Where CreatePrebuild writes (so the list project keeps its size).
+const CREATE_PROJECT: &str = "0f4c9a7e-2d1b-4e8a-9c3f-5b6a7d8e9f01";
+/// Other projects that fill the large table.
+const FILLER_PROJECT: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+
+fn config(listen: &str, reconcile: bool, max_concurrent: usize) -> String {
+    // sim://hang: one step STARTING, then RUNNING until cancelled, so the
+    // reconciler's prebuilds stay active (observed every pass).
+    let project = |id: &str, name: &str, repository: &str| {
+        format!(
+            "[[projects]]\nid = \"{id}\"\norganization_id = \"{ORG}\"\nname = \"{name}\"\nrepository = \"{repository}\"\ndefault_environment_class_id = \"{CLASS}\"\n[projects.prebuilds]\nenabled = true\nenvironment_class_ids = [\"{CLASS}\"]\n"
+        )
+    };
+    format!(
+        "[server]\nlisten = \"{listen}\"\n[reconciler]\nenabled = {reconcile}\ninterval = \"1s\"\n[bench]\nbaseline = true\n\
+         [[organizations]]\nid = \"{ORG}\"\nname = \"Bench\"\n\
+         [[api_keys]]\ntoken = \"{DEMO_API_KEY}\"\norganization_id = \"{ORG}\"\nsubject_id = \"{USER}\"\n\
+         [[runners]]\nid = \"{RUNNER}\"\nkind = \"simulated\"\nmax_concurrent_prebuilds = {max_concurrent}\nstep_duration = \"1s\"\n\
+         [[environment_classes]]\nid = \"{CLASS}\"\nrunner_id = \"{RUNNER}\"\nname = \"small\"\n{}{}{}",
+        project(LIST_PROJECT, "list", "sim://hang"),
+        project(CREATE_PROJECT, "create", "sim://hang"),
+        project(FILLER_PROJECT, "filler", "sim://hang"),
+    )
+}
+
+/// Prebuilds as the API would create them, for seeding.
+fn seed_rows(project_id: &'static str, count: usize) -> impl Iterator<Item = Prebuild> {
+    let subject = Subject { id: USER.into(), principal: 2 };
+    (0..count).map(move |_| {
+        new_prebuild(NewPrebuild {
+            organization_id: ORG.into(),
+            project_id: project_id.into(),
+            environment_class_id: CLASS.into(),
+            creator: subject.clone(),
+            executor: subject.clone(),
+            triggered_by: PrebuildTrigger::Manual,
+            timeout: Duration::from_secs(3600),
+            public_url: "http://127.0.0.1".into(),
+            now: crate::clock::timestamp(std::time::SystemTime::now()),
+        })
+    })
+}
+
+/// `prebuildd seed`: bulk-loads `count` prebuilds of the demo organization's
+/// first project into a data dir (the server must not be running on it).
+pub fn seed(data_dir: &Path, count: usize) -> Result<usize, String> {
+    crate::store::sqlite::seed_prebuilds(data_dir, seed_rows(LIST_PROJECT, count)).map_err(|e| e.to_string())
+}
+
+/// A prebuildd child process.
+struct ChildServer {
+    child: Child,
+    base: String,
+    data_dir: PathBuf,
+}
+
+impl ChildServer {
+    fn start(data_dir: &Path, reconcile: bool, max_concurrent: usize) -> Result<ChildServer, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let listen = format!("127.0.0.1:{port}");
+        std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
+        let config_path = data_dir.join("bench.toml");
+        std::fs::write(&config_path, config(&listen, reconcile, max_concurrent)).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(data_dir.join("server.log")).map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let child = Command::new(exe)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("PREBUILDD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start the server: {e}"))?;
+        Ok(ChildServer { child, base: format!("http://{listen}"), data_dir: data_dir.to_path_buf() })
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if client.get(format!("{}/healthz", self.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("the server did not come up; see {}", self.data_dir.join("server.log").display()))
+    }
+
+    /// (current RSS, peak RSS) in MiB, from /proc.
+    fn rss_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or(0.0, |kib| kib / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.base)).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn stop(mut self) {
+        // SIGTERM and wait: a graceful stop leaves the data dir consistent
+        // for the next phase.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Grpc,
+    ConnectJson,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "gRPC",
+            Protocol::ConnectJson => "Connect JSON",
+        }
+    }
+}
+
+/// One request of a scenario, pre-encoded for both protocols; `variants`
+/// rotate so writes really change something.
+#[derive(Clone)]
+struct Scenario {
+    name: &'static str,
+    method: &'static str,
+    proto: Vec<Bytes>,
+    json: Vec<Bytes>,
+}
+
+struct Clients {
+    grpc: Vec<tonic::client::Grpc<tonic::transport::Channel>>,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Clients {
+    async fn new(base: &str, concurrency: usize) -> Result<Clients, String> {
+        let mut grpc = Vec::new();
+        for _ in 0..2 {
+            let channel = tonic::transport::Channel::from_shared(base.to_string())
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            grpc.push(tonic::client::Grpc::new(channel));
+        }
+        let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(concurrency).build().map_err(|e| e.to_string())?;
+        Ok(Clients { grpc, http, base: base.to_string() })
+    }
+
+    /// One call; `path` is `/<service>/<method>`.
+    async fn call(&self, protocol: Protocol, path: &str, body: Bytes, n: u64) -> Result<Bytes, String> {
+        match protocol {
+            Protocol::Grpc => {
+                let mut grpc = self.grpc[(n % self.grpc.len() as u64) as usize].clone();
+                grpc.ready().await.map_err(|e| e.to_string())?;
+                let mut request = tonic::Request::new(body);
+                request.metadata_mut().insert("authorization", format!("Bearer {DEMO_API_KEY}").parse().map_err(|_| "header")?);
+                let path = http::uri::PathAndQuery::try_from(path).map_err(|e| e.to_string())?;
+                grpc.unary(request, path, raw::RawCodec)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+            }
+            Protocol::ConnectJson => {
+                let response = self
+                    .http
+                    .post(format!("{}{path}", self.base))
+                    .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {DEMO_API_KEY}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+                if status.is_success() {
+                    Ok(bytes)
+                } else {
+                    Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
+                }
+            }
+        }
+    }
+}
+
+fn json(value: serde_json::Value) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+fn proto(message: &impl prost::Message) -> Bytes {
+    Bytes::from(message.encode_to_vec())
+}
+
+async fn measure(clients: &Arc<Clients>, options: &Options, protocol: Protocol, path: String, bodies: Vec<Bytes>) -> Stats {
+    let clients = clients.clone();
+    let path = Arc::new(path);
+    let bodies = Arc::new(bodies);
+    load::run(options.concurrency, options.duration, move |n| {
+        let clients = clients.clone();
+        let path = path.clone();
+        let body = bodies[(n % bodies.len() as u64) as usize].clone();
+        async move { clients.call(protocol, &path, body, n).await.is_ok() }
+    })
+    .await
+}
+
+fn row(name: &str, protocol: &str, stats: &Stats, baseline: Option<&Stats>) {
+    let ratio = baseline.map_or("".to_string(), |b| format!("{:.2}x", stats.per_second() / b.per_second().max(1e-9)));
+    println!(
+        "{name:<16} {protocol:<13} {:>10.0} req/s {:>8.2} ms p50 {:>8.2} ms p99 {:>8.2} ms max  errors {:<6} {ratio}",
+        stats.per_second(),
+        stats.quantile_ms(0.5),
+        stats.quantile_ms(0.99),
+        stats.max_ms(),
+        stats.errors
+    );
+}
+
+/// Runs every phase and prints the results.
+pub async fn run(options: Options) -> Result<(), String> {
+    let work = std::env::temp_dir().join(format!("prebuildd-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    println!(
+        "prebuildd bench: concurrency {}, {} s per run, {} cores",
+        options.concurrency,
+        options.duration.as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let result = phases(&work, &options).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn phases(work: &Path, options: &Options) -> Result<(), String> {
+    use crate::proto::gitpod::v1::*;
+
+    // Phase A: the API on a table of 1,000 prebuilds.
+    let data_a = work.join("api");
+    crate::store::sqlite::seed_prebuilds(&data_a, seed_rows(LIST_PROJECT, 1000)).map_err(|e| e.to_string())?;
+    let server = ChildServer::start(&data_a, false, 4)?;
+    server.ready().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (idle_rss, _) = server.rss_mib();
+    let clients = Arc::new(Clients::new(&server.base, options.concurrency).await?);
+
+    // Fixtures: a prebuild to get, a pool to update.
+    let created = clients
+        .call(
+            Protocol::ConnectJson,
+            "/gitpod.v1.PrebuildService/CreatePrebuild",
+            json(serde_json::json!({"projectId": CREATE_PROJECT, "spec": {}})),
+            0,
+        )
+        .await?;
+    let created: serde_json::Value = serde_json::from_slice(&created).map_err(|e| e.to_string())?;
+    let prebuild_id = created["prebuild"]["id"].as_str().ok_or("no prebuild id")?.to_string();
+    let pool = clients
+        .call(
+            Protocol::ConnectJson,
+            "/gitpod.v1.PrebuildService/CreateWarmPool",
+            json(serde_json::json!({"projectId": LIST_PROJECT, "environmentClassId": CLASS, "minSize": 0, "maxSize": 2})),
+            0,
+        )
+        .await?;
+    let pool: serde_json::Value = serde_json::from_slice(&pool).map_err(|e| e.to_string())?;
+    let pool_id = pool["warmPool"]["id"].as_str().ok_or("no warm pool id")?.to_string();
+
+    let list_filter = || list_prebuilds_request::Filter { project_ids: vec![LIST_PROJECT.into()], ..Default::default() };
+    let scenarios = vec![
+        Scenario {
+            name: "GetPrebuild",
+            method: "GetPrebuild",
+            proto: vec![proto(&GetPrebuildRequest { prebuild_id: prebuild_id.clone() })],
+            json: vec![json(serde_json::json!({"prebuildId": prebuild_id}))],
+        },
+        Scenario {
+            name: "ListPrebuilds",
+            method: "ListPrebuilds",
+            proto: vec![proto(&ListPrebuildsRequest {
+                pagination: Some(PaginationRequest { page_size: 25, token: String::new() }),
+                filter: Some(list_filter()),
+            })],
+            json: vec![json(serde_json::json!({"pagination": {"pageSize": 25}, "filter": {"projectIds": [LIST_PROJECT]}}))],
+        },
+        Scenario {
+            name: "UpdateWarmPool",
+            method: "UpdateWarmPool",
+            proto: (1..=2)
+                .map(|max| proto(&UpdateWarmPoolRequest { warm_pool_id: pool_id.clone(), max_size: Some(max), ..Default::default() }))
+                .collect(),
+            json: (1..=2).map(|max| json(serde_json::json!({"warmPoolId": pool_id, "maxSize": max}))).collect(),
+        },
+        Scenario {
+            name: "CreatePrebuild",
+            method: "CreatePrebuild",
+            proto: vec![proto(&CreatePrebuildRequest {
+                project_id: CREATE_PROJECT.into(),
+                environment_class_id: None,
+                spec: Some(PrebuildSpec::default()),
+            })],
+            json: vec![json(serde_json::json!({"projectId": CREATE_PROJECT, "spec": {}}))],
+        },
+    ];
+
+    println!("\n== Phase A: API scenarios (1,000 prebuilds in the listed project), each vs. its baseline");
+    let mut idle_get_p99 = 0.0;
+    let mut small_list_p50 = 0.0;
+    for scenario in &scenarios {
+        for protocol in [Protocol::Grpc, Protocol::ConnectJson] {
+            let real_path = format!("/gitpod.v1.PrebuildService/{}", scenario.method);
+            let bodies = if protocol == Protocol::Grpc { scenario.proto.clone() } else { scenario.json.clone() };
+            // Store the real response as the baseline's canned answer.
+            let sample = clients.call(protocol, &real_path, bodies[0].clone(), 0).await?;
+            let baseline_name = format!("{}-{}", scenario.name, if protocol == Protocol::Grpc { "proto" } else { "json" });
+            clients
+                .http
+                .put(format!("{}/prebuildd.bench.v1.Baseline/{baseline_name}", clients.base))
+                .body(sample)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let baseline =
+                measure(&clients, options, protocol, format!("/prebuildd.bench.v1.Baseline/{baseline_name}"), bodies.clone()).await;
+            let real = measure(&clients, options, protocol, real_path, bodies).await;
+            row(&format!("{} (base)", scenario.name), protocol.name(), &baseline, None);
+            row(scenario.name, protocol.name(), &real, Some(&baseline));
+            if scenario.name == "GetPrebuild" && protocol == Protocol::Grpc {
+                idle_get_p99 = real.quantile_ms(0.99);
+            }
+            if scenario.name == "ListPrebuilds" && protocol == Protocol::Grpc {
+                small_list_p50 = real.quantile_ms(0.5);
+            }
+        }
+    }
+    let (_, peak_rss) = server.rss_mib();
+    println!("server RSS: idle {idle_rss:.1} MiB, peak during phase A {peak_rss:.1} MiB");
+    server.stop();
+
+    // Phase B: the same list query with a large table.
+    println!("\n== Phase B: ListPrebuilds page of 25 with a project filter, {} rows in the table", options.large_rows);
+    let more = options.large_rows.saturating_sub(1000);
+    let in_list = more / 10;
+    let seeding = Instant::now();
+    crate::store::sqlite::seed_prebuilds(&data_a, seed_rows(LIST_PROJECT, in_list).chain(seed_rows(FILLER_PROJECT, more - in_list)))
+        .map_err(|e| e.to_string())?;
+    println!("seeded {more} rows in {:.1} s", seeding.elapsed().as_secs_f64());
+    let server = ChildServer::start(&data_a, false, 4)?;
+    server.ready().await?;
+    let clients = Arc::new(Clients::new(&server.base, options.concurrency).await?);
+    let list = &scenarios[1];
+    let large = measure(&clients, options, Protocol::Grpc, "/gitpod.v1.PrebuildService/ListPrebuilds".into(), list.proto.clone()).await;
+    row("ListPrebuilds", "gRPC", &large, None);
+    println!(
+        "list p50: {small_list_p50:.2} ms with 1,000 rows, {:.2} ms with {} rows: {:.2}x (target <= 2x)",
+        large.quantile_ms(0.5),
+        options.large_rows,
+        large.quantile_ms(0.5) / small_list_p50.max(1e-9)
+    );
+    let (_, peak_rss_b) = server.rss_mib();
+    println!("server peak RSS during phase B: {peak_rss_b:.1} MiB");
+    server.stop();
+
+    // Phase C: the reconciler with many active prebuilds.
+    println!("\n== Phase C: reconciler with {} active prebuilds on the simulated runner", options.active_prebuilds);
+    let data_c = work.join("reconciler");
+    crate::store::sqlite::seed_prebuilds(&data_c, seed_rows(CREATE_PROJECT, options.active_prebuilds)).map_err(|e| e.to_string())?;
+    let server = ChildServer::start(&data_c, true, options.active_prebuilds + 10)?;
+    server.ready().await?;
+    // Let the first passes start every prebuild, then watch steady passes.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        if server.metric("prebuildd_reconcile_passes_total").await.unwrap_or(0.0) >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let clients = Arc::new(Clients::new(&server.base, options.concurrency).await?);
+    let sample =
+        clients.call(Protocol::Grpc, "/gitpod.v1.PrebuildService/ListPrebuilds", proto(&ListPrebuildsRequest::default()), 0).await?;
+    let busy_get = {
+        let listed = ListPrebuildsResponse::decode_bytes(&sample)?;
+        let id = listed.prebuilds.first().map(|p| p.id.clone()).ok_or("no prebuilds")?;
+        measure(
+            &clients,
+            options,
+            Protocol::Grpc,
+            "/gitpod.v1.PrebuildService/GetPrebuild".into(),
+            vec![proto(&GetPrebuildRequest { prebuild_id: id })],
+        )
+        .await
+    };
+    let mut passes = Vec::new();
+    let watch = Instant::now();
+    let mut last_total = 0.0;
+    while watch.elapsed() < Duration::from_secs(5) {
+        let total = server.metric("prebuildd_reconcile_passes_total").await.unwrap_or(0.0);
+        if total > last_total {
+            passes.push(server.metric("prebuildd_reconcile_pass_seconds_last").await.unwrap_or(0.0) * 1000.0);
+            last_total = total;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let active = server.metric("prebuildd_active_prebuilds").await.unwrap_or(0.0);
+    passes.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let running = {
+        let filter = list_prebuilds_request::Filter { phases: vec![PrebuildPhase::Pending as i32], ..Default::default() };
+        let body = proto(&ListPrebuildsRequest {
+            pagination: Some(PaginationRequest { page_size: 1, token: String::new() }),
+            filter: Some(filter),
+        });
+        ListPrebuildsResponse::decode_bytes(&clients.call(Protocol::Grpc, "/gitpod.v1.PrebuildService/ListPrebuilds", body, 0).await?)?
+            .prebuilds
+            .is_empty()
+    };
+    println!(
+        "active prebuilds {active:.0} (all started: {running}); steady passes observed: {}; pass time median {:.1} ms, max {:.1} ms (target < 200 ms)",
+        passes.len(),
+        passes.get(passes.len() / 2).copied().unwrap_or(0.0),
+        passes.last().copied().unwrap_or(0.0)
+    );
+    row("GetPrebuild busy", "gRPC", &busy_get, None);
+    println!(
+        "GetPrebuild p99 while reconciling: {:.2} ms vs idle {idle_get_p99:.2} ms: {:.2}x (target <= 2x)",
+        busy_get.quantile_ms(0.99),
+        busy_get.quantile_ms(0.99) / idle_get_p99.max(1e-9)
+    );
+    let (rss_c, peak_c) = server.rss_mib();
+    println!("server RSS during phase C: {rss_c:.1} MiB, peak {peak_c:.1} MiB");
+    server.stop();
+    Ok(())
+}
+
+trait DecodeBytes: Sized {
+    fn decode_bytes(bytes: &[u8]) -> Result<Self, String>;
+}
+
+impl<T: prost::Message + Default> DecodeBytes for T {
+    fn decode_bytes(bytes: &[u8]) -> Result<Self, String> {
+        T::decode(bytes).map_err(|e| e.to_string())
+    }
+}
