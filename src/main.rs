@@ -9,7 +9,7 @@ const USAGE: &str = "usage:
       --config FILE    TOML configuration (without it: the embedded demo configuration)
       --listen ADDR    address to listen on, overriding [server] listen (default 127.0.0.1:8080)
       --data-dir DIR   where prebuildd.db, logs and snapshots live (default ./data)
-  prebuildd bench [--duration 5s] [--concurrency 64] [--rows 1000000] [--active 10000]
+  prebuildd bench [--duration 5s] [--concurrency 64] [--rows 1000000] [--active 10000] [--only SCENARIO]
       runs the benchmark (see BENCHMARKS.md) against a prebuildd it starts itself
   prebuildd seed --data-dir DIR --count N
       bulk-loads N prebuilds of the demo project into DIR (the server must be stopped)";
@@ -65,6 +65,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     "--concurrency" => options.concurrency = number(&flag, &value)?.max(1),
                     "--rows" => options.large_rows = number(&flag, &value)?.max(1000),
                     "--active" => options.active_prebuilds = number(&flag, &value)?.max(1),
+                    "--only" => options.only = Some(value),
                     other => return Err(format!("unknown option {other:?}")),
                 }
             }

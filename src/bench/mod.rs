@@ -36,11 +36,14 @@ pub struct Options {
     pub large_rows: usize,
     /// Active prebuilds for the reconciler measurement.
     pub active_prebuilds: usize,
+    /// Run only the phase A scenario of this name (`GetPrebuild`, ...),
+    /// and skip phases B and C: for quick iteration.
+    pub only: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { duration: Duration::from_secs(5), concurrency: 64, large_rows: 1_000_000, active_prebuilds: 10_000 }
+        Options { duration: Duration::from_secs(5), concurrency: 64, large_rows: 1_000_000, active_prebuilds: 10_000, only: None }
     }
 }
 
@@ -383,7 +386,7 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
     println!("\n== Phase A: API scenarios (1,000 prebuilds in the listed project), each vs. its baseline");
     let mut idle_get_p99 = 0.0;
     let mut small_list_p50 = 0.0;
-    for scenario in &scenarios {
+    for scenario in scenarios.iter().filter(|s| options.only.as_deref().is_none_or(|only| only == s.name)) {
         for protocol in [Protocol::Grpc, Protocol::ConnectJson] {
             let real_path = format!("/gitpod.v1.PrebuildService/{}", scenario.method);
             let bodies = if protocol == Protocol::Grpc { scenario.proto.clone() } else { scenario.json.clone() };
@@ -413,6 +416,9 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
     let (_, peak_rss) = server.rss_mib();
     println!("server RSS: idle {idle_rss:.1} MiB, peak during phase A {peak_rss:.1} MiB");
     server.stop();
+    if options.only.is_some() {
+        return Ok(());
+    }
 
     // Phase B: the same list query with a large table.
     println!("\n== Phase B: ListPrebuilds page of 25 with a project filter, {} rows in the table", options.large_rows);
