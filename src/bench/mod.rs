@@ -347,7 +347,7 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
     let pool_id = pool["warmPool"]["id"].as_str().ok_or("no warm pool id")?.to_string();
 
     let list_filter = || list_prebuilds_request::Filter { project_ids: vec![LIST_PROJECT.into()], ..Default::default() };
-    let scenarios = vec![
+    let scenarios = [
         Scenario {
             name: "GetPrebuild",
             method: "GetPrebuild",

@@ -95,12 +95,10 @@ impl SqliteStore {
         // Two readers per core (at least four): a reader waiting on the disk
         // or the OS leaves a core to another (measured with `prebuildd bench`;
         // PREBUILDD_SQLITE_READERS overrides).
-        let readers = std::env::var("PREBUILDD_SQLITE_READERS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4))
-            .clamp(1, 32)
-            .max(if std::env::var("PREBUILDD_SQLITE_READERS").is_ok() { 1 } else { 4 });
+        let readers = match std::env::var("PREBUILDD_SQLITE_READERS").ok().and_then(|v| v.parse::<usize>().ok()) {
+            Some(count) => count.clamp(1, 32),
+            None => (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2).clamp(4, 32),
+        };
         for i in 0..readers {
             let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
