@@ -8,6 +8,8 @@
 //! Implementations: `simulated` (tests and demos) and `local` (a real
 //! prebuild on this machine). Remote runners will implement the same trait.
 
+pub mod devcontainer;
+pub mod local;
 pub mod simulated;
 
 use crate::error::Result;
@@ -169,9 +171,13 @@ impl Runners {
                 crate::catalog::RunnerKind::Simulated => {
                     std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir))
                 }
-                crate::catalog::RunnerKind::Local => {
-                    std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir))
-                }
+                crate::catalog::RunnerKind::Local => match local::LocalRunner::new(&self.data_dir) {
+                    Ok(runner) => std::sync::Arc::new(runner),
+                    Err(error) => {
+                        tracing::error!(runner = %config.id, %error, "cannot start the local runner; its prebuilds will fail");
+                        continue;
+                    }
+                },
             };
             by_id.insert(config.id.clone(), runner);
         }

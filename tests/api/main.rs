@@ -11,6 +11,7 @@ mod auth_and_tenancy;
 mod connect;
 mod grpc_surface;
 mod lifecycle;
+mod local_runner;
 mod pagination;
 mod prebuilds;
 mod reference_examples;

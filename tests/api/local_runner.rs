@@ -1,0 +1,227 @@
+//! The local runner, through the public API: a real prebuild of a git
+//! repository made here, with a devcontainer.json whose commands write files
+//! and log lines; its snapshot, its log, a warm instance made from it, a
+//! failing command, a repository without devcontainer.json, and a cancel
+//! that kills a running command.
+
+use crate::common::*;
+use prebuildd::proto::gitpod::v1::*;
+use prebuildd::proto::prebuildd::v1::warm_pool_instance_service_client::WarmPoolInstanceServiceClient;
+use prebuildd::proto::prebuildd::v1::ClaimInstanceRequest;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const OK: &str = "10ca1000-0000-4000-8000-000000000001";
+const FAILING: &str = "10ca1000-0000-4000-8000-000000000002";
+const PLAIN: &str = "10ca1000-0000-4000-8000-000000000003";
+const SLEEPY: &str = "10ca1000-0000-4000-8000-000000000004";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+fn repository(dir: &Path, devcontainer: Option<&str>, as_git: bool) {
+    std::fs::create_dir_all(dir.join(".devcontainer")).unwrap();
+    std::fs::write(dir.join("README.md"), "a test repository\n").unwrap();
+    if let Some(text) = devcontainer {
+        std::fs::write(dir.join(".devcontainer/devcontainer.json"), text).unwrap();
+    } else {
+        std::fs::remove_dir(dir.join(".devcontainer")).unwrap();
+    }
+    if as_git {
+        git(dir, &["init", "-q"]);
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "initial"]);
+    }
+}
+
+fn config(repos: &[(&str, &Path)]) -> String {
+    let mut text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[reconciler]
+interval = "50ms"
+[[organizations]]
+id = "{ORG_A}"
+name = "Org A"
+[[api_keys]]
+token = "{TOKEN_A}"
+organization_id = "{ORG_A}"
+subject_id = "{ALICE}"
+[[runners]]
+id = "{RUNNER}"
+kind = "local"
+max_concurrent_prebuilds = 4
+[[environment_classes]]
+id = "{CLASS_SMALL}"
+runner_id = "{RUNNER}"
+name = "local"
+"#
+    );
+    for (id, path) in repos {
+        text += &format!(
+            "[[projects]]\nid = \"{id}\"\norganization_id = \"{ORG_A}\"\nname = \"p\"\nrepository = \"{}\"\ndefault_environment_class_id = \"{CLASS_SMALL}\"\n[projects.prebuilds]\nenabled = true\nenvironment_class_ids = [\"{CLASS_SMALL}\"]\n",
+            path.display()
+        );
+    }
+    text
+}
+
+async fn wait_for(client: &mut Client, id: &str, done: &[PrebuildPhase]) -> Prebuild {
+    let started = Instant::now();
+    loop {
+        let prebuild = client.get_prebuild(GetPrebuildRequest { prebuild_id: id.into() }).await.unwrap().into_inner().prebuild.unwrap();
+        let phase = PrebuildPhase::try_from(prebuild.status.as_ref().unwrap().phase).unwrap();
+        if done.contains(&phase) {
+            return prebuild;
+        }
+        assert!(started.elapsed() < PATIENCE, "prebuild stuck in {phase:?}: {prebuild:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_real_prebuild_of_a_git_repository() {
+    let repos = tempfile::tempdir().unwrap();
+    let ok = repos.path().join("ok");
+    let failing = repos.path().join("failing");
+    let plain = repos.path().join("plain");
+    let sleepy = repos.path().join("sleepy");
+    repository(
+        &ok,
+        Some(
+            r#"{
+          // comments and trailing commas are fine
+          "name": "test",
+          "onCreateCommand": "echo creating-the-environment && mkdir -p out && echo built > out/result.txt",
+          "updateContentCommand": {
+            "a": "echo parallel-a > out/a.txt",
+            "b": ["sh", "-c", "echo parallel-b > out/b.txt && echo log-from-b"],
+          },
+        }"#,
+        ),
+        true,
+    );
+    repository(&failing, Some(r#"{ "onCreateCommand": "echo about-to-fail; exit 3" }"#), true);
+    repository(&plain, None, false);
+    repository(&sleepy, Some(r#"{ "onCreateCommand": "echo sleeping; sleep 987654" }"#), true);
+    let server = TestServer::start_with(config(&[(OK, &ok), (FAILING, &failing), (PLAIN, &plain), (SLEEPY, &sleepy)])).await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+
+    let created = create_prebuild(&mut client, OK).await;
+    let failed = create_prebuild(&mut client, FAILING).await;
+    let no_devcontainer = create_prebuild(&mut client, PLAIN).await;
+    let sleeping = create_prebuild(&mut client, SLEEPY).await;
+
+    // The real one: completed, with a real snapshot holding the commands' output.
+    let done = wait_for(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed]).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, PrebuildPhase::Completed as i32, "{}", status.failure_message);
+    let archive = server.data_dir().join("local").join("snapshots").join(format!("{}.tar.zst", created.id));
+    assert_eq!(status.snapshot_size_bytes as u64, std::fs::metadata(&archive).unwrap().len(), "the real size");
+    let unpacked = tempfile::tempdir().unwrap();
+    tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive).unwrap()).unwrap()).unpack(unpacked.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(unpacked.path().join("out/result.txt")).unwrap(), "built\n");
+    assert_eq!(std::fs::read_to_string(unpacked.path().join("out/a.txt")).unwrap(), "parallel-a\n");
+    assert_eq!(std::fs::read_to_string(unpacked.path().join("out/b.txt")).unwrap(), "parallel-b\n");
+    assert!(unpacked.path().join("README.md").exists() && unpacked.path().join(".git").exists(), "the snapshot is the workspace");
+
+    // Its log, through a logs token.
+    let token = client
+        .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: created.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let log = reqwest::Client::new()
+        .get(format!("{}/logs/prebuilds/{}", server.base_url(), created.id))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in ["creating-the-environment", "log-from-b", "snapshot written"] {
+        assert!(log.contains(line), "{line:?} missing from the log:\n{log}");
+    }
+
+    // A warm instance made from it.
+    let pool = client
+        .create_warm_pool(CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .warm_pool
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let current =
+            client.get_warm_pool(GetWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().warm_pool.unwrap();
+        if current.status.as_ref().unwrap().phase == WarmPoolPhase::Ready as i32 {
+            assert_eq!(current.spec.unwrap().snapshot_id, Some(created.id.clone()));
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "the pool never became ready: {current:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut claims = WarmPoolInstanceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
+    let instance =
+        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().instance.unwrap();
+    assert_eq!(instance.snapshot_id, created.id);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&instance.workspace_path).join("out/result.txt")).unwrap(),
+        "built\n",
+        "the claimed workspace holds the prebuild's output"
+    );
+
+    // A command that fails names itself, its exit code and the last lines.
+    let failure = wait_for(&mut client, &failed.id, &[PrebuildPhase::Failed, PrebuildPhase::Completed]).await.status.unwrap();
+    assert_eq!(failure.phase, PrebuildPhase::Failed as i32);
+    for part in ["onCreateCommand", "echo about-to-fail; exit 3", "exited with code 3", "about-to-fail"] {
+        assert!(failure.failure_message.contains(part), "{part:?} missing from {:?}", failure.failure_message);
+    }
+
+    // No devcontainer.json (and a plain directory, copied): completed with a warning.
+    let warned = wait_for(&mut client, &no_devcontainer.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed]).await.status.unwrap();
+    assert_eq!(warned.phase, PrebuildPhase::Completed as i32, "{}", warned.failure_message);
+    assert!(warned.warning_message.contains("devcontainer.json"), "{}", warned.warning_message);
+
+    // Cancel kills the running command's whole process group.
+    wait_for(&mut client, &sleeping.id, &[PrebuildPhase::Running]).await;
+    let started = Instant::now();
+    while processes_with("sleep 987654") == 0 {
+        assert!(started.elapsed() < PATIENCE, "the command never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: sleeping.id.clone() }).await.unwrap();
+    wait_for(&mut client, &sleeping.id, &[PrebuildPhase::Cancelled]).await;
+    let started = Instant::now();
+    while processes_with("sleep 987654") > 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the cancelled command is still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
