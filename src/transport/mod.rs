@@ -9,6 +9,7 @@
 pub mod baseline;
 pub mod codec;
 pub mod connect;
+pub mod connect_stream;
 pub mod deadline;
 pub mod grpc;
 pub mod http;
@@ -87,8 +88,18 @@ fn is_grpc<B>(request: &::http::Request<B>) -> bool {
 /// requests to finish.
 pub async fn serve(listener: TcpListener, grpc: Router, http: Router, shutdown: impl Future<Output = ()>) {
     let dispatch = tower::service_fn(move |request: ::http::Request<hyper::body::Incoming>| {
-        let router = if is_grpc(&request) { grpc.clone() } else { http.clone() };
-        router.oneshot(request.map(axum::body::Body::new))
+        let request = request.map(axum::body::Body::new);
+        let grpc = grpc.clone();
+        let http = http.clone();
+        async move {
+            if is_grpc(&request) {
+                grpc.oneshot(request).await
+            } else if connect_stream::is_connect_stream(&request) {
+                Ok(connect_stream::serve(grpc, request).await)
+            } else {
+                http.oneshot(request).await
+            }
+        }
     });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());

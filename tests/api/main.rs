@@ -8,6 +8,7 @@
 mod common;
 
 mod auth_and_tenancy;
+mod clients;
 mod connect;
 mod grpc_surface;
 mod lifecycle;
