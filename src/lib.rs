@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod logs;
 pub mod metrics;
 pub mod proto;

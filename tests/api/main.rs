@@ -10,6 +10,7 @@ mod common;
 mod auth_and_tenancy;
 mod clients;
 mod connect;
+mod fuzz_inputs;
 mod grpc_surface;
 mod lifecycle;
 mod local_runner;
