@@ -20,6 +20,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Base of `logUrl`, without a trailing slash.
     pub public_url: String,
+    /// How long a client may take to send its request headers (HTTP/1.1)
+    /// before the connection is closed: a slow client holds nothing forever.
+    pub header_read_timeout: Duration,
     pub data_dir: PathBuf,
     pub catalog: Catalog,
     pub api_keys: Vec<ApiKey>,
@@ -107,6 +110,7 @@ struct RawConfig {
 struct RawServer {
     listen: Option<String>,
     public_url: Option<String>,
+    header_read_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -256,6 +260,11 @@ impl RawConfig {
             }
             None => format!("http://{listen}"),
         };
+        let header_read_timeout =
+            optional_duration("server.header_read_timeout", self.server.header_read_timeout.as_deref())?.unwrap_or(Duration::from_secs(30));
+        if header_read_timeout.is_zero() {
+            return Err(err("server.header_read_timeout", "must be more than zero"));
+        }
         let data_dir = overrides.data_dir.clone().or(self.storage.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
 
         let defaults = Retention::default();
@@ -433,6 +442,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             public_url,
+            header_read_timeout,
             data_dir,
             catalog,
             api_keys,

@@ -147,7 +147,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn clock::Clock>) -> R
     let http = transport::http::router(service.clone(), auth.clone(), logs.clone(), metrics.clone());
     let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(transport::serve(listener, grpc, http, triggered(shutdown_rx.clone())));
+    let task = tokio::spawn(transport::serve(listener, grpc, http, config.header_read_timeout, triggered(shutdown_rx.clone())));
     let reconciler =
         Arc::new(Reconciler::new(service.clone(), runners, logs, changes, config.reconcile_interval, config.retention, metrics));
     let reconciler = if config.reconcile {

@@ -1,4 +1,5 @@
-//! `grpc-timeout`: a gRPC client's deadline, honoured on the server.
+//! gRPC middleware: `grpc-timeout` honoured on the server, and the status
+//! of oversized messages.
 //!
 //! tonic's own `Server` applies it, but our gRPC services are served as
 //! routes on a shared listener, so this layer does the same: the call gets
@@ -49,6 +50,23 @@ pub async fn grpc_deadline(request: Request, next: Next) -> Response {
         Ok(response) => response,
         Err(_) => expired(),
     }
+}
+
+/// gRPC: a message over the size limit is RESOURCE_EXHAUSTED (as grpc-go and
+/// the Connect layer say); tonic reports OUT_OF_RANGE. Its answer is
+/// trailers-only (the status is in the headers), so rewriting is enough.
+pub async fn message_limit_status(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 #[cfg(test)]

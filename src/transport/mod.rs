@@ -31,8 +31,6 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tower::ServiceExt;
 
-/// A slow client gets this long to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Largest request message we accept (also the Connect body limit).
@@ -75,6 +73,7 @@ pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
         .add_service(reflection_v1alpha)
         .into_axum_router()
         .layer(axum::middleware::from_fn(deadline::grpc_deadline))
+        .layer(axum::middleware::from_fn(deadline::message_limit_status))
         // gRPC-Web (browsers, `buf curl --protocol grpcweb`) on the same routes.
         .layer(tonic_web::GrpcWebLayer::new())
 }
@@ -86,7 +85,7 @@ fn is_grpc<B>(request: &::http::Request<B>) -> bool {
 /// Serves `grpc` and `http` on `listener` until `shutdown` resolves, then
 /// stops accepting and waits (up to [`SHUTDOWN_GRACE`]) for in-flight
 /// requests to finish.
-pub async fn serve(listener: TcpListener, grpc: Router, http: Router, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, grpc: Router, http: Router, header_read_timeout: Duration, shutdown: impl Future<Output = ()>) {
     let dispatch = tower::service_fn(move |request: ::http::Request<hyper::body::Incoming>| {
         let request = request.map(axum::body::Body::new);
         let grpc = grpc.clone();
@@ -103,7 +102,7 @@ pub async fn serve(listener: TcpListener, grpc: Router, http: Router, shutdown: 
     });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30))).max_concurrent_streams(1024);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -71,10 +71,19 @@ async fn health_and_healthz_answer_without_a_key() {
 async fn grpc_timeout_is_honoured() {
     let server = TestServer::start().await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    // The header alone (set_timeout would also time out in the client).
-    let mut expired = tonic::Request::new(ListPrebuildsRequest::default());
-    expired.metadata_mut().insert("grpc-timeout", "1n".parse().unwrap());
-    assert_status(client.list_prebuilds(expired).await, Code::DeadlineExceeded, "deadline");
+    // A raw HTTP/2 request: tonic's client would enforce the deadline itself.
+    let raw = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let response = raw
+        .post(format!("{}/gitpod.v1.PrebuildService/ListPrebuilds", server.base_url()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "1n")
+        .header("authorization", format!("Bearer {TOKEN_A}"))
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string()), Some("4".to_string()), "DEADLINE_EXCEEDED");
     let mut ample = tonic::Request::new(ListPrebuildsRequest::default());
     ample.set_timeout(std::time::Duration::from_secs(10));
     client.list_prebuilds(ample).await.expect("a generous deadline is met");

@@ -8,6 +8,7 @@
 mod common;
 
 mod auth_and_tenancy;
+mod bad_input;
 mod clients;
 mod connect;
 mod fuzz_inputs;
