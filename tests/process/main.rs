@@ -79,12 +79,12 @@ fn listen_anywhere(config: String) -> String {
     config.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"")
 }
 
+/// What a load run saw: acknowledged IDs, error codes, and its tasks.
+type Load = (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<tonic::Code>>>, Vec<tokio::task::JoinHandle<()>>);
+
 /// Creates prebuilds from `workers` clients until stopped; returns the IDs
 /// whose creation was acknowledged and every error code seen.
-fn create_load(
-    process: &Process,
-    workers: usize,
-) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<tonic::Code>>>, Vec<tokio::task::JoinHandle<()>>) {
+fn create_load(process: &Process, workers: usize) -> Load {
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));
     let tasks = (0..workers)
