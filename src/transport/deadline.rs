@@ -32,7 +32,15 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-pub async fn grpc_deadline(request: Request, next: Next) -> Response {
+/// The one gRPC middleware (one layer keeps the hot path short): applies
+/// the client's deadline, then fixes the status of oversized messages.
+pub async fn grpc_middleware(request: Request, next: Next) -> Response {
+    let mut response = with_deadline(request, next).await;
+    fix_message_limit_status(&mut response);
+    response
+}
+
+async fn with_deadline(request: Request, next: Next) -> Response {
     let timeout = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
     let Some(timeout) = timeout else {
         return next.run(request).await;
@@ -55,18 +63,16 @@ pub async fn grpc_deadline(request: Request, next: Next) -> Response {
 /// gRPC: a message over the size limit is RESOURCE_EXHAUSTED (as grpc-go and
 /// the Connect layer say); tonic reports OUT_OF_RANGE. Its answer is
 /// trailers-only (the status is in the headers), so rewriting is enough.
-pub async fn message_limit_status(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+fn fix_message_limit_status(response: &mut Response) {
     let headers = response.headers_mut();
-    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+    if headers.get("grpc-status").is_some_and(|s| s == "11")
         && headers
             .get("grpc-message")
             .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
-    if too_large {
+            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"))
+    {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
-    response
 }
 
 #[cfg(test)]

@@ -72,8 +72,7 @@ pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router()
-        .layer(axum::middleware::from_fn(deadline::grpc_deadline))
-        .layer(axum::middleware::from_fn(deadline::message_limit_status))
+        .layer(axum::middleware::from_fn(deadline::grpc_middleware))
         // gRPC-Web (browsers, `buf curl --protocol grpcweb`) on the same routes.
         .layer(tonic_web::GrpcWebLayer::new())
 }
