@@ -14,7 +14,7 @@
 //! while it runs.
 
 mod load;
-mod raw;
+pub mod raw;
 
 use crate::config::DEMO_API_KEY;
 use crate::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;

@@ -162,27 +162,9 @@ pub fn seed_prebuilds(data_dir: &Path, prebuilds: impl Iterator<Item = Prebuild>
     let mut prebuilds = prebuilds.peekable();
     while prebuilds.peek().is_some() {
         let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
-            )?;
-            for prebuild in prebuilds.by_ref().take(50_000) {
-                let c = prebuild_columns(&prebuild);
-                stmt.execute(params![
-                    prebuild.id,
-                    c.organization_id,
-                    c.project_id,
-                    c.environment_class_id,
-                    c.phase,
-                    c.triggered_by,
-                    c.creator_id,
-                    c.executor_id,
-                    prebuild.encode_to_vec(),
-                    c.finished_at
-                ])?;
-                count += 1;
-            }
+        for prebuild in prebuilds.by_ref().take(50_000) {
+            insert_prebuild_row(&tx, &prebuild)?;
+            count += 1;
         }
         tx.commit()?;
     }
@@ -276,6 +258,27 @@ fn prebuild_columns(prebuild: &Prebuild) -> PrebuildColumns<'_> {
     }
 }
 
+/// Inserts a prebuild with its filter columns (the one INSERT of the table).
+fn insert_prebuild_row(conn: &Connection, prebuild: &Prebuild) -> rusqlite::Result<usize> {
+    let c = prebuild_columns(prebuild);
+    conn.prepare_cached(
+        "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
+    )?
+    .execute(params![
+        prebuild.id,
+        c.organization_id,
+        c.project_id,
+        c.environment_class_id,
+        c.phase,
+        c.triggered_by,
+        c.creator_id,
+        c.executor_id,
+        prebuild.encode_to_vec(),
+        c.finished_at
+    ])
+}
+
 fn decode_body<T: Message + Default>(bytes: &[u8]) -> Result<T> {
     Ok(T::decode(bytes)?)
 }
@@ -350,24 +353,13 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 impl Store for SqliteStore {
     async fn insert_prebuild(&self, prebuild: Prebuild) -> Result<()> {
         self.write(move |conn| {
-            let c = prebuild_columns(&prebuild);
-            let mut stmt = conn.prepare_cached(
-                "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
-            )?;
-            stmt.execute(params![
-                prebuild.id,
-                c.organization_id,
-                c.project_id,
-                c.environment_class_id,
-                c.phase,
-                c.triggered_by,
-                c.creator_id,
-                c.executor_id,
-                prebuild.encode_to_vec(),
-                c.finished_at
-            ])
-            .map_err(|e| if is_unique_violation(&e) { Error::AlreadyExists(format!("prebuild {} already exists", prebuild.id)) } else { e.into() })?;
+            insert_prebuild_row(conn, &prebuild).map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::AlreadyExists(format!("prebuild {} already exists", prebuild.id))
+                } else {
+                    e.into()
+                }
+            })?;
             Ok(())
         })
         .await
@@ -534,27 +526,14 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let c = prebuild_columns(&prebuild);
             let claimed = conn
-                .prepare_cached("INSERT OR IGNORE INTO schedule_runs (project_id, environment_class_id, day, prebuild_id) VALUES (?1, ?2, ?3, ?4)")?
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO schedule_runs (project_id, environment_class_id, day, prebuild_id) VALUES (?1, ?2, ?3, ?4)",
+                )?
                 .execute(params![c.project_id, c.environment_class_id, day, prebuild.id])?;
             if claimed == 0 {
                 return Ok(false);
             }
-            conn.prepare_cached(
-                "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
-            )?
-            .execute(params![
-                prebuild.id,
-                c.organization_id,
-                c.project_id,
-                c.environment_class_id,
-                c.phase,
-                c.triggered_by,
-                c.creator_id,
-                c.executor_id,
-                prebuild.encode_to_vec(),
-                c.finished_at
-            ])?;
+            insert_prebuild_row(conn, &prebuild)?;
             Ok(true)
         })
         .await

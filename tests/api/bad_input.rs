@@ -3,43 +3,9 @@
 //! the server stays up and nothing already stored changes.
 
 use crate::common::*;
-use bytes::{Buf, BufMut};
 use prebuildd::proto::gitpod::v1::*;
 use prost::Message;
 use std::io::Write;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-#[derive(Default, Clone, Copy)]
-struct Raw;
-struct RawEnc;
-struct RawDec;
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEnc;
-    type Decoder = RawDec;
-    fn encoder(&mut self) -> RawEnc {
-        RawEnc
-    }
-    fn decoder(&mut self) -> RawDec {
-        RawDec
-    }
-}
-impl Encoder for RawEnc {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-impl Decoder for RawDec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
 
 /// One bad request in each form it can take.
 struct Case {
@@ -286,12 +252,12 @@ async fn every_bad_input_gets_its_code_over_every_protocol() {
         }
         if let Some(proto) = &case.proto {
             grpc.ready().await.unwrap();
-            let mut request = tonic::Request::new(proto.clone());
+            let mut request = tonic::Request::new(bytes::Bytes::from(proto.clone()));
             if let Some(token) = case.token {
                 request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
             }
             let path = http::uri::PathAndQuery::try_from(format!("/gitpod.v1.PrebuildService/{}", case.method)).unwrap();
-            let status = grpc.unary(request, path, Raw).await.expect_err(case.what);
+            let status = grpc.unary(request, path, prebuildd::bench::raw::RawCodec).await.expect_err(case.what);
             assert_eq!(status.code(), grpc_code(case.code), "{} over gRPC: {}", case.what, status.message());
             assert!(
                 readable(status.message()) && status.message().contains(case.needle),

@@ -2,10 +2,8 @@
 //! API key, `/healthz` over HTTP/1.1, gzip, and malformed protobuf.
 
 use crate::common::*;
-use bytes::{Buf, BufMut};
 use prebuildd::proto::gitpod::v1::*;
 use tokio_stream::StreamExt;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Code;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -102,56 +100,16 @@ async fn gzip_requests_and_responses_work() {
     assert_eq!(listed, vec![prebuild]);
 }
 
-/// Sends raw bytes as a gRPC message, to test what the server does with
-/// bytes no honest client would send.
-#[derive(Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let mut out = vec![0; src.remaining()];
-        src.copy_to_slice(&mut out);
-        Ok(Some(out))
-    }
-}
-
 #[tokio::test]
 async fn malformed_protobuf_is_invalid_argument() {
     let server = TestServer::start().await;
     let mut grpc = tonic::client::Grpc::new(server.channel().await);
     for garbage in [vec![0xff, 0xff, 0xff], vec![0x0a, 0x50, b'a'], vec![0x0a]] {
         grpc.ready().await.unwrap();
-        let mut request = tonic::Request::new(garbage);
+        let mut request = tonic::Request::new(bytes::Bytes::from(garbage));
         request.metadata_mut().insert("authorization", format!("Bearer {TOKEN_A}").parse().unwrap());
         let path = http::uri::PathAndQuery::from_static("/gitpod.v1.PrebuildService/GetPrebuild");
-        let result = grpc.unary(request, path, RawCodec).await;
+        let result = grpc.unary(request, path, prebuildd::bench::raw::RawCodec).await;
         assert_status(result, Code::InvalidArgument, "not a valid protobuf message");
     }
     // The server is still fine.

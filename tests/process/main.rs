@@ -227,3 +227,41 @@ async fn a_slow_client_is_disconnected() {
     let response = reqwest::get(format!("{}/healthz", process.base_url())).await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_config_and_drops_pools_it_no_longer_allows() {
+    let data = tempfile::tempdir().unwrap();
+    let config = listen_anywhere(test_config_toml()).replacen("enabled = false", "enabled = true\ninterval = \"50ms\"", 1);
+    let process = Process::start(&config, data.path());
+    let mut client = process.client().await;
+    let pool = client
+        .create_warm_pool(CreateWarmPoolRequest {
+            project_id: PROJECT_BACKEND.into(),
+            environment_class_id: CLASS_LARGE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .warm_pool
+        .unwrap();
+    // The backend project drops the large class from its prebuild configuration.
+    let without_large = config.replacen(
+        &format!("environment_class_ids = [\"{CLASS_SMALL}\", \"{CLASS_LARGE}\"]"),
+        &format!("environment_class_ids = [\"{CLASS_SMALL}\"]"),
+        1,
+    );
+    assert_ne!(without_large, config);
+    std::fs::write(data.path().join("test-config.toml"), without_large).unwrap();
+    process.signal(libc::SIGHUP);
+    let started = Instant::now();
+    while client.get_warm_pool(GetWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the pool was not deleted after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An invalid file is ignored: the server keeps serving.
+    std::fs::write(data.path().join("test-config.toml"), "not = [valid").unwrap();
+    process.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.list_prebuilds(ListPrebuildsRequest::default()).await.expect("still serving after an invalid reload");
+}
