@@ -117,22 +117,40 @@ impl SimulatedRunner {
         }
     }
 
+    /// Writes the log lines of every phase the job passed since the last
+    /// ones written, so the log reads like a real runner's even when the
+    /// reconciler looks only now and then.
     fn log_transition(job: &mut Job, state: &JobState) {
-        let same_phase = matches!((&job.logged, state), (Some(JobState::Snapshotting { .. }), JobState::Snapshotting { .. }));
-        if job.logged.as_ref() == Some(state) || same_phase {
+        let rank = |s: &JobState| match s {
+            JobState::Starting => 0,
+            JobState::Running => 1,
+            JobState::Stopping => 2,
+            JobState::Snapshotting { .. } => 3,
+            JobState::Completed { .. } | JobState::Failed { .. } | JobState::Stopped => 4,
+        };
+        let from = job.logged.as_ref().map_or(0, |logged| rank(logged) + 1);
+        let to = rank(state);
+        if job.logged.is_some() && from > to {
             return;
         }
-        let line = match state {
-            JobState::Starting => format!("[simulated] creating environment {}", job.job.environment_id),
-            JobState::Running => format!("[simulated] running the prebuild lifecycle of {}", job.job.repository),
-            JobState::Stopping => "[simulated] stopping the environment".to_string(),
-            JobState::Snapshotting { .. } => "[simulated] writing the snapshot".to_string(),
-            JobState::Completed { warning: Some(warning), .. } => format!("[simulated] completed with a warning: {warning}"),
-            JobState::Completed { .. } => "[simulated] completed".to_string(),
-            JobState::Failed { message } => format!("[simulated] failed: {message}"),
-            JobState::Stopped => "[simulated] stopped".to_string(),
-        };
-        job.job.log.line(&line);
+        let failed_early = matches!(state, JobState::Failed { .. } | JobState::Stopped);
+        for step in from..=to {
+            let line = match step {
+                0 => format!("[simulated] creating environment {}", job.job.environment_id),
+                1 => format!("[simulated] running the prebuild lifecycle of {}", job.job.repository),
+                // A failed or stopped job never reached these.
+                2 | 3 if failed_early => continue,
+                2 => "[simulated] stopping the environment".to_string(),
+                3 => "[simulated] writing the snapshot".to_string(),
+                _ => match state {
+                    JobState::Completed { warning: Some(warning), .. } => format!("[simulated] completed with a warning: {warning}"),
+                    JobState::Completed { .. } => "[simulated] completed".to_string(),
+                    JobState::Failed { message } => format!("[simulated] failed: {message}"),
+                    _ => "[simulated] stopped".to_string(),
+                },
+            };
+            job.job.log.line(&line);
+        }
         job.logged = Some(state.clone());
     }
 }
@@ -331,7 +349,10 @@ mod tests {
         assert!(matches!(runner.observe("p1").await, Some(JobState::Completed { snapshot_size_bytes: 4096, .. })));
         assert!(runner.snapshot_path("p1").exists());
         let log = std::fs::read_to_string(dir.path().join("p1.log")).unwrap();
-        assert!(log.contains("[simulated] completed"), "{log}");
+        for line in ["creating environment", "running the prebuild lifecycle", "stopping", "writing the snapshot", "[simulated] completed"]
+        {
+            assert!(log.contains(line), "every phase is logged even if observed only at the end: {log}");
+        }
         runner.remove("p1").await.unwrap();
         assert_eq!(runner.observe("p1").await, None);
         assert!(!runner.snapshot_path("p1").exists());
