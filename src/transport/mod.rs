@@ -77,6 +77,25 @@ pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
         .layer(tonic_web::GrpcWebLayer::new())
 }
 
+/// CORS, so browsers on other origins can call the API (gRPC-Web and
+/// Connect). Any origin may call: the API authenticates with bearer keys,
+/// never cookies, so a page gains nothing it could not do without CORS.
+fn cors() -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([::http::Method::GET, ::http::Method::POST])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            ::http::HeaderName::from_static("grpc-status"),
+            ::http::HeaderName::from_static("grpc-message"),
+            ::http::HeaderName::from_static("grpc-status-details-bin"),
+            ::http::HeaderName::from_static("connect-content-encoding"),
+            ::http::header::CONTENT_ENCODING,
+        ])
+        .max_age(Duration::from_secs(7200))
+}
+
 fn is_grpc<B>(request: &::http::Request<B>) -> bool {
     request.headers().get(::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
@@ -99,6 +118,7 @@ pub async fn serve(listener: TcpListener, grpc: Router, http: Router, header_rea
             }
         }
     });
+    let dispatch = tower::ServiceBuilder::new().layer(cors()).service(dispatch);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);

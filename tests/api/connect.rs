@@ -499,6 +499,33 @@ async fn oversized_bodies_and_gzip_bombs_are_resource_exhausted() {
 }
 
 #[tokio::test]
+async fn browsers_on_other_origins_may_call() {
+    let server = TestServer::start().await;
+    let preflight = http()
+        .request(reqwest::Method::OPTIONS, url(&server, "ListPrebuilds"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type, connect-protocol-version")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example");
+    assert!(preflight.headers()["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    let response = http()
+        .post(url(&server, "ListPrebuilds"))
+        .header("origin", "https://app.example")
+        .header("content-type", "application/json")
+        .bearer_auth(TOKEN_A)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["access-control-allow-origin"], "https://app.example");
+}
+
+#[tokio::test]
 async fn connect_works_over_h2c_too() {
     let server = TestServer::start().await;
     let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
