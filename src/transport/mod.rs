@@ -73,8 +73,6 @@ pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
         .add_service(reflection_v1alpha)
         .into_axum_router()
         .layer(axum::middleware::from_fn(deadline::grpc_middleware))
-        // gRPC-Web (browsers, `buf curl --protocol grpcweb`) on the same routes.
-        .layer(tonic_web::GrpcWebLayer::new())
 }
 
 /// CORS, so browsers on other origins can call the API (gRPC-Web and
@@ -96,6 +94,10 @@ fn cors() -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(7200))
 }
 
+fn is_grpc_web<B>(request: &::http::Request<B>) -> bool {
+    request.headers().get(::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
+}
+
 fn is_grpc<B>(request: &::http::Request<B>) -> bool {
     request.headers().get(::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
@@ -104,12 +106,18 @@ fn is_grpc<B>(request: &::http::Request<B>) -> bool {
 /// stops accepting and waits (up to [`SHUTDOWN_GRACE`]) for in-flight
 /// requests to finish.
 pub async fn serve(listener: TcpListener, grpc: Router, http: Router, header_read_timeout: Duration, shutdown: impl Future<Output = ()>) {
+    // gRPC-Web (browsers, `buf curl --protocol grpcweb`) is translated by
+    // tonic-web in front of the same services; plain gRPC skips that layer.
+    let grpc_web = grpc.clone().layer(tonic_web::GrpcWebLayer::new());
     let dispatch = tower::service_fn(move |request: ::http::Request<hyper::body::Incoming>| {
         let request = request.map(axum::body::Body::new);
         let grpc = grpc.clone();
+        let grpc_web = grpc_web.clone();
         let http = http.clone();
         async move {
-            if is_grpc(&request) {
+            if is_grpc_web(&request) {
+                grpc_web.oneshot(request).await
+            } else if is_grpc(&request) {
                 grpc.oneshot(request).await
             } else if connect_stream::is_connect_stream(&request) {
                 Ok(connect_stream::serve(grpc, request).await)
