@@ -142,6 +142,59 @@ fn encode<T: Message + serde::Serialize>(codec: Codec, response: &T) -> Result<V
     }
 }
 
+/// List responses keep their list in JSON even when it is empty
+/// (`"prebuilds": []`): proto3 JSON would omit it, but the official REST
+/// client (gitpod-sdk 0.11.0) requires it when it validates responses.
+trait EmptyLists {
+    /// The JSON key of a list that is empty in this response, if any.
+    fn empty_list_key(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+impl EmptyLists for ListPrebuildsResponse {
+    fn empty_list_key(&self) -> Option<&'static str> {
+        self.prebuilds.is_empty().then_some("prebuilds")
+    }
+}
+
+impl EmptyLists for ListWarmPoolsResponse {
+    fn empty_list_key(&self) -> Option<&'static str> {
+        self.warm_pools.is_empty().then_some("warmPools")
+    }
+}
+
+macro_rules! no_lists {
+    ($($t:ty),*) => { $(impl EmptyLists for $t {})* };
+}
+no_lists!(
+    CreatePrebuildResponse,
+    GetPrebuildResponse,
+    CancelPrebuildResponse,
+    DeletePrebuildResponse,
+    CreatePrebuildLogsTokenResponse,
+    CreateWarmPoolResponse,
+    GetWarmPoolResponse,
+    UpdateWarmPoolResponse,
+    DeleteWarmPoolResponse,
+    crate::proto::prebuildd::v1::ClaimInstanceResponse
+);
+
+fn encode_response<T: Message + serde::Serialize + EmptyLists>(codec: Codec, response: &T) -> Result<Vec<u8>> {
+    let encoded = encode(codec, response)?;
+    match (codec, response.empty_list_key()) {
+        (Codec::Json, Some(key)) => {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&encoded).map_err(|e| Error::Internal(format!("re-reading our own JSON: {e}")))?;
+            if let Some(object) = value.as_object_mut() {
+                object.insert(key.to_string(), serde_json::Value::Array(Vec::new()));
+            }
+            serde_json::to_vec(&value).map_err(|e| Error::Internal(format!("cannot encode the response as JSON: {e}")))
+        }
+        _ => Ok(encoded),
+    }
+}
+
 /// The methods: name, service method, request type, and whether the Connect
 /// GET form is allowed (idempotency level NO_SIDE_EFFECTS).
 macro_rules! connect_rpcs {
@@ -160,7 +213,7 @@ macro_rules! connect_rpcs {
                     let mut request: $req = decode(codec, body)?;
                     page.apply(&mut request);
                     let response = service.$method(caller, request).await?;
-                    encode(codec, &response)
+                    encode_response(codec, &response)
                 })*
                 _ => Err(Error::NotFound(format!("unknown method {name}"))),
             }

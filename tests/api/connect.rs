@@ -499,6 +499,18 @@ async fn oversized_bodies_and_gzip_bombs_are_resource_exhausted() {
 }
 
 #[tokio::test]
+async fn empty_lists_stay_in_json_for_the_rest_client() {
+    let server = TestServer::start().await;
+    let (status, prebuilds) = post_json(&server, "ListPrebuilds", Some(TOKEN_A), json!({})).await;
+    assert_eq!((status, &prebuilds), (200, &json!({"pagination": {}, "prebuilds": []})));
+    let (_, pools) = post_json(&server, "ListWarmPools", Some(TOKEN_A), json!({"filter": {"projectIds": [PROJECT_FRONTEND]}})).await;
+    assert_eq!(pools, json!({"pagination": {}, "warmPools": []}));
+    let (_, deleted) =
+        post_json(&server, "DeleteWarmPool", Some(TOKEN_A), json!({"warmPoolId": "a1b2c3d4-5678-9abc-def0-1234567890ab"})).await;
+    assert_eq!(deleted["code"], "not_found", "other responses are untouched");
+}
+
+#[tokio::test]
 async fn browsers_on_other_origins_may_call() {
     let server = TestServer::start().await;
     let preflight = http()

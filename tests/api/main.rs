@@ -9,10 +9,10 @@ mod common;
 
 mod auth_and_tenancy;
 mod bad_input;
-mod clients;
 mod connect;
 mod fuzz_inputs;
 mod grpc_surface;
+mod interop;
 mod lifecycle;
 mod local_runner;
 mod pagination;
