@@ -1,14 +1,14 @@
 //! The local runner: real prebuilds on this machine.
 //!
 //! A prebuild's environment is a workspace directory,
-//! `<data_dir>/local/workspaces/<prebuild id>`: the project's repository is
+//! `<data_dir>/local/<runner id>/workspaces/<prebuild id>`: the project's repository is
 //! cloned into it (any git URL or path; a plain directory is copied), the
 //! prebuild part of the devcontainer lifecycle runs in it (each command its
 //! own process group, so cancel and timeout kill it whole, its output in the
 //! prebuild's log), and its snapshot is a zstd-compressed tar at
-//! `<data_dir>/local/snapshots/<prebuild id>.tar.zst`.
+//! `<data_dir>/local/<runner id>/snapshots/<prebuild id>.tar.zst`.
 //!
-//! Warm pool instances live under `<data_dir>/local/pools/<pool>/`: a running
+//! Warm pool instances live under `<data_dir>/local/<runner id>/pools/<pool>/`: a running
 //! instance is a workspace extracted from the snapshot, ready to hand out; a
 //! stopped one is a reserved slot that costs a marker file, and becomes
 //! running by extraction, which is faster than a prebuild.
@@ -79,10 +79,12 @@ fn io_error(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> E
 }
 
 impl LocalRunner {
-    /// A runner rooted at `<data_dir>/local`, clearing what a previous run
-    /// left half-done (workspaces and pool instances; snapshots are kept).
-    pub fn new(data_dir: &Path) -> Result<LocalRunner> {
-        let root = data_dir.join("local");
+    /// A runner rooted at `root` (`<data_dir>/local/<runner id>`: each local
+    /// runner has its own, so one starting never touches another's work),
+    /// clearing what a previous run left half-done (workspaces and pool
+    /// instances; snapshots are kept).
+    pub fn new(root: &Path) -> Result<LocalRunner> {
+        let root = root.to_path_buf();
         for dir in ["workspaces", "pools"] {
             let _ = std::fs::remove_dir_all(root.join(dir));
         }

@@ -171,7 +171,7 @@ impl Runners {
                 crate::catalog::RunnerKind::Simulated => {
                     std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir))
                 }
-                crate::catalog::RunnerKind::Local => match local::LocalRunner::new(&self.data_dir) {
+                crate::catalog::RunnerKind::Local => match local::LocalRunner::new(&self.data_dir.join("local").join(&config.id)) {
                     Ok(runner) => std::sync::Arc::new(runner),
                     Err(error) => {
                         tracing::error!(runner = %config.id, %error, "cannot start the local runner; its prebuilds will fail");

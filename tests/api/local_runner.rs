@@ -140,7 +140,7 @@ async fn a_real_prebuild_of_a_git_repository() {
     let done = wait_for(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed]).await;
     let status = done.status.clone().unwrap();
     assert_eq!(status.phase, PrebuildPhase::Completed as i32, "{}", status.failure_message);
-    let archive = server.data_dir().join("local").join("snapshots").join(format!("{}.tar.zst", created.id));
+    let archive = server.data_dir().join("local").join(RUNNER).join("snapshots").join(format!("{}.tar.zst", created.id));
     assert_eq!(status.snapshot_size_bytes as u64, std::fs::metadata(&archive).unwrap().len(), "the real size");
     let unpacked = tempfile::tempdir().unwrap();
     tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive).unwrap()).unwrap()).unpack(unpacked.path()).unwrap();

@@ -105,7 +105,12 @@ fn create_load(process: &Process, workers: usize) -> Load {
                     match client.create_prebuild(request).await {
                         Ok(response) => acknowledged.lock().unwrap().push(response.into_inner().prebuild.unwrap().id),
                         Err(status) => {
-                            errors.lock().unwrap().push(status.code());
+                            // The client reports a connection torn down under a
+                            // stream as an h2 error; that is "the server went
+                            // away", not a server-side internal error.
+                            let code =
+                                if status.message().contains("h2 protocol error") { tonic::Code::Unavailable } else { status.code() };
+                            errors.lock().unwrap().push(code);
                             return;
                         }
                     }
