@@ -126,13 +126,25 @@ fn decode<T: Message + Default + serde::de::DeserializeOwned>(codec: Codec, body
     match codec {
         // An empty body is the empty message (as connect-go accepts it).
         _ if body.is_empty() => Ok(T::default()),
-        Codec::Json => {
-            json::from_slice(body).map_err(|e| Error::MalformedRequest(format!("the request body is not valid JSON for this method: {e}")))
-        }
-        Codec::Proto => {
-            T::decode(body).map_err(|e| Error::MalformedRequest(format!("the request body is not a valid protobuf message: {e}")))
-        }
+        Codec::Json => json::from_slice(body).map_err(|e| {
+            Error::MalformedRequest(format!("the request body is not valid JSON for this method: {}", shorten(&e.to_string())))
+        }),
+        Codec::Proto => T::decode(body)
+            .map_err(|e| Error::MalformedRequest(format!("the request body is not a valid protobuf message: {}", shorten(&e.to_string())))),
     }
+}
+
+/// A parser's reason, cut short: it may quote the input, which can be huge.
+fn shorten(reason: &str) -> String {
+    const LIMIT: usize = 300;
+    if reason.len() <= LIMIT {
+        return reason.to_string();
+    }
+    let mut end = LIMIT;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &reason[..end], reason.len() - end)
 }
 
 fn encode<T: Message + serde::Serialize>(codec: Codec, response: &T) -> Result<Vec<u8>> {

@@ -35,9 +35,24 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 /// The one gRPC middleware (one layer keeps the hot path short): applies
 /// the client's deadline, then fixes the status of oversized messages.
 pub async fn grpc_middleware(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
     let mut response = with_deadline(request, next).await;
     fix_message_limit_status(&mut response);
+    name_unknown_methods(&mut response, &path);
     response
+}
+
+/// tonic answers an unknown service or method with UNIMPLEMENTED and no
+/// message; say which method was asked for.
+fn name_unknown_methods(response: &mut Response, path: &str) {
+    let headers = response.headers_mut();
+    let unnamed = headers.get("grpc-status").is_some_and(|s| s == "12") && headers.get("grpc-message").is_none_or(|m| m.is_empty());
+    if unnamed {
+        let shown: String = path.chars().take(200).filter(|c| c.is_ascii_graphic()).collect();
+        if let Ok(message) = http::HeaderValue::from_str(&format!("no such method: {}", shown.replace('%', "%25"))) {
+            headers.insert("grpc-message", message);
+        }
+    }
 }
 
 async fn with_deadline(request: Request, next: Next) -> Response {

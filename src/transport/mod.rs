@@ -94,6 +94,26 @@ fn cors() -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(7200))
 }
 
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits (at most `limit`) until the client's first bytes say which HTTP
+/// version it speaks: the whole HTTP/2 preface, or anything else (HTTP/1).
+async fn protocol_chosen_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let chosen = async {
+        let mut buffer = [0u8; 24];
+        loop {
+            match stream.peek(&mut buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= HTTP2_PREFACE.len() || !HTTP2_PREFACE.starts_with(&buffer[..n]) => return true,
+                // Part of the preface: wait for the rest.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, chosen).await.unwrap_or(false)
+}
+
 fn is_grpc_web<B>(request: &::http::Request<B>) -> bool {
     request.headers().get(::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
 }
@@ -147,10 +167,16 @@ pub async fn serve(listener: TcpListener, grpc: Router, http: Router, header_rea
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(dispatch.clone()));
-                let connection = graceful.watch(connection.into_owned());
+                let (builder, dispatch, watcher) = (builder.clone(), dispatch.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
+                    // The header read timeout starts once HTTP/1 is chosen; a
+                    // client that sends nothing, or half the HTTP/2 preface,
+                    // is cut off by this one.
+                    if !protocol_chosen_within(&stream, header_read_timeout).await {
+                        return;
+                    }
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(dispatch));
+                    if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 });

@@ -110,6 +110,14 @@ async fn every_bad_input_gets_its_code_over_every_protocol() {
             "prebuild_id: must be a UUID",
         ),
         case(
+            "a 1 MiB unknown enum name",
+            "ListPrebuilds",
+            Some(format!(r#"{{"filter": {{"phases": ["{huge}"]}}}}"#)),
+            None,
+            "invalid_argument",
+            "not valid JSON",
+        ),
+        case(
             "an unknown enum name",
             "ListPrebuilds",
             Some(r#"{"filter": {"phases": ["PREBUILD_PHASE_DONE"]}}"#.into()),

@@ -112,6 +112,14 @@ async fn malformed_protobuf_is_invalid_argument() {
         let result = grpc.unary(request, path, prebuildd::bench::raw::RawCodec).await;
         assert_status(result, Code::InvalidArgument, "not a valid protobuf message");
     }
+    // An unknown method or service is UNIMPLEMENTED, and says which.
+    for path in ["/gitpod.v1.PrebuildService/DropAllPrebuilds", "/gitpod.v1.NoSuchService/GetPrebuild"] {
+        grpc.ready().await.unwrap();
+        let mut request = tonic::Request::new(bytes::Bytes::new());
+        request.metadata_mut().insert("authorization", format!("Bearer {TOKEN_A}").parse().unwrap());
+        let result = grpc.unary(request, http::uri::PathAndQuery::from_static(path), prebuildd::bench::raw::RawCodec).await;
+        assert_status(result, Code::Unimplemented, path);
+    }
     // The server is still fine.
     let mut client = server.client(Some(TOKEN_A)).await;
     client.list_prebuilds(ListPrebuildsRequest::default()).await.expect("still serving");

@@ -228,6 +228,19 @@ async fn a_slow_client_is_disconnected() {
         }
     };
     assert!(closed && started.elapsed() < Duration::from_secs(5), "the server must close a connection whose headers never finish");
+    // A client that sends nothing at all, or half the HTTP/2 preface, too.
+    for first_bytes in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut stream = std::net::TcpStream::connect(&process.addr).unwrap();
+        stream.write_all(first_bytes).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = Instant::now();
+        let closed = match stream.read(&mut buffer) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
+        assert!(closed && started.elapsed() < Duration::from_secs(5), "an idle connection ({first_bytes:?}) must be closed");
+    }
     // And it still serves everyone else.
     let response = reqwest::get(format!("{}/healthz", process.base_url())).await.unwrap();
     assert_eq!(response.status(), 200);
