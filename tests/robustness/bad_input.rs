@@ -420,11 +420,10 @@ async fn bad_input_gets_its_code_and_a_readable_message_over_every_protocol() {
         case("a 1 MiB unknown field name", "GetPrebuild")
             .json(format!(r#"{{"{huge}": 1, "prebuildId": "{NO_SUCH_PREBUILD}"}}"#))
             .expect("not_found", "not found"),
-        // BUG: at b0a84cf the JSON decoder's error echoes the whole unknown
-        // enum name (pbjson/serde's "unknown variant `xxxx…`"), so the error
-        // message is over 1 MiB long; the other bad values here are cut to 64
-        // characters (validate::quoted) or not echoed. An uncommitted change
-        // to src/transport/connect.rs (shorten) fixes it; then this passes.
+        // Regression: the JSON decoder's error used to echo the whole unknown
+        // enum name (serde's "unknown variant `xxxx…`"), a 1 MiB message;
+        // connect.rs now cuts parser reasons short (shorten). Other bad
+        // values are cut to 64 characters (validate::quoted) or not echoed.
         case("a 1 MiB unknown enum name", "ListPrebuilds")
             .json(format!(r#"{{"filter": {{"phases": ["{huge}"]}}}}"#))
             .expect("invalid_argument", "not valid JSON"),
@@ -681,10 +680,8 @@ async fn bad_input_gets_its_code_and_a_readable_message_over_every_protocol() {
             .message(&CancelPrebuildRequest { prebuild_id: theirs.id.clone() })
             .expect("not_found", "not found"),
         // Methods and services that do not exist. Connect answers 404.
-        // BUG: at b0a84cf, over gRPC both are UNIMPLEMENTED with no
-        // grpc-message at all (tonic's generated fallback), where Connect says
-        // "no such method: ...". An uncommitted change to
-        // src/transport/deadline.rs (name_unknown_methods) fixes it.
+        // Regression: over gRPC both used to be UNIMPLEMENTED with no
+        // message; the gRPC middleware now names the method asked for.
         case("an unknown method", "DropAllPrebuilds").message(&get(&mine.id)).expect("unimplemented", "").http_status(404),
         case("an unknown service", "gitpod.v1.NoSuchService/GetPrebuild")
             .message(&get(&mine.id))
@@ -742,8 +739,7 @@ async fn bad_input_gets_its_code_and_a_readable_message_over_every_protocol() {
     assert!(everything(&mut fresh).await == before, "org A's prebuilds or warm pools changed");
     assert!(everything(&mut b).await == before_b, "org B's prebuilds or warm pools changed");
 
-    // BUG: at b0a84cf this fails for the cases marked BUG in the table: the
-    // 1 MiB unknown enum name (a 1 MiB error message), and the unknown method
-    // and service over gRPC (UNIMPLEMENTED with an empty message).
+    // The cases marked "Regression" in the table once failed here: the 1 MiB
+    // unknown enum name, and the unknown method and service over gRPC.
     assert!(problems.is_empty(), "{} of {} cases went wrong:\n{}", problems.len(), cases.len(), problems.join("\n"));
 }
