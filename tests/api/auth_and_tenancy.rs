@@ -81,17 +81,11 @@ async fn another_organizations_objects_are_not_found_and_never_listed() {
     let mut a = server.client(Some(TOKEN_A)).await;
     let mut b = server.client(Some(TOKEN_B)).await;
     let prebuild = create_prebuild(&mut a, PROJECT_BACKEND).await;
-    let pool = a
-        .create_warm_pool(CreateWarmPoolRequest {
-            project_id: PROJECT_BACKEND.into(),
-            environment_class_id: CLASS_SMALL.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+    let pool = create_warm_pool(
+        &mut a,
+        CreateWarmPoolRequest { project_id: PROJECT_BACKEND.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() },
+    )
+    .await;
     let b_prebuild = create_prebuild(&mut b, PROJECT_B).await;
 
     let pid = prebuild.id.clone();

@@ -64,17 +64,11 @@ async fn every_bad_input_gets_its_code_over_every_protocol() {
     let mut a = server.client(Some(TOKEN_A)).await;
     let mut b = server.client(Some(TOKEN_B)).await;
     let mine = create_prebuild(&mut a, PROJECT_BACKEND).await;
-    let pool = a
-        .create_warm_pool(CreateWarmPoolRequest {
-            project_id: PROJECT_BACKEND.into(),
-            environment_class_id: CLASS_SMALL.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+    let pool = create_warm_pool(
+        &mut a,
+        CreateWarmPoolRequest { project_id: PROJECT_BACKEND.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() },
+    )
+    .await;
     let theirs = create_prebuild(&mut b, PROJECT_B).await;
     let before = a.list_prebuilds(ListPrebuildsRequest::default()).await.unwrap().into_inner();
     let pools_before = a.list_warm_pools(ListWarmPoolsRequest::default()).await.unwrap().into_inner();

@@ -15,6 +15,11 @@ fn http() -> reqwest::Client {
     reqwest::Client::builder().http1_only().no_gzip().build().unwrap()
 }
 
+/// A Connect JSON POST to a method, over raw HTTP/1.1.
+fn json_post(server: &TestServer, method: &str) -> reqwest::RequestBuilder {
+    http().post(url(server, method)).header("content-type", "application/json")
+}
+
 fn url(server: &TestServer, method: &str) -> String {
     format!("{}/gitpod.v1.PrebuildService/{method}", server.base_url())
 }
@@ -92,8 +97,7 @@ async fn json_input_is_lenient_as_connect_go_is() {
     assert_eq!(by_number["prebuilds"].as_array().unwrap().len(), 1);
     let (_, by_name) = post_json(&server, "ListPrebuilds", Some(TOKEN_A), json!({"filter": {"phases": ["PREBUILD_PHASE_PENDING"]}})).await;
     assert_eq!(by_name["prebuilds"], by_number["prebuilds"]);
-    let empty =
-        http().post(url(&server, "ListPrebuilds")).header("content-type", "application/json").bearer_auth(TOKEN_A).send().await.unwrap();
+    let empty = json_post(&server, "ListPrebuilds").bearer_auth(TOKEN_A).send().await.unwrap();
     assert_eq!(empty.status(), 200);
 
     assert_error(
@@ -174,9 +178,7 @@ async fn gzip_both_ways() {
     let server = TestServer::start().await;
     let body = json!({"projectId": PROJECT_BACKEND, "spec": {}}).to_string();
     for _ in 0..5 {
-        let response = http()
-            .post(url(&server, "CreatePrebuild"))
-            .header("content-type", "application/json")
+        let response = json_post(&server, "CreatePrebuild")
             .header("content-encoding", "gzip")
             .bearer_auth(TOKEN_A)
             .body(gzip(body.as_bytes()))
@@ -186,40 +188,19 @@ async fn gzip_both_ways() {
         assert_eq!(response.status(), 200);
         assert!(response.headers().get("content-encoding").is_none(), "small responses stay uncompressed");
     }
-    let response = http()
-        .post(url(&server, "ListPrebuilds"))
-        .header("content-type", "application/json")
-        .header("accept-encoding", "gzip")
-        .bearer_auth(TOKEN_A)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        json_post(&server, "ListPrebuilds").header("accept-encoding", "gzip").bearer_auth(TOKEN_A).body("{}").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-encoding"], "gzip");
     let list: Value = serde_json::from_slice(&gunzip(&response.bytes().await.unwrap())).unwrap();
     assert_eq!(list["prebuilds"].as_array().unwrap().len(), 5);
 
-    let response = http()
-        .post(url(&server, "ListPrebuilds"))
-        .header("content-type", "application/json")
-        .header("content-encoding", "br")
-        .bearer_auth(TOKEN_A)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        json_post(&server, "ListPrebuilds").header("content-encoding", "br").bearer_auth(TOKEN_A).body("{}").send().await.unwrap();
     assert_eq!(response.status(), 501);
     assert_eq!(response.json::<Value>().await.unwrap()["code"], "unimplemented");
-    let response = http()
-        .post(url(&server, "ListPrebuilds"))
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .bearer_auth(TOKEN_A)
-        .body("not gzip")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        json_post(&server, "ListPrebuilds").header("content-encoding", "gzip").bearer_auth(TOKEN_A).body("not gzip").send().await.unwrap();
     assert_eq!(response.status(), 400);
 }
 
@@ -385,58 +366,23 @@ async fn every_error_has_its_connect_code_and_http_status() {
     );
     assert_error(post_json(&server, "NoSuchMethod", Some(TOKEN_A), json!({})).await, 404, "unimplemented", "no such method");
 
-    let malformed = http()
-        .post(url(&server, "GetPrebuild"))
-        .header("content-type", "application/json")
-        .bearer_auth(TOKEN_A)
-        .body("{\"prebuildId\": ")
-        .send()
-        .await
-        .unwrap();
+    let malformed = json_post(&server, "GetPrebuild").bearer_auth(TOKEN_A).body("{\"prebuildId\": ").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
     let message = malformed.json::<Value>().await.unwrap()["message"].as_str().unwrap().to_string();
     assert!(message.contains("EOF") || message.contains("line 1"), "the parser's reason: {message}");
 
-    let deadline = http()
-        .post(url(&server, "ListPrebuilds"))
-        .header("content-type", "application/json")
-        .header("connect-timeout-ms", "0")
-        .bearer_auth(TOKEN_A)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let deadline =
+        json_post(&server, "ListPrebuilds").header("connect-timeout-ms", "0").bearer_auth(TOKEN_A).body("{}").send().await.unwrap();
     assert_eq!(deadline.status(), 504);
     assert_eq!(deadline.json::<Value>().await.unwrap()["code"], "deadline_exceeded");
-    let ample = http()
-        .post(url(&server, "ListPrebuilds"))
-        .header("content-type", "application/json")
-        .header("connect-timeout-ms", "10000")
-        .bearer_auth(TOKEN_A)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let ample =
+        json_post(&server, "ListPrebuilds").header("connect-timeout-ms", "10000").bearer_auth(TOKEN_A).body("{}").send().await.unwrap();
     assert_eq!(ample.status(), 200);
-    let bad_timeout = http()
-        .post(url(&server, "ListPrebuilds"))
-        .header("content-type", "application/json")
-        .header("connect-timeout-ms", "soon")
-        .bearer_auth(TOKEN_A)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let bad_timeout =
+        json_post(&server, "ListPrebuilds").header("connect-timeout-ms", "soon").bearer_auth(TOKEN_A).body("{}").send().await.unwrap();
     assert_eq!(bad_timeout.status(), 400);
-    let bad_version = http()
-        .post(url(&server, "ListPrebuilds"))
-        .header("content-type", "application/json")
-        .header("connect-protocol-version", "2")
-        .bearer_auth(TOKEN_A)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let bad_version =
+        json_post(&server, "ListPrebuilds").header("connect-protocol-version", "2").bearer_auth(TOKEN_A).body("{}").send().await.unwrap();
     assert_eq!(bad_version.status(), 400);
 
     for content_type in ["text/plain", "application/xml", "application/connect+json", "application/json; charset=latin1"] {
@@ -469,28 +415,14 @@ async fn oversized_bodies_and_gzip_bombs_are_resource_exhausted() {
     let mut client = server.client(Some(TOKEN_A)).await;
     create_prebuild(&mut client, PROJECT_BACKEND).await;
     let huge = format!("{{\"prebuildId\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
-    let response = http()
-        .post(url(&server, "GetPrebuild"))
-        .header("content-type", "application/json")
-        .bearer_auth(TOKEN_A)
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let response = json_post(&server, "GetPrebuild").bearer_auth(TOKEN_A).body(huge).send().await.unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(response.json::<Value>().await.unwrap()["code"], "resource_exhausted");
 
     let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
     assert!(bomb.len() < 100 * 1024, "a small body");
-    let response = http()
-        .post(url(&server, "GetPrebuild"))
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .bearer_auth(TOKEN_A)
-        .body(bomb)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        json_post(&server, "GetPrebuild").header("content-encoding", "gzip").bearer_auth(TOKEN_A).body(bomb).send().await.unwrap();
     assert_eq!(response.status(), 429);
     assert!(response.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("inflates past"));
 

@@ -112,10 +112,6 @@ async fn wait_phase(client: &mut Client, id: &str, want: PrebuildPhase) -> (Preb
     }
 }
 
-async fn create(client: &mut Client, project_id: &str) -> Prebuild {
-    create_prebuild(client, project_id).await
-}
-
 async fn read_log(server: &TestServer, client: &mut Client, id: &str) -> String {
     let token = client
         .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: id.into() })
@@ -133,7 +129,7 @@ async fn read_log(server: &TestServer, client: &mut Client, id: &str) -> String 
 async fn a_prebuild_passes_every_phase_to_completed() {
     let server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let created = create(&mut client, OK).await;
+    let created = create_prebuild(&mut client, OK).await;
     let (done, seen) = wait_phase(&mut client, &created.id, PrebuildPhase::Completed).await;
     assert!(seen.len() >= 3, "several phases are visible on the way: {seen:?}");
     let order = [
@@ -163,8 +159,8 @@ async fn a_prebuild_passes_every_phase_to_completed() {
 async fn failures_and_warnings_are_reported() {
     let server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let failing = create(&mut client, FAIL).await;
-    let warning = create(&mut client, WARN).await;
+    let failing = create_prebuild(&mut client, FAIL).await;
+    let warning = create_prebuild(&mut client, WARN).await;
     let (failed, _) = wait_phase(&mut client, &failing.id, PrebuildPhase::Failed).await;
     let status = failed.status.unwrap();
     assert!(status.failure_message.contains("exited with code 1"), "{}", status.failure_message);
@@ -178,7 +174,7 @@ async fn failures_and_warnings_are_reported() {
 async fn cancel_stops_a_running_prebuild() {
     let server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let hanging = create(&mut client, HANG).await;
+    let hanging = create_prebuild(&mut client, HANG).await;
     wait_phase(&mut client, &hanging.id, PrebuildPhase::Running).await;
     let cancelling =
         client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: hanging.id.clone() }).await.unwrap().into_inner().prebuild.unwrap();
@@ -192,7 +188,7 @@ async fn cancel_stops_a_running_prebuild() {
 async fn the_timeout_fails_a_prebuild_that_runs_too_long() {
     let server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let hanging = create(&mut client, HANG).await;
+    let hanging = create_prebuild(&mut client, HANG).await;
     wait_phase(&mut client, &hanging.id, PrebuildPhase::Running).await;
     server.clock.advance(Duration::from_secs(301));
     let (failed, _) = wait_phase(&mut client, &hanging.id, PrebuildPhase::Failed).await;
@@ -204,8 +200,8 @@ async fn the_timeout_fails_a_prebuild_that_runs_too_long() {
 async fn delete_removes_work_log_and_row() {
     let server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let running = create(&mut client, HANG).await;
-    let completed = create(&mut client, OK).await;
+    let running = create_prebuild(&mut client, HANG).await;
+    let completed = create_prebuild(&mut client, OK).await;
     wait_phase(&mut client, &running.id, PrebuildPhase::Running).await;
     wait_phase(&mut client, &completed.id, PrebuildPhase::Completed).await;
     let log_path = server.data_dir().join("logs").join(format!("{}.log", completed.id));
@@ -232,7 +228,7 @@ async fn a_runner_runs_at_most_its_limit_oldest_first() {
     let mut client = server.client(Some(TOKEN_A)).await;
     let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(create(&mut client, HANG).await.id);
+        ids.push(create_prebuild(&mut client, HANG).await.id);
     }
     wait_phase(&mut client, &ids[0], PrebuildPhase::Running).await;
     wait_phase(&mut client, &ids[1], PrebuildPhase::Running).await;
@@ -249,7 +245,7 @@ async fn a_runner_runs_at_most_its_limit_oldest_first() {
 async fn a_restart_in_the_middle_resumes_the_prebuild() {
     let mut server = TestServer::start_with(config("250ms", "", &[CLASS_SMALL], false)).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let created = create(&mut client, OK).await;
+    let created = create_prebuild(&mut client, OK).await;
     let (running, _) = wait_phase(&mut client, &created.id, PrebuildPhase::Running).await;
     server.restart().await;
     let mut client = server.client(Some(TOKEN_A)).await;
@@ -262,8 +258,8 @@ async fn a_restart_in_the_middle_resumes_the_prebuild() {
 async fn logs_stream_live_and_need_the_right_token() {
     let server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let hanging = create(&mut client, HANG).await;
-    let other = create(&mut client, OK).await;
+    let hanging = create_prebuild(&mut client, HANG).await;
+    let other = create_prebuild(&mut client, OK).await;
     wait_phase(&mut client, &hanging.id, PrebuildPhase::Running).await;
     let token = client
         .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: hanging.id.clone() })
@@ -321,19 +317,17 @@ async fn warm_pools_follow_the_newest_snapshot_and_hand_out_instances() {
     let server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
     let mut claims = claims_client(&server).await;
-    let pool = client
-        .create_warm_pool(CreateWarmPoolRequest {
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest {
             project_id: OK.into(),
             environment_class_id: CLASS_SMALL.into(),
             min_size: Some(1),
             max_size: Some(3),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let waiting = client.get_warm_pool(GetWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().warm_pool.unwrap();
     assert_eq!(pool_phase(&waiting), WarmPoolPhase::Pending, "no snapshot yet");
@@ -343,7 +337,7 @@ async fn warm_pools_follow_the_newest_snapshot_and_hand_out_instances() {
         "no warm instance is ready",
     );
 
-    let first = create(&mut client, OK).await;
+    let first = create_prebuild(&mut client, OK).await;
     wait_phase(&mut client, &first.id, PrebuildPhase::Completed).await;
     let ready = wait_pool(&mut client, &pool.id, |p| pool_phase(p) == WarmPoolPhase::Ready).await;
     assert_eq!(ready.spec.as_ref().unwrap().snapshot_id.as_deref(), Some(first.id.as_str()));
@@ -357,7 +351,7 @@ async fn warm_pools_follow_the_newest_snapshot_and_hand_out_instances() {
     assert_eq!(claimed.warm_pool_id, pool.id);
     assert!(!claimed.workspace_path.is_empty() && claimed.claimed_at.is_some());
 
-    let second = create(&mut client, OK).await;
+    let second = create_prebuild(&mut client, OK).await;
     wait_phase(&mut client, &second.id, PrebuildPhase::Completed).await;
     let rotated = wait_pool(&mut client, &pool.id, |p| {
         p.spec.as_ref().unwrap().snapshot_id.as_deref() == Some(second.id.as_str()) && pool_phase(p) == WarmPoolPhase::Ready
@@ -384,21 +378,19 @@ async fn pools_scale_with_demand_and_to_zero() {
     let server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
     let mut claims = claims_client(&server).await;
-    let prebuild = create(&mut client, OK).await;
+    let prebuild = create_prebuild(&mut client, OK).await;
     wait_phase(&mut client, &prebuild.id, PrebuildPhase::Completed).await;
-    let pool = client
-        .create_warm_pool(CreateWarmPoolRequest {
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest {
             project_id: OK.into(),
             environment_class_id: CLASS_SMALL.into(),
             min_size: Some(0),
             max_size: Some(3),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+        },
+    )
+    .await;
     let idle = wait_pool(&mut client, &pool.id, |p| pool_phase(p) == WarmPoolPhase::Ready).await;
     assert_eq!(
         (idle.status.as_ref().unwrap().desired_size, idle.status.as_ref().unwrap().running_instances),
@@ -416,20 +408,16 @@ async fn pools_scale_with_demand_and_to_zero() {
 async fn pools_go_when_the_project_stops_allowing_them() {
     let mut server = TestServer::start_with(default_config()).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let large = client
-        .create_warm_pool(CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_LARGE.into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
-    let small = client
-        .create_warm_pool(CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+    let large = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_LARGE.into(), ..Default::default() },
+    )
+    .await;
+    let small = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() },
+    )
+    .await;
     server.reload(config("60ms", "", &[CLASS_SMALL], false));
     let started = Instant::now();
     while client.get_warm_pool(GetWarmPoolRequest { warm_pool_id: large.id.clone() }).await.is_ok() {
@@ -476,19 +464,17 @@ async fn schedules_make_one_prebuild_per_class_per_day_across_restarts() {
 async fn retention_deletes_old_finished_prebuilds_but_not_a_pools_snapshot() {
     let server = TestServer::start_with(config("30ms", "[retention]\ncompleted = \"1h\"\nfailed = \"1h\"", &[CLASS_SMALL], false)).await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    let kept_for_pool = create(&mut client, OK).await;
+    let kept_for_pool = create_prebuild(&mut client, OK).await;
     wait_phase(&mut client, &kept_for_pool.id, PrebuildPhase::Completed).await;
-    let pool = client
-        .create_warm_pool(CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() },
+    )
+    .await;
     assert_eq!(pool.spec.unwrap().snapshot_id.as_deref(), Some(kept_for_pool.id.as_str()));
-    let failed = create(&mut client, FAIL).await;
+    let failed = create_prebuild(&mut client, FAIL).await;
     wait_phase(&mut client, &failed.id, PrebuildPhase::Failed).await;
-    let recent = create(&mut client, WARN).await;
+    let recent = create_prebuild(&mut client, WARN).await;
 
     server.clock.advance(Duration::from_secs(2 * 3600));
     let started = Instant::now();

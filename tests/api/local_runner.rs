@@ -170,13 +170,11 @@ async fn a_real_prebuild_of_a_git_repository() {
     }
 
     // A warm instance made from it.
-    let pool = client
-        .create_warm_pool(CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest { project_id: OK.into(), environment_class_id: CLASS_SMALL.into(), ..Default::default() },
+    )
+    .await;
     let started = Instant::now();
     loop {
         let current =

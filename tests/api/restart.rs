@@ -14,19 +14,17 @@ async fn restart_keeps_prebuilds_pools_and_tokens() {
     }
     client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: ids[0].clone() }).await.unwrap();
     client.delete_prebuild(DeletePrebuildRequest { prebuild_id: ids[1].clone() }).await.unwrap();
-    let pool = client
-        .create_warm_pool(CreateWarmPoolRequest {
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest {
             project_id: PROJECT_BACKEND.into(),
             environment_class_id: CLASS_SMALL.into(),
             min_size: Some(0),
             max_size: Some(3),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+        },
+    )
+    .await;
     client
         .update_warm_pool(UpdateWarmPoolRequest { warm_pool_id: pool.id.clone(), max_size: Some(4), ..Default::default() })
         .await

@@ -237,7 +237,7 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code:
     }
 }
 
-use prebuildd::proto::gitpod::v1::{CreatePrebuildRequest, Prebuild, PrebuildPhase, PrebuildSpec};
+use prebuildd::proto::gitpod::v1::{CreatePrebuildRequest, CreateWarmPoolRequest, Prebuild, PrebuildPhase, PrebuildSpec, WarmPool};
 use prebuildd::store::Change;
 
 /// Creates a prebuild on `project_id` with default settings.
@@ -253,6 +253,11 @@ pub async fn create_prebuild(client: &mut Client, project_id: &str) -> Prebuild 
         .into_inner()
         .prebuild
         .expect("prebuild in response")
+}
+
+/// Creates a warm pool and returns it.
+pub async fn create_warm_pool(client: &mut Client, request: CreateWarmPoolRequest) -> WarmPool {
+    client.create_warm_pool(request).await.expect("create warm pool").into_inner().warm_pool.expect("warm pool in response")
 }
 
 impl TestServer {

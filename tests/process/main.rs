@@ -252,17 +252,11 @@ async fn sighup_reloads_the_config_and_drops_pools_it_no_longer_allows() {
     let config = listen_anywhere(test_config_toml()).replacen("enabled = false", "enabled = true\ninterval = \"50ms\"", 1);
     let process = Process::start(&config, data.path());
     let mut client = process.client().await;
-    let pool = client
-        .create_warm_pool(CreateWarmPoolRequest {
-            project_id: PROJECT_BACKEND.into(),
-            environment_class_id: CLASS_LARGE.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest { project_id: PROJECT_BACKEND.into(), environment_class_id: CLASS_LARGE.into(), ..Default::default() },
+    )
+    .await;
     // The backend project drops the large class from its prebuild configuration.
     let without_large = config.replacen(
         &format!("environment_class_ids = [\"{CLASS_SMALL}\", \"{CLASS_LARGE}\"]"),
