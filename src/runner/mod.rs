@@ -10,7 +10,10 @@
 
 pub mod devcontainer;
 pub mod local;
+mod pool_plan;
+mod process;
 pub mod simulated;
+mod workspace;
 
 use crate::error::Result;
 use async_trait::async_trait;

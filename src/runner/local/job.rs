@@ -1,0 +1,205 @@
+//! One prebuild job on the local runner: the workspace from the
+//! repository, the devcontainer prebuild lifecycle on this host, the
+//! snapshot, and the job's end state.
+
+use super::snapshot::write_snapshot;
+use super::JobShared;
+use crate::runner::devcontainer::{self, LifecycleCommand};
+use crate::runner::process::{blocking, describe_exit, log_tail, remove_path, run_logged};
+use crate::runner::workspace::materialize;
+use crate::runner::{JobState, LogSink, PrebuildJob};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The warning of a prebuild that had nothing to run.
+const NO_DEVCONTAINER: &str = "no .devcontainer/devcontainer.json found; the snapshot holds the repository only";
+
+/// Runs the workspace's prebuild lifecycle. Returns the warning to report,
+/// if any, or why it failed.
+async fn run_lifecycle(shared: &JobShared, log: &LogSink, workspace: &Path) -> std::result::Result<Option<String>, String> {
+    let Some(path) = devcontainer::locate(workspace) else {
+        log.line(&format!("warning: {NO_DEVCONTAINER}"));
+        return Ok(Some(NO_DEVCONTAINER.to_string()));
+    };
+    let name = path.strip_prefix(workspace).unwrap_or(&path).display().to_string();
+    let text = tokio::fs::read_to_string(&path).await.map_err(|e| format!("cannot read {name}: {e}"))?;
+    let lifecycle = devcontainer::parse(&text).map_err(|e| format!("{name}: {e}"))?;
+    log.line(&format!("read {name}"));
+    if !lifecycle.container_keys.is_empty() {
+        let verb = if lifecycle.container_keys.len() == 1 { "is" } else { "are" };
+        log.line(&format!("note: this runner runs the commands on its host; {} {verb} not used", lifecycle.container_keys.join(", ")));
+    }
+    if lifecycle.commands.is_empty() {
+        log.line("no onCreateCommand or updateContentCommand; nothing to run");
+    }
+    for (key, command) in &lifecycle.commands {
+        log.line(&format!("running {key}"));
+        if let Err(failure) = run_command(shared, log, workspace, key, command).await {
+            return Err(format!("{failure}; last log lines:\n{}", log_tail(log).await));
+        }
+    }
+    Ok(None)
+}
+
+/// Runs one lifecycle command; the parts of an object run at once, and the
+/// first failure ends the others (their groups are killed when the job ends).
+async fn run_command(
+    shared: &JobShared,
+    log: &LogSink,
+    dir: &Path,
+    key: &str,
+    command: &LifecycleCommand,
+) -> std::result::Result<(), String> {
+    match command {
+        LifecycleCommand::Parallel(parts) => {
+            let runs = parts.iter().map(|(name, part)| run_single(shared, log, dir, format!("{key}.{name}"), part));
+            futures::future::try_join_all(runs).await.map(|_| ())
+        }
+        single => run_single(shared, log, dir, key.to_string(), single).await,
+    }
+}
+
+/// Runs a string (by `/bin/sh -c`) or an array (directly, no shell). `Err`
+/// names the command as written and how it ended.
+async fn run_single(
+    shared: &JobShared,
+    log: &LogSink,
+    dir: &Path,
+    label: String,
+    command: &LifecycleCommand,
+) -> std::result::Result<(), String> {
+    let written = command.describe();
+    let (program, args) = match command {
+        LifecycleCommand::Shell(line) => ("/bin/sh".to_string(), vec!["-c".to_string(), line.clone()]),
+        LifecycleCommand::Exec(argv) => match argv.split_first() {
+            Some((program, args)) => (program.clone(), args.to_vec()),
+            None => return Ok(()),
+        },
+        LifecycleCommand::Parallel(_) => return Err(format!("{label}: parallel commands do not nest")),
+    };
+    log.line(&format!("[{label}] $ {written}"));
+    let status =
+        run_logged(&shared.processes, log, dir, &program, &args).await.map_err(|e| format!("{label} `{written}` could not start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{label} `{written}` {}", describe_exit(status)))
+    }
+}
+
+/// The whole prebuild of one job. Returns the snapshot's size and warning,
+/// or why it failed.
+async fn prebuild(
+    shared: &Arc<JobShared>,
+    job: &PrebuildJob,
+    workspace: &Path,
+    snapshot: &Path,
+    root: &Path,
+) -> std::result::Result<(u64, Option<String>), String> {
+    let log = &job.log;
+    // A job started again after a restart begins from a clean environment.
+    let stale = workspace.to_path_buf();
+    blocking(move || remove_path(&stale)).await.map_err(|e| e.to_string())?.map_err(|e| format!("cannot clear the workspace: {e}"))?;
+    materialize(&shared.processes, log, &job.repository, workspace, root).await?;
+
+    shared.advance(JobState::Running);
+    let warning = run_lifecycle(shared, log, workspace).await?;
+
+    shared.advance(JobState::Stopping);
+    log.line("stopping the environment");
+    shared.processes.kill_all();
+
+    shared.advance(JobState::Snapshotting { percent: 0 });
+    log.line("writing the snapshot");
+    let (task_shared, from, to) = (shared.clone(), workspace.to_path_buf(), snapshot.to_path_buf());
+    let size = blocking(move || write_snapshot(&from, &to, &task_shared))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot write the snapshot: {e}"))?;
+    log.line(&format!("snapshot written: {size} bytes"));
+    Ok((size, warning))
+}
+
+/// A job's task: the prebuild, then its end state, with the environment's
+/// processes and workspace gone (the snapshot is all that stays).
+pub(super) async fn run_job(shared: Arc<JobShared>, job: PrebuildJob, workspace: PathBuf, snapshot: PathBuf, root: PathBuf) {
+    let end = match prebuild(&shared, &job, &workspace, &snapshot, &root).await {
+        Ok((size, warning)) => JobState::Completed { snapshot_size_bytes: i64::try_from(size).unwrap_or(i64::MAX), warning },
+        Err(message) => {
+            if !shared.is_stopped() {
+                job.log.line(&format!("failed: {message}"));
+            }
+            JobState::Failed { message }
+        }
+    };
+    shared.processes.kill_all();
+    if let Ok(Err(error)) = blocking(move || remove_path(&workspace)).await {
+        tracing::warn!(prebuild = %job.prebuild_id, %error, "local runner: cannot remove a finished workspace");
+    }
+    shared.advance(end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn run(command: LifecycleCommand) -> (std::result::Result<(), String>, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogSink::new(dir.path().join("log"));
+        let shared = JobShared::new();
+        let result =
+            tokio::time::timeout(Duration::from_secs(30), run_command(&shared, &log, dir.path(), "updateContentCommand", &command))
+                .await
+                .expect("the command ends");
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        (result, text, dir)
+    }
+
+    #[tokio::test]
+    async fn a_string_runs_in_a_shell_in_the_workspace() {
+        let (result, log, dir) = run(LifecycleCommand::Shell("echo $((1 + 2)) > sum && cat sum && echo to-stderr >&2".into())).await;
+        result.unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("sum")).unwrap(), "3\n");
+        assert!(log.contains("[updateContentCommand] $ echo $((1 + 2))"), "{log}");
+        assert!(log.contains("3\n") && log.contains("to-stderr"), "stdout and stderr go to the log: {log}");
+    }
+
+    #[tokio::test]
+    async fn an_array_runs_without_a_shell() {
+        let (result, log, _dir) = run(LifecycleCommand::Exec(vec!["echo".into(), "$HOME".into(), "a;b".into()])).await;
+        result.unwrap();
+        assert!(log.contains("$HOME a;b\n"), "no expansion, no splitting: {log}");
+    }
+
+    #[tokio::test]
+    async fn an_objects_commands_run_at_the_same_time() {
+        // Each waits for the other's file: this ends only if both run at once.
+        let wait =
+            |mine: &str, theirs: &str| format!("touch {mine}; for i in $(seq 200); do [ -f {theirs} ] && exit 0; sleep 0.05; done; exit 1");
+        let (result, _log, _dir) = run(LifecycleCommand::Parallel(vec![
+            ("a".into(), LifecycleCommand::Shell(wait("a", "b"))),
+            ("b".into(), LifecycleCommand::Exec(vec!["sh".into(), "-c".into(), wait("b", "a")])),
+        ]))
+        .await;
+        result.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_part_is_named_with_its_exit_code() {
+        let (result, log, _dir) = run(LifecycleCommand::Parallel(vec![
+            ("fine".into(), LifecycleCommand::Shell("true".into())),
+            ("broken".into(), LifecycleCommand::Exec(vec!["sh".into(), "-c".into(), "echo oops; exit 7".into()])),
+        ]))
+        .await;
+        assert_eq!(result.unwrap_err(), r#"updateContentCommand.broken `["sh","-c","echo oops; exit 7"]` exited with code 7"#);
+        assert!(log.contains("oops"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_says_it_could_not_start() {
+        let (result, _log, _dir) = run(LifecycleCommand::Exec(vec!["/nonexistent/program".into()])).await;
+        let message = result.unwrap_err();
+        assert!(message.starts_with("updateContentCommand `[\"/nonexistent/program\"]` could not start"), "{message}");
+    }
+}
