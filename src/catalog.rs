@@ -26,6 +26,7 @@ pub struct Organization {
 pub enum RunnerKind {
     Simulated,
     Local,
+    Docker,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +36,26 @@ pub struct RunnerConfig {
     pub max_concurrent_prebuilds: u32,
     /// Time per phase on the simulated runner.
     pub step_duration: Duration,
+    /// Local runner: run lifecycle commands in a sandbox (bubblewrap). Off
+    /// only for trusted repositories.
+    pub sandbox: bool,
+    /// Docker runner settings (defaults for other kinds).
+    pub docker: DockerSettings,
+}
+
+/// Where and how the docker runner works.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// The Docker endpoint (`unix:///path` or `tcp://host:port`); `None`:
+    /// `DOCKER_HOST`, else the default socket.
+    pub docker_host: Option<String>,
+    /// The Dev Containers CLI (`devcontainer`); `None`: found on `PATH`.
+    pub devcontainer_cli: Option<std::path::PathBuf>,
+    /// The image of repositories without a devcontainer.json.
+    pub default_image: Option<String>,
+    /// The runner's own directory (workspaces, generated configs); `None`:
+    /// `prebuildd-runners/<runner id>` beside the data dir, never inside it.
+    pub root: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +63,17 @@ pub struct EnvironmentClass {
     pub id: String,
     pub runner_id: String,
     pub name: String,
+    pub resources: Resources,
+}
+
+/// What an environment of a class may use; the docker runner applies it to
+/// prebuild containers and warm pool instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPUs in billionths (`cpus = 1.5` is 1_500_000_000), Docker's unit.
+    pub nano_cpus: Option<i64>,
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,9 @@
 //! (`projects[0].prebuilds.environment_class_ids[1]: ...`), so nothing
 //! downstream re-parses or re-checks a string.
 
-use crate::catalog::{Catalog, EnvironmentClass, Organization, PrebuildSettings, Project, RunnerConfig, RunnerKind};
+use crate::catalog::{
+    Catalog, DockerSettings, EnvironmentClass, Organization, PrebuildSettings, Project, Resources, RunnerConfig, RunnerKind,
+};
 use crate::proto::gitpod::v1::{Principal, Subject};
 use crate::validate::is_uuid;
 use serde::Deserialize;
@@ -164,6 +166,11 @@ struct RawRunner {
     kind: String,
     max_concurrent_prebuilds: Option<u32>,
     step_duration: Option<String>,
+    sandbox: Option<bool>,
+    docker_host: Option<String>,
+    devcontainer_cli: Option<PathBuf>,
+    default_image: Option<String>,
+    root: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +179,8 @@ struct RawEnvironmentClass {
     id: String,
     runner_id: String,
     name: String,
+    cpus: Option<f64>,
+    memory: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -326,7 +335,13 @@ impl RawConfig {
             let kind = match runner.kind.as_str() {
                 "simulated" => RunnerKind::Simulated,
                 "local" => RunnerKind::Local,
-                other => return Err(err(format!("{key}.kind"), format!("{other:?} is not a runner kind; use \"simulated\" or \"local\""))),
+                "docker" => RunnerKind::Docker,
+                other => {
+                    return Err(err(
+                        format!("{key}.kind"),
+                        format!("{other:?} is not a runner kind; use \"simulated\", \"local\" or \"docker\""),
+                    ))
+                }
             };
             let max_concurrent_prebuilds = runner.max_concurrent_prebuilds.unwrap_or(4);
             if max_concurrent_prebuilds == 0 {
@@ -337,7 +352,34 @@ impl RawConfig {
             }
             let step_duration =
                 optional_duration(&format!("{key}.step_duration"), runner.step_duration.as_deref())?.unwrap_or(Duration::from_millis(200));
-            let config = RunnerConfig { id: id.clone(), kind, max_concurrent_prebuilds, step_duration };
+            if kind != RunnerKind::Local && runner.sandbox.is_some() {
+                return Err(err(format!("{key}.sandbox"), "only applies to local runners"));
+            }
+            let docker_keys = [
+                ("docker_host", runner.docker_host.is_some()),
+                ("devcontainer_cli", runner.devcontainer_cli.is_some()),
+                ("default_image", runner.default_image.is_some()),
+                ("root", runner.root.is_some()),
+            ];
+            if let Some((name, _)) = docker_keys.iter().find(|(_, set)| *set).filter(|_| kind != RunnerKind::Docker) {
+                return Err(err(format!("{key}.{name}"), "only applies to docker runners"));
+            }
+            if let Some(host) = &runner.docker_host {
+                if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("http://")) {
+                    return Err(err(format!("{key}.docker_host"), format!("{host:?} must start with unix://, tcp:// or http://")));
+                }
+            }
+            if runner.default_image.as_deref().is_some_and(|image| image.trim().is_empty()) {
+                return Err(err(format!("{key}.default_image"), "must not be empty"));
+            }
+            let docker = DockerSettings {
+                docker_host: runner.docker_host,
+                devcontainer_cli: runner.devcontainer_cli,
+                default_image: runner.default_image,
+                root: runner.root,
+            };
+            let sandbox = runner.sandbox.unwrap_or(true);
+            let config = RunnerConfig { id: id.clone(), kind, max_concurrent_prebuilds, step_duration, sandbox, docker };
             if catalog.runners.insert(id.clone(), config).is_some() {
                 return Err(err(format!("{key}.id"), format!("{id} is listed twice")));
             }
@@ -350,7 +392,14 @@ impl RawConfig {
             if !catalog.runners.contains_key(&runner_id) {
                 return Err(err(format!("{key}.runner_id"), format!("no runner {runner_id} is configured")));
             }
-            let class = EnvironmentClass { id: id.clone(), runner_id, name: class.name };
+            if let Some(cpus) = class.cpus {
+                if !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0) {
+                    return Err(err(format!("{key}.cpus"), format!("must be more than 0 and at most 1024, got {cpus}")));
+                }
+            }
+            let memory_bytes = class.memory.as_deref().map(|text| parse_memory(&format!("{key}.memory"), text)).transpose()?;
+            let resources = Resources { nano_cpus: class.cpus.map(|cpus| (cpus * 1e9).round() as i64), memory_bytes };
+            let class = EnvironmentClass { id: id.clone(), runner_id, name: class.name, resources };
             if catalog.environment_classes.insert(id.clone(), class).is_some() {
                 return Err(err(format!("{key}.id"), format!("{id} is listed twice")));
             }
@@ -474,6 +523,33 @@ fn principal(key: &str, value: Option<&str>, default: Principal) -> Result<Princ
     }
 }
 
+/// The least memory a container can be limited to (Docker refuses less).
+const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+
+/// A size like `"256MiB"`, `"2GiB"`, `"512MB"` or `"1048576"` (bytes).
+fn parse_memory(key: &str, text: &str) -> Result<u64, ConfigError> {
+    let bad = || err(key, format!("{text:?} is not a size like \"256MiB\", \"2GiB\" or \"512MB\""));
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "k" | "K" => 1 << 10,
+        "MiB" | "m" | "M" => 1 << 20,
+        "GiB" | "g" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    let bytes = number * multiplier as f64;
+    if !bytes.is_finite() || bytes < MIN_MEMORY_BYTES as f64 || bytes > u64::MAX as f64 / 2.0 {
+        return Err(err(key, format!("{text:?} must be at least 6MiB")));
+    }
+    Ok(bytes as u64)
+}
+
 fn optional_duration(key: &str, value: Option<&str>) -> Result<Option<Duration>, ConfigError> {
     value
         .map(|text| {
@@ -560,6 +636,39 @@ default_environment_class_id = "{CLASS}"
             let error = Config::parse(&text, &Overrides::default()).unwrap_err();
             assert!(error.0.starts_with(key), "expected {key}, got {error}");
         }
+    }
+
+    #[test]
+    fn runner_and_class_settings_parse_and_are_checked() {
+        let docker = base("")
+            .replace(
+                "kind = \"simulated\"\nstep_duration = \"50ms\"",
+                "kind = \"docker\"\ndocker_host = \"unix:///run/docker.sock\"\ndefault_image = \"debian:12\"",
+            )
+            .replace("name = \"small\"", "name = \"small\"\ncpus = 1.5\nmemory = \"256MiB\"");
+        let config = Config::parse(&docker, &Overrides::default()).unwrap();
+        let runner = &config.catalog.runners[RUNNER];
+        assert_eq!(runner.kind, RunnerKind::Docker);
+        assert_eq!(runner.docker.docker_host.as_deref(), Some("unix:///run/docker.sock"));
+        assert_eq!(runner.docker.default_image.as_deref(), Some("debian:12"));
+        let resources = config.catalog.environment_classes[CLASS].resources;
+        assert_eq!(resources, Resources { nano_cpus: Some(1_500_000_000), memory_bytes: Some(256 << 20) });
+
+        let cases = [
+            (docker.replace("memory = \"256MiB\"", "memory = \"lots\""), "environment_classes[0].memory"),
+            (docker.replace("memory = \"256MiB\"", "memory = \"1KiB\""), "environment_classes[0].memory"),
+            (docker.replace("cpus = 1.5", "cpus = 0.0"), "environment_classes[0].cpus"),
+            (docker.replace("unix:///run/docker.sock", "/run/docker.sock"), "runners[0].docker_host"),
+            (base("").replace("step_duration = \"50ms\"", "default_image = \"x\""), "runners[0].default_image"),
+            (base("").replace("step_duration = \"50ms\"", "sandbox = false"), "runners[0].sandbox"),
+        ];
+        for (text, key) in cases {
+            let error = Config::parse(&text, &Overrides::default()).unwrap_err();
+            assert!(error.0.starts_with(key), "expected {key}, got {error}");
+        }
+        assert_eq!(parse_memory("k", "2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_memory("k", "512MB").unwrap(), 512_000_000);
+        assert_eq!(parse_memory("k", "8388608").unwrap(), 8 << 20);
     }
 
     #[test]

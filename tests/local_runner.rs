@@ -117,6 +117,7 @@ impl Fixture {
             project_id: uuid::Uuid::new_v4().to_string(),
             environment_class_id: uuid::Uuid::new_v4().to_string(),
             repository: repository.to_string(),
+            resources: Default::default(),
             log: LogSink::new(self.log_path(&prebuild_id)),
         };
         self.runner.start(job.clone()).await.unwrap();
@@ -415,8 +416,13 @@ async fn a_warm_pool_converges_hands_out_rotates_and_empties() {
         let first = fixture.completed_prebuild(&repo).await;
         let runner = &fixture.runner;
         let pool_id = uuid::Uuid::now_v7().to_string();
-        let target =
-            |snapshot: &str| PoolTarget { warm_pool_id: pool_id.clone(), snapshot_id: Some(snapshot.into()), running: 2, stopped: 1 };
+        let target = |snapshot: &str| PoolTarget {
+            warm_pool_id: pool_id.clone(),
+            snapshot_id: Some(snapshot.into()),
+            running: 2,
+            stopped: 1,
+            resources: Default::default(),
+        };
         let ready = PoolObservation { running: 2, stopped: 1, outdated: 0, failure: None };
 
         // Converges: two extracted workspaces and one marker.
@@ -479,13 +485,19 @@ async fn a_pool_without_a_snapshot_provisions_nothing_and_a_missing_archive_says
         let fixture = Fixture::new();
         let runner = &fixture.runner;
         let pool_id = uuid::Uuid::now_v7().to_string();
-        let none = PoolTarget { warm_pool_id: pool_id.clone(), snapshot_id: None, running: 2, stopped: 3 };
+        let none = PoolTarget { warm_pool_id: pool_id.clone(), snapshot_id: None, running: 2, stopped: 3, resources: Default::default() };
         assert_eq!(runner.sync_pool(none).await.unwrap(), PoolObservation::default());
         assert_eq!(pool_contents(&fixture.root(), &pool_id), (0, 0));
         assert_eq!(runner.claim_instance(&pool_id).await.unwrap(), None);
 
         let missing = "0190bbbb-0000-7000-8000-000000000000";
-        let target = PoolTarget { warm_pool_id: pool_id.clone(), snapshot_id: Some(missing.into()), running: 1, stopped: 1 };
+        let target = PoolTarget {
+            warm_pool_id: pool_id.clone(),
+            snapshot_id: Some(missing.into()),
+            running: 1,
+            stopped: 1,
+            resources: Default::default(),
+        };
         let observed = runner.sync_pool(target).await.unwrap();
         let failure = observed.failure.expect("a failure");
         assert!(failure.contains(missing) && failure.contains("missing"), "{failure}");

@@ -288,6 +288,7 @@ impl Reconciler {
                         project_id: metadata.project_id.clone(),
                         environment_class_id: metadata.environment_class_id.clone(),
                         repository: project.repository.clone(),
+                        resources: catalog.environment_classes.get(&metadata.environment_class_id).map(|c| c.resources).unwrap_or_default(),
                         log: self.logs.sink(&prebuild.id),
                     })
                     .await

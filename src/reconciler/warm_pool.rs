@@ -127,6 +127,7 @@ async fn step(reconciler: &Reconciler, catalog: &Catalog, pool: WarmPool) -> Res
                 snapshot_id: spec.snapshot_id.clone(),
                 running: desired as u32,
                 stopped: (max_size - desired).max(0) as u32,
+                resources: catalog.environment_classes.get(&metadata.environment_class_id).map(|c| c.resources).unwrap_or_default(),
             };
             let observed = runner.sync_pool(target).await?;
             (observed.running, observed.stopped, observed.failure)

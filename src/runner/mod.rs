@@ -30,6 +30,8 @@ pub struct PrebuildJob {
     /// The project's repository: a git URL or directory, or `sim://...` for
     /// the simulated runner.
     pub repository: String,
+    /// What the environment class allows the prebuild to use.
+    pub resources: crate::catalog::Resources,
     /// Where the job's log lines go.
     pub log: LogSink,
 }
@@ -66,6 +68,8 @@ pub struct PoolTarget {
     /// Stopped instances to keep beside them (cheaper; started faster than
     /// from scratch when a running one is claimed).
     pub stopped: u32,
+    /// What the pool's environment class allows each instance to use.
+    pub resources: crate::catalog::Resources,
 }
 
 /// What exists for a warm pool on its runner right now.
@@ -86,8 +90,11 @@ pub struct PoolObservation {
 pub struct ClaimedInstance {
     pub instance_id: String,
     pub snapshot_id: String,
-    /// Where the instance's workspace is on the runner's machine.
+    /// Where the instance's workspace is: a path on the runner's machine,
+    /// or inside the container for the docker runner.
     pub workspace_path: String,
+    /// The instance's container (docker runner), empty otherwise.
+    pub container_id: String,
 }
 
 #[async_trait]
@@ -173,6 +180,10 @@ impl Runners {
             let runner: std::sync::Arc<dyn Runner> = match config.kind {
                 crate::catalog::RunnerKind::Simulated => {
                     std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir))
+                }
+                crate::catalog::RunnerKind::Docker => {
+                    tracing::error!(runner = %config.id, "the docker runner is not available yet");
+                    continue;
                 }
                 crate::catalog::RunnerKind::Local => match local::LocalRunner::new(&self.data_dir.join("local").join(&config.id)) {
                     Ok(runner) => std::sync::Arc::new(runner),

@@ -170,7 +170,13 @@ mod tests {
     const NEW: &str = "01900000-0000-7000-8000-000000000002";
 
     fn target(snapshot_id: Option<&str>, running: u32, stopped: u32) -> PoolTarget {
-        PoolTarget { warm_pool_id: "pool".into(), snapshot_id: snapshot_id.map(str::to_string), running, stopped }
+        PoolTarget {
+            warm_pool_id: "pool".into(),
+            snapshot_id: snapshot_id.map(str::to_string),
+            running,
+            stopped,
+            resources: Default::default(),
+        }
     }
 
     /// IDs that sort in creation order, as version 7 UUIDs do.

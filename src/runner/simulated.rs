@@ -298,6 +298,7 @@ impl Runner for SimulatedRunner {
                 workspace_path: format!("sim://instances/{}", instance.id),
                 instance_id: instance.id,
                 snapshot_id: instance.snapshot_id,
+                container_id: String::new(),
             }
         }))
     }
@@ -320,6 +321,7 @@ mod tests {
             project_id: "x".into(),
             environment_class_id: "c".into(),
             repository: repository.into(),
+            resources: Default::default(),
             log: LogSink::new(dir.join("p1.log")),
         }
     }
@@ -366,7 +368,13 @@ mod tests {
     async fn pools_fill_rotate_and_hand_out_instances() {
         let dir = tempfile::tempdir().unwrap();
         let runner = SimulatedRunner::new(Duration::from_millis(2), dir.path());
-        let target = |snapshot: &str| PoolTarget { warm_pool_id: "w".into(), snapshot_id: Some(snapshot.into()), running: 2, stopped: 1 };
+        let target = |snapshot: &str| PoolTarget {
+            warm_pool_id: "w".into(),
+            snapshot_id: Some(snapshot.into()),
+            running: 2,
+            stopped: 1,
+            resources: Default::default(),
+        };
         runner.sync_pool(target("s1")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let observed = runner.sync_pool(target("s1")).await.unwrap();

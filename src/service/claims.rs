@@ -48,6 +48,7 @@ impl Service {
                 warm_pool_id,
                 snapshot_id: instance.snapshot_id,
                 workspace_path: instance.workspace_path,
+                container_id: instance.container_id,
                 claimed_at: Some(timestamp(now)),
             }),
         })
