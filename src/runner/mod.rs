@@ -5,10 +5,12 @@
 //! remote machine would), and the reconciler observes it, level-triggered.
 //! Every call is idempotent, so a pass that runs twice does no harm.
 //!
-//! Implementations: `simulated` (tests and demos) and `local` (a real
-//! prebuild on this machine). Remote runners will implement the same trait.
+//! Implementations: `simulated` (tests and demos), `local` (a real prebuild
+//! on this machine, sandboxed) and `docker` (the project's dev container).
+//! Remote runners will implement the same trait.
 
 pub mod devcontainer;
+pub mod docker;
 pub mod local;
 mod pool_plan;
 mod process;
@@ -150,10 +152,21 @@ impl LogSink {
     }
 }
 
+/// The server's own files on this host, which what runners run must never
+/// see: the local runner's sandbox hides them from lifecycle commands.
+#[derive(Debug, Clone, Default)]
+pub struct ServerFiles {
+    /// The data dir: database, token secret, logs, every runner's root.
+    pub data_dir: PathBuf,
+    /// Files outside it: the configuration file (it holds the API keys).
+    pub private_files: Vec<PathBuf>,
+}
+
 /// The configured runners by ID. A configuration reload adds new runners;
-/// existing ones keep their jobs.
+/// existing ones keep their jobs (and the settings they were made with).
 pub struct Runners {
     data_dir: PathBuf,
+    private_files: Vec<PathBuf>,
     by_id: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<dyn Runner>>>,
 }
 
@@ -164,8 +177,8 @@ impl std::fmt::Debug for Runners {
 }
 
 impl Runners {
-    pub fn new(data_dir: &Path, catalog: &crate::catalog::Catalog) -> Self {
-        let runners = Runners { data_dir: data_dir.to_path_buf(), by_id: Default::default() };
+    pub fn new(files: ServerFiles, catalog: &crate::catalog::Catalog) -> Self {
+        let runners = Runners { data_dir: files.data_dir, private_files: files.private_files, by_id: Default::default() };
         runners.sync(catalog);
         runners
     }
@@ -182,10 +195,19 @@ impl Runners {
                     std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir))
                 }
                 crate::catalog::RunnerKind::Docker => {
-                    tracing::error!(runner = %config.id, "the docker runner is not available yet");
-                    continue;
+                    let root = config.docker.root.clone().unwrap_or_else(|| docker::DockerRunner::default_root(&self.data_dir, &config.id));
+                    match docker::DockerRunner::new(&config.id, &root, &config.docker) {
+                        Ok(runner) => std::sync::Arc::new(runner),
+                        Err(error) => {
+                            tracing::error!(runner = %config.id, %error, "cannot start the docker runner; its prebuilds will fail");
+                            continue;
+                        }
+                    }
                 }
-                crate::catalog::RunnerKind::Local => match local::LocalRunner::new(&self.data_dir.join("local").join(&config.id)) {
+                crate::catalog::RunnerKind::Local => match local::LocalRunner::new(
+                    &self.data_dir.join("local").join(&config.id),
+                    local::SandboxSettings::new(config.sandbox, self.paths_to_hide(catalog)),
+                ) {
                     Ok(runner) => std::sync::Arc::new(runner),
                     Err(error) => {
                         tracing::error!(runner = %config.id, %error, "cannot start the local runner; its prebuilds will fail");
@@ -195,6 +217,13 @@ impl Runners {
             };
             by_id.insert(config.id.clone(), runner);
         }
+    }
+
+    /// What a local runner's sandbox hides: the server's files, and the
+    /// roots of runners configured outside the data dir.
+    fn paths_to_hide(&self, catalog: &crate::catalog::Catalog) -> Vec<PathBuf> {
+        let roots = catalog.runners.values().filter_map(|runner| runner.docker.root.clone());
+        std::iter::once(self.data_dir.clone()).chain(self.private_files.iter().cloned()).chain(roots).collect()
     }
 
     pub fn get(&self, runner_id: &str) -> Option<std::sync::Arc<dyn Runner>> {

@@ -1,0 +1,251 @@
+//! The Docker Engine API calls the docker runner makes (through `bollard`),
+//! in the runner's terms: a missing object is not an error where the runner
+//! only wants it gone, and every error reads as a sentence for a log or a
+//! status message.
+
+use super::labels;
+use crate::catalog::Resources;
+use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary, HostConfig};
+use bollard::query_parameters::{
+    CommitContainerOptions, CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions, ListImagesOptions,
+    RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, StopContainerOptions, UploadToContainerOptions,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::io::Read;
+
+/// An Engine API failure, in words.
+pub type EngineResult<T> = std::result::Result<T, String>;
+
+fn describe(error: bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { status_code, message } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    }
+}
+
+fn status_of(error: &bollard::errors::Error) -> Option<u16> {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// The Docker endpoint, connected (the API version is negotiated when the
+/// runner starts).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// A container as a list call reports it.
+#[derive(Debug, Clone)]
+pub struct ListedContainer {
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub running: bool,
+    pub image: String,
+}
+
+impl From<ContainerSummary> for ListedContainer {
+    fn from(summary: ContainerSummary) -> Self {
+        let name = summary.names.unwrap_or_default().into_iter().next().unwrap_or_default();
+        let running = summary.state.map(|state| state.to_string() == "running").unwrap_or(false);
+        ListedContainer {
+            id: summary.id.unwrap_or_default(),
+            name: name.trim_start_matches('/').to_string(),
+            labels: summary.labels.unwrap_or_default(),
+            running,
+            image: summary.image.unwrap_or_default(),
+        }
+    }
+}
+
+impl Engine {
+    /// Connects to `docker_host` (`unix://`, `tcp://`, `http://`), else to
+    /// `DOCKER_HOST` or the default socket, and checks that it answers.
+    pub async fn connect(docker_host: Option<&str>) -> EngineResult<Engine> {
+        let docker = match docker_host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
+        }
+        .map_err(|e| format!("cannot reach the Docker daemon: {}", describe(e)))?;
+        let docker = docker.negotiate_version().await.map_err(|e| format!("the Docker daemon does not answer: {}", describe(e)))?;
+        Ok(Engine { docker })
+    }
+
+    /// Containers (running or not) with every one of the labels.
+    pub async fn containers(&self, with_labels: &[(&str, &str)]) -> EngineResult<Vec<ListedContainer>> {
+        let filters = HashMap::from([("label".to_string(), with_labels.iter().map(|(k, v)| labels::filter(k, v)).collect())]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let list = self.docker.list_containers(Some(options)).await.map_err(describe)?;
+        Ok(list.into_iter().map(ListedContainer::from).collect())
+    }
+
+
+    /// Image references matching a `reference` filter (`vsc-abc-*`).
+    pub async fn images_named(&self, reference: &str) -> EngineResult<Vec<String>> {
+        self.image_tags(HashMap::from([("reference".to_string(), vec![reference.to_string()])])).await
+    }
+
+    async fn image_tags(&self, filters: HashMap<String, Vec<String>>) -> EngineResult<Vec<String>> {
+        let options = ListImagesOptions { filters: Some(filters), ..Default::default() };
+        let list = self.docker.list_images(Some(options)).await.map_err(describe)?;
+        Ok(list.into_iter().flat_map(|image| image.repo_tags).filter(|tag| tag != "<none>:<none>").collect())
+    }
+
+    /// An image's labels and size, or `None` if there is no such image.
+    pub async fn image(&self, name: &str) -> EngineResult<Option<(HashMap<String, String>, i64)>> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => {
+                let labels = image.config.and_then(|config| config.labels).unwrap_or_default();
+                Ok(Some((labels, image.size.unwrap_or(0))))
+            }
+            Err(error) if status_of(&error) == Some(404) => Ok(None),
+            Err(error) => Err(describe(error)),
+        }
+    }
+
+    /// Removes a container, running or not; a missing one is fine.
+    pub async fn remove_container(&self, id: &str) -> EngineResult<()> {
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.docker.remove_container(id, Some(options)).await {
+            Err(error) if status_of(&error) != Some(404) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes an image reference; a missing one is fine. `force` untags an
+    /// image that containers still use (their layers stay while they do).
+    pub async fn remove_image(&self, name: &str, force: bool) -> EngineResult<()> {
+        let options = RemoveImageOptions { force, noprune: false, ..Default::default() };
+        match self.docker.remove_image(name, Some(options), None).await {
+            Err(error) if status_of(&error) != Some(404) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `seconds`).
+    pub async fn stop(&self, id: &str, seconds: i32) -> EngineResult<()> {
+        let options = StopContainerOptions { t: Some(seconds), ..Default::default() };
+        match self.docker.stop_container(id, Some(options)).await {
+            // 304: already stopped.
+            Err(error) if !matches!(status_of(&error), Some(304) | Some(404)) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn start(&self, id: &str) -> EngineResult<()> {
+        match self.docker.start_container(id, None).await {
+            Err(error) if status_of(&error) != Some(304) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn rename(&self, id: &str, name: &str) -> EngineResult<()> {
+        self.docker.rename_container(id, RenameContainerOptions { name: name.to_string() }).await.map_err(describe)
+    }
+
+    /// What the runner checks of a container before running anything in it:
+    /// whether it is running, and why it is not safe, if it is not.
+    pub async fn unsafe_settings(&self, id: &str) -> EngineResult<Vec<String>> {
+        let container = self.docker.inspect_container(id, None).await.map_err(describe)?;
+        let host = container.host_config.unwrap_or_default();
+        let mut problems = Vec::new();
+        if host.privileged.unwrap_or(false) {
+            problems.push("it is privileged".to_string());
+        }
+        if let Some(mounts) = container.mounts.filter(|m| !m.is_empty()) {
+            let targets: Vec<String> = mounts.into_iter().filter_map(|m| m.destination).collect();
+            problems.push(format!("it has mounts ({})", targets.join(", ")));
+        }
+        if host.cap_add.is_some_and(|caps| !caps.is_empty()) {
+            problems.push("it adds capabilities".into());
+        }
+        for (what, mode) in [("network", host.network_mode), ("PID", host.pid_mode), ("IPC", host.ipc_mode)] {
+            if mode.as_deref() == Some("host") {
+                problems.push(format!("it shares the host's {what} namespace"));
+            }
+        }
+        if !host.security_opt.unwrap_or_default().iter().any(|opt| opt.starts_with("no-new-privileges")) {
+            problems.push("it lacks no-new-privileges".into());
+        }
+        Ok(problems)
+    }
+
+    /// A file of a container (small ones: `/etc/passwd`), or `None` if it
+    /// does not exist.
+    pub async fn read_file(&self, id: &str, path: &str) -> EngineResult<Option<Vec<u8>>> {
+        let options = DownloadFromContainerOptions { path: path.to_string() };
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(error) if status_of(&error) == Some(404) => return Ok(None),
+                Err(error) => return Err(describe(error)),
+            }
+        }
+        let mut tar = tar::Archive::new(archive.as_slice());
+        let mut entries = tar.entries().map_err(|e| e.to_string())?;
+        match entries.next() {
+            Some(Ok(mut entry)) => {
+                let mut content = Vec::new();
+                entry.read_to_end(&mut content).map_err(|e| e.to_string())?;
+                Ok(Some(content))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Extracts a tar archive (a file on this machine) into a container at
+    /// `/`, streamed.
+    pub async fn upload(&self, id: &str, archive: &std::path::Path) -> EngineResult<()> {
+        let file = tokio::fs::File::open(archive).await.map_err(|e| format!("cannot open {}: {e}", archive.display()))?;
+        let stream = tokio_util::io::ReaderStream::new(file);
+        let options = UploadToContainerOptions { path: "/".into(), ..Default::default() };
+        self.docker.upload_to_container(id, Some(options), bollard::body_try_stream(stream)).await.map_err(describe)
+    }
+
+    /// Commits a container to `repository:tag`, adding `labels` to the
+    /// image. Returns the image's size in bytes.
+    pub async fn commit(&self, id: &str, repository: &str, tag: &str, labels: HashMap<String, String>) -> EngineResult<i64> {
+        let options = CommitContainerOptions {
+            container: Some(id.to_string()),
+            repo: Some(repository.to_string()),
+            tag: Some(tag.to_string()),
+            pause: false,
+            ..Default::default()
+        };
+        let config = ContainerConfig { labels: Some(labels), ..Default::default() };
+        self.docker.commit_container(options, config).await.map_err(describe)?;
+        let size = self.image(&format!("{repository}:{tag}")).await?.map(|(_, size)| size);
+        size.ok_or_else(|| format!("the committed image {repository}:{tag} is missing"))
+    }
+
+    /// Creates a container from an image with the runner's labels, the
+    /// class's limits, `no-new-privileges` and no mounts; a container of the
+    /// same name that exists already is reused (creation is idempotent).
+    pub async fn create(&self, name: &str, image: &str, labels: HashMap<String, String>, resources: Resources) -> EngineResult<String> {
+        let host_config = HostConfig {
+            nano_cpus: resources.nano_cpus,
+            memory: resources.memory_bytes.map(|bytes| bytes as i64),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            privileged: Some(false),
+            ..Default::default()
+        };
+        let body =
+            ContainerCreateBody { image: Some(image.to_string()), labels: Some(labels), host_config: Some(host_config), ..Default::default() };
+        let options = CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
+        match self.docker.create_container(Some(options), body).await {
+            Ok(created) => Ok(created.id),
+            Err(error) if status_of(&error) == Some(409) => {
+                let container = self.docker.inspect_container(name, None).await.map_err(describe)?;
+                Ok(container.id.unwrap_or_default())
+            }
+            Err(error) => Err(describe(error)),
+        }
+    }
+}

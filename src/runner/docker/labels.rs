@@ -1,0 +1,55 @@
+//! The labels the docker runner puts on every container and image it makes.
+//! They are the runner's memory across restarts: after one, the runner reads
+//! them back to adopt what exists (a ready pool keeps its containers) and to
+//! remove what nothing owns. `docker ps --filter label=...` shows the same.
+
+pub const RUNNER_ID: &str = "dev.prebuildd.runner-id";
+/// On prebuild containers and snapshot images (and inherited by the
+/// instances made from a snapshot, where it equals the snapshot ID).
+pub const PREBUILD_ID: &str = "dev.prebuildd.prebuild-id";
+pub const WARM_POOL_ID: &str = "dev.prebuildd.warm-pool-id";
+pub const SNAPSHOT_ID: &str = "dev.prebuildd.snapshot-id";
+pub const INSTANCE_ID: &str = "dev.prebuildd.instance-id";
+/// What a container or image is: one of the `ROLE_*` values. Containers
+/// inherit their image's labels, so this tells a prebuild's container from
+/// an instance made from its snapshot.
+pub const ROLE: &str = "dev.prebuildd.role";
+/// The workspace's folder inside the container (on snapshot images).
+pub const WORKSPACE_FOLDER: &str = "dev.prebuildd.workspace-folder";
+
+pub const ROLE_PREBUILD: &str = "prebuild";
+pub const ROLE_SNAPSHOT: &str = "snapshot";
+pub const ROLE_INSTANCE: &str = "instance";
+
+/// The repository of snapshot images: `prebuildd-snapshot:<prebuild id>`.
+pub const SNAPSHOT_REPOSITORY: &str = "prebuildd-snapshot";
+/// The repository of the images `devcontainer build` makes for a prebuild:
+/// `prebuildd-build:<prebuild id>` (removed when the prebuild ends).
+pub const BUILD_REPOSITORY: &str = "prebuildd-build";
+
+/// Container names: `prebuildd-instance-<instance id>` for pool instances,
+/// renamed to `prebuildd-claimed-<instance id>` when claimed (Docker cannot
+/// change labels, so the name says a container is no longer the pool's).
+pub const INSTANCE_NAME_PREFIX: &str = "prebuildd-instance-";
+pub const CLAIMED_NAME_PREFIX: &str = "prebuildd-claimed-";
+
+pub fn snapshot_image(prebuild_id: &str) -> String {
+    format!("{SNAPSHOT_REPOSITORY}:{prebuild_id}")
+}
+
+pub fn build_image(prebuild_id: &str) -> String {
+    format!("{BUILD_REPOSITORY}:{prebuild_id}")
+}
+
+pub fn instance_name(instance_id: &str) -> String {
+    format!("{INSTANCE_NAME_PREFIX}{instance_id}")
+}
+
+pub fn claimed_name(instance_id: &str) -> String {
+    format!("{CLAIMED_NAME_PREFIX}{instance_id}")
+}
+
+/// A `label=key=value` filter for list calls.
+pub fn filter(key: &str, value: &str) -> String {
+    format!("{key}={value}")
+}

@@ -1,0 +1,242 @@
+//! The docker runner: prebuilds in the project's own dev container, driven
+//! by the Dev Containers CLI, and warm pools of containers from the
+//! snapshot image, through the Docker Engine API.
+//!
+//! Files: `lifecycle.rs` (one prebuild, clone to snapshot), `config.rs` (the
+//! devcontainer.json the CLI gets), `cli.rs` (running the CLI), `pool.rs`
+//! (instances as containers), `engine.rs` (the Engine API calls), `labels.rs`
+//! (what the runner writes on its containers and images).
+//!
+//! **Isolation.** No container gets a host mount: the workspace is cloned
+//! into the runner's own root (never the server's data dir) and copied into
+//! the container. Containers run unprivileged with `no-new-privileges`; the
+//! CLI runs with a clean environment. See `config.rs` for what of a
+//! devcontainer.json is not honoured, and why.
+//!
+//! **State.** Jobs and pools are tracked in memory, and written on Docker as
+//! labels. When the runner first reaches Docker it adopts what the labels
+//! say exists: pool instances (a ready pool keeps its containers) and
+//! snapshots (looked up by name); prebuild containers and build images of
+//! jobs that were under way are removed (the reconciler starts those jobs
+//! again), and so are the leftovers of unfinished work in the root.
+
+mod cli;
+mod config;
+mod engine;
+mod labels;
+mod lifecycle;
+mod pool;
+
+use crate::catalog::DockerSettings;
+use crate::error::{Error, Result};
+use crate::runner::local::JobShared;
+use crate::runner::process::{checked_id, lock, remove_path};
+use crate::runner::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob, Runner};
+use async_trait::async_trait;
+use engine::Engine;
+use pool::DockerPool;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// What the runner's tasks share.
+pub(crate) struct Core {
+    runner_id: String,
+    root: PathBuf,
+    docker_host: Option<String>,
+    default_image: Option<String>,
+    cli: cli::Cli,
+    /// Connected (and what existed adopted) on first use, so that a daemon
+    /// that starts after the server is found once it answers.
+    engine: tokio::sync::OnceCell<Engine>,
+    jobs: Mutex<HashMap<String, Job>>,
+    pools: Mutex<HashMap<String, DockerPool>>,
+}
+
+struct Job {
+    environment_id: String,
+    shared: Arc<JobShared>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The docker runner (see the module documentation).
+pub struct DockerRunner {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for DockerRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerRunner").field("runner_id", &self.core.runner_id).field("root", &self.core.root).finish_non_exhaustive()
+    }
+}
+
+impl DockerRunner {
+    /// A runner with its own root directory (created here; what a previous
+    /// run left in it is swept). Docker itself is reached on first use.
+    pub fn new(runner_id: &str, root: &Path, settings: &DockerSettings) -> Result<DockerRunner> {
+        let internal = |what: &str, path: &Path, e: std::io::Error| Error::Internal(format!("docker runner: cannot {what} {}: {e}", path.display()));
+        for dir in ["workspaces", "configs", "home"] {
+            let path = root.join(dir);
+            std::fs::create_dir_all(&path).map_err(|e| internal("create", &path, e))?;
+        }
+        let root = root.canonicalize().map_err(|e| internal("resolve", root, e))?;
+        for dir in ["workspaces", "configs"] {
+            for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+                if let Err(error) = remove_path(&entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), %error, "docker runner: cannot remove a leftover of a previous run");
+                }
+            }
+        }
+        let cli = cli::Cli {
+            program: settings.devcontainer_cli.clone().unwrap_or_else(|| PathBuf::from("devcontainer")),
+            docker_host: settings.docker_host.clone(),
+            home: root.join("home"),
+        };
+        let core = Core {
+            runner_id: runner_id.to_string(),
+            root,
+            docker_host: settings.docker_host.clone(),
+            default_image: settings.default_image.clone(),
+            cli,
+            engine: tokio::sync::OnceCell::new(),
+            jobs: Mutex::default(),
+            pools: Mutex::default(),
+        };
+        Ok(DockerRunner { core: Arc::new(core) })
+    }
+
+    /// Where a runner's root is by default: beside the data dir, never in it.
+    pub fn default_root(data_dir: &Path, runner_id: &str) -> PathBuf {
+        let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        absolute.parent().unwrap_or(Path::new("/")).join("prebuildd-runners").join(runner_id)
+    }
+}
+
+impl Core {
+    /// The Engine API, connected, with what a previous run left adopted.
+    async fn engine(&self) -> std::result::Result<&Engine, String> {
+        self.engine
+            .get_or_try_init(|| async {
+                let engine = Engine::connect(self.docker_host.as_deref()).await?;
+                self.adopt(&engine).await?;
+                Ok(engine)
+            })
+            .await
+    }
+
+    /// Reads back what the labels say exists: pool instances are adopted,
+    /// prebuild containers and build images (of jobs that were under way)
+    /// removed.
+    async fn adopt(&self, engine: &Engine) -> std::result::Result<(), String> {
+        let ours = [(labels::RUNNER_ID, self.runner_id.as_str())];
+        let mut by_pool: HashMap<String, Vec<engine::ListedContainer>> = HashMap::new();
+        for container in engine.containers(&ours).await? {
+            let role = container.labels.get(labels::ROLE).map(String::as_str);
+            match role {
+                Some(labels::ROLE_INSTANCE) if !container.name.starts_with(labels::CLAIMED_NAME_PREFIX) => {
+                    if let Some(pool_id) = container.labels.get(labels::WARM_POOL_ID) {
+                        by_pool.entry(pool_id.clone()).or_default().push(container);
+                    }
+                }
+                Some(labels::ROLE_PREBUILD) => {
+                    tracing::info!(container = %container.id, "docker runner: removing the container of a prebuild a previous run left unfinished");
+                    engine.remove_container(&container.id).await?;
+                    if container.image.starts_with("vsc-") {
+                        engine.remove_image(&container.image, true).await?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for image in engine.images_named(&format!("{}:*", labels::BUILD_REPOSITORY)).await? {
+            engine.remove_image(&image, true).await?;
+        }
+        let mut pools = lock(&self.pools);
+        for (pool_id, containers) in by_pool {
+            tracing::info!(warm_pool = %pool_id, instances = containers.len(), "docker runner: adopted warm pool instances");
+            pools.insert(pool_id, DockerPool::adopted(&containers));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DockerRunner {
+    /// A runner going away (shutdown, a test's end) kills the CLI processes
+    /// it started; containers stay, and the next run removes or adopts them.
+    fn drop(&mut self) {
+        for job in lock(&self.core.jobs).values() {
+            job.shared.processes.kill_all();
+        }
+    }
+}
+
+#[async_trait]
+impl Runner for DockerRunner {
+    async fn start(&self, job: PrebuildJob) -> Result<()> {
+        checked_id("prebuild ID", &job.prebuild_id)?;
+        checked_id("environment ID", &job.environment_id)?;
+        let mut jobs = lock(&self.core.jobs);
+        if jobs.contains_key(&job.prebuild_id) {
+            return Ok(());
+        }
+        let shared = Arc::new(JobShared::new());
+        let (prebuild_id, environment_id) = (job.prebuild_id.clone(), job.environment_id.clone());
+        let task = tokio::spawn(lifecycle::run_job(self.core.clone(), shared.clone(), job));
+        jobs.insert(prebuild_id, Job { environment_id, shared, task: Some(task) });
+        Ok(())
+    }
+
+    async fn observe(&self, prebuild_id: &str) -> Option<JobState> {
+        let jobs = lock(&self.core.jobs);
+        let shared = &jobs.get(prebuild_id)?.shared;
+        let state = lock(&shared.state).clone();
+        Some(match state {
+            JobState::Snapshotting { .. } => JobState::Snapshotting { percent: shared.percent.load(Ordering::Relaxed) },
+            other => other,
+        })
+    }
+
+    /// Kills the CLI and the prebuild's container at once; the job's task
+    /// then cleans up and ends as stopped.
+    async fn stop(&self, prebuild_id: &str) -> Result<()> {
+        let stopped = lock(&self.core.jobs).get(prebuild_id).is_some_and(|job| job.shared.stop());
+        if stopped {
+            let core = self.core.clone();
+            let prebuild_id = prebuild_id.to_string();
+            tokio::spawn(async move { core.clean_up_job(&prebuild_id, None).await });
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, prebuild_id: &str) -> Result<()> {
+        checked_id("prebuild ID", prebuild_id)?;
+        self.stop(prebuild_id).await?;
+        let job = lock(&self.core.jobs).remove(prebuild_id);
+        let environment_id = match job {
+            Some(mut job) => {
+                if let Some(task) = job.task.take() {
+                    let _ = task.await;
+                }
+                Some(job.environment_id)
+            }
+            None => None,
+        };
+        self.core.clean_up_job(prebuild_id, environment_id.as_deref()).await;
+        let engine = self.core.engine().await.map_err(Error::Internal)?;
+        engine.remove_image(&labels::snapshot_image(prebuild_id), true).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))
+    }
+
+    async fn sync_pool(&self, target: PoolTarget) -> Result<PoolObservation> {
+        checked_id("warm pool ID", &target.warm_pool_id)?;
+        self.core.sync_pool(target).await
+    }
+
+    async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>> {
+        self.core.claim_instance(warm_pool_id).await
+    }
+
+    async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool> {
+        self.core.remove_pool(warm_pool_id).await
+    }
+}

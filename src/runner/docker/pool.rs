@@ -1,0 +1,298 @@
+//! Warm pools as containers. A running instance is a started container made
+//! from the pool's snapshot image (workspace included), ready for `docker
+//! exec`; a stopped instance is a created container that is not running
+//! (disk only; starting it is all a promotion takes). Containers are named
+//! `prebuildd-instance-<instance id>` and labelled with the pool, snapshot
+//! and instance, so creation is idempotent and a restart adopts them.
+//!
+//! What to make, start and drop is decided by `runner::pool_plan` under the
+//! pools' lock; the Engine API calls run after it, in tasks. Every sync also
+//! reads what Docker reports, so an instance whose container was removed
+//! or died behind the runner's back is replaced.
+
+use super::engine::ListedContainer;
+use super::{labels, Core};
+use crate::catalog::Resources;
+use crate::error::{Error, Result};
+use crate::runner::pool_plan::{Instance, InstanceState, Pool};
+use crate::runner::process::lock;
+use crate::runner::{ClaimedInstance, PoolObservation, PoolTarget};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// A pool's bookkeeping on the docker runner.
+#[derive(Debug, Default)]
+pub(super) struct DockerPool {
+    pub pool: Pool,
+    /// Instances whose container is being created or started: Docker may not
+    /// show them yet, so the sync does not take their absence for a loss.
+    pub busy: HashSet<String>,
+}
+
+impl DockerPool {
+    /// Instances adopted from the containers of a previous run.
+    pub fn adopted(containers: &[ListedContainer]) -> DockerPool {
+        let mut pool = Pool::default();
+        for container in containers {
+            let (Some(id), Some(snapshot_id)) = (container.labels.get(labels::INSTANCE_ID), container.labels.get(labels::SNAPSHOT_ID)) else {
+                continue;
+            };
+            let state = if container.running { InstanceState::Running } else { InstanceState::Stopped };
+            pool.instances.push(Instance { id: id.clone(), snapshot_id: snapshot_id.clone(), state });
+        }
+        // Instance IDs are version 7 UUIDs: sorted, oldest first, as created.
+        pool.instances.sort_by(|a, b| a.id.cmp(&b.id));
+        DockerPool { pool, busy: HashSet::new() }
+    }
+
+    /// Brings the bookkeeping in line with what Docker reports. Returns the
+    /// containers nothing owns (to remove) and the instances whose container
+    /// died (to remove too; the plan replaces them).
+    fn align(&mut self, containers: &[ListedContainer]) -> Vec<String> {
+        let by_instance: HashMap<&str, &ListedContainer> =
+            containers.iter().filter_map(|c| c.labels.get(labels::INSTANCE_ID).map(|id| (id.as_str(), c))).collect();
+        let mut doomed = Vec::new();
+        let busy = &self.busy;
+        self.pool.instances.retain_mut(|instance| {
+            if busy.contains(&instance.id) {
+                return true;
+            }
+            match (by_instance.get(instance.id.as_str()), instance.state) {
+                (None, _) => false,
+                (Some(container), InstanceState::Running) if !container.running => {
+                    doomed.push(container.id.clone());
+                    false
+                }
+                (Some(container), InstanceState::Stopped) if container.running => {
+                    instance.state = InstanceState::Running;
+                    true
+                }
+                _ => true,
+            }
+        });
+        let known: HashSet<&str> = self.pool.instances.iter().map(|i| i.id.as_str()).collect();
+        for (instance_id, container) in &by_instance {
+            if !known.contains(instance_id) && !self.busy.contains(*instance_id) {
+                doomed.push(container.id.clone());
+            }
+        }
+        doomed
+    }
+}
+
+/// The containers of a pool that are still the pool's (claimed ones are not).
+fn pool_containers(containers: Vec<ListedContainer>) -> Vec<ListedContainer> {
+    containers.into_iter().filter(|c| !c.name.starts_with(labels::CLAIMED_NAME_PREFIX)).collect()
+}
+
+impl Core {
+    fn instance_labels(&self, warm_pool_id: &str, instance: &Instance) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::RUNNER_ID.to_string(), self.runner_id.clone()),
+            (labels::WARM_POOL_ID.to_string(), warm_pool_id.to_string()),
+            (labels::SNAPSHOT_ID.to_string(), instance.snapshot_id.clone()),
+            (labels::INSTANCE_ID.to_string(), instance.id.clone()),
+            (labels::ROLE.to_string(), labels::ROLE_INSTANCE.to_string()),
+        ])
+    }
+
+    async fn listed_pool_containers(&self, warm_pool_id: &str) -> Result<Vec<ListedContainer>> {
+        let engine = self.engine().await.map_err(Error::Internal)?;
+        let filter = [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::WARM_POOL_ID, warm_pool_id), (labels::ROLE, labels::ROLE_INSTANCE)];
+        let containers = engine.containers(&filter).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))?;
+        Ok(pool_containers(containers))
+    }
+
+    pub(super) async fn sync_pool(self: &Arc<Self>, target: PoolTarget) -> Result<PoolObservation> {
+        let engine = self.engine().await.map_err(Error::Internal)?;
+        let missing = match &target.snapshot_id {
+            Some(snapshot_id) => match engine.image(&labels::snapshot_image(snapshot_id)).await {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(format!(
+                    "the snapshot of prebuild {snapshot_id} is missing on this runner (image {} does not exist)",
+                    labels::snapshot_image(snapshot_id)
+                )),
+                Err(error) => Some(format!("cannot inspect the snapshot image: {error}")),
+            },
+            None => None,
+        };
+        let containers = self.listed_pool_containers(&target.warm_pool_id).await?;
+        let (plan, doomed) = {
+            let mut pools = lock(&self.pools);
+            let entry = pools.entry(target.warm_pool_id.clone()).or_default();
+            let doomed = entry.align(&containers);
+            let plan = entry.pool.plan(&target, missing.is_none(), || uuid::Uuid::now_v7().to_string());
+            for instance in plan.markers.iter().chain(&plan.extractions) {
+                entry.busy.insert(instance.id.clone());
+            }
+            (plan, doomed)
+        };
+        for container_id in doomed {
+            let core = self.clone();
+            tokio::spawn(async move { core.remove_container(&container_id).await });
+        }
+        for instance in plan.discarded {
+            let core = self.clone();
+            tokio::spawn(async move { core.remove_container(&labels::instance_name(&instance.id)).await });
+        }
+        for (instance, start) in plan.markers.into_iter().map(|i| (i, false)).chain(plan.extractions.into_iter().map(|i| (i, true))) {
+            let (core, pool_id, resources) = (self.clone(), target.warm_pool_id.clone(), target.resources);
+            tokio::spawn(async move { core.provision(&pool_id, instance, start, resources).await });
+        }
+        let pools = lock(&self.pools);
+        Ok(pools.get(&target.warm_pool_id).map(|entry| entry.pool.observe(missing)).unwrap_or_default())
+    }
+
+    async fn remove_container(&self, name_or_id: &str) {
+        if let Ok(engine) = self.engine().await {
+            if let Err(error) = engine.remove_container(name_or_id).await {
+                tracing::warn!(container = %name_or_id, %error, "docker runner: cannot remove a warm pool container");
+            }
+        }
+    }
+
+    /// Creates an instance's container (stopped), and starts it if `start`;
+    /// then records the result. An instance discarded meanwhile has its
+    /// container removed instead.
+    async fn provision(&self, warm_pool_id: &str, instance: Instance, start: bool, resources: Resources) {
+        let name = labels::instance_name(&instance.id);
+        let result = async {
+            let engine = self.engine().await?;
+            let image = labels::snapshot_image(&instance.snapshot_id);
+            let id = engine.create(&name, &image, self.instance_labels(warm_pool_id, &instance), resources).await?;
+            if start {
+                engine.start(&id).await?;
+            }
+            Ok::<_, String>(())
+        }
+        .await;
+        let kept = {
+            let mut pools = lock(&self.pools);
+            match pools.get_mut(warm_pool_id) {
+                Some(entry) => {
+                    entry.busy.remove(&instance.id);
+                    let wanted = if start { InstanceState::Starting } else { InstanceState::Stopped };
+                    let index = entry.pool.instances.iter().position(|i| i.id == instance.id && i.state == wanted);
+                    match (index, &result) {
+                        (Some(index), Ok(())) => {
+                            if start {
+                                entry.pool.instances[index].state = InstanceState::Running;
+                            }
+                            entry.pool.extraction_failure = None;
+                            true
+                        }
+                        (Some(index), Err(error)) => {
+                            entry.pool.instances.remove(index);
+                            entry.pool.extraction_failure =
+                                Some(format!("cannot make an instance from the snapshot of prebuild {}: {error}", instance.snapshot_id));
+                            false
+                        }
+                        // Promoted while being created: the promotion's start
+                        // does the rest.
+                        (None, Ok(())) if !start && entry.pool.instances.iter().any(|i| i.id == instance.id) => true,
+                        (None, _) => false,
+                    }
+                }
+                None => false,
+            }
+        };
+        if !kept {
+            self.remove_container(&name).await;
+        }
+    }
+
+    pub(super) async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>> {
+        let engine = self.engine().await.map_err(Error::Internal)?;
+        // An instance whose container went away is skipped; the next sync
+        // replaces it.
+        loop {
+            let Some(instance) = lock(&self.pools).get_mut(warm_pool_id).and_then(|entry| entry.pool.take_for_claim()) else {
+                return Ok(None);
+            };
+            let name = labels::instance_name(&instance.id);
+            if engine.rename(&name, &labels::claimed_name(&instance.id)).await.is_err() {
+                continue;
+            }
+            let image = labels::snapshot_image(&instance.snapshot_id);
+            let folder = engine.image(&image).await.ok().flatten().and_then(|(l, _)| l.get(labels::WORKSPACE_FOLDER).cloned());
+            let containers = engine.containers(&[(labels::INSTANCE_ID, instance.id.as_str())]).await.unwrap_or_default();
+            let container_id = containers.first().map(|c| c.id.clone()).unwrap_or_else(|| labels::claimed_name(&instance.id));
+            return Ok(Some(ClaimedInstance {
+                instance_id: instance.id,
+                snapshot_id: instance.snapshot_id,
+                workspace_path: folder.unwrap_or_default(),
+                container_id,
+            }));
+        }
+    }
+
+    pub(super) async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool> {
+        let busy = match lock(&self.pools).get_mut(warm_pool_id) {
+            Some(entry) => {
+                entry.pool.instances.clear();
+                entry.pool.snapshot_id = None;
+                entry.pool.extraction_failure = None;
+                !entry.busy.is_empty()
+            }
+            None => false,
+        };
+        let containers = self.listed_pool_containers(warm_pool_id).await?;
+        for container in &containers {
+            self.remove_container(&container.id).await;
+        }
+        if busy || !containers.is_empty() {
+            // Creations under way remove their own containers when they end;
+            // a later call checks that none is left.
+            return Ok(false);
+        }
+        lock(&self.pools).remove(warm_pool_id);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(instance_id: &str, running: bool) -> ListedContainer {
+        ListedContainer {
+            id: format!("c-{instance_id}"),
+            name: labels::instance_name(instance_id),
+            labels: HashMap::from([
+                (labels::INSTANCE_ID.to_string(), instance_id.to_string()),
+                (labels::SNAPSHOT_ID.to_string(), "s1".to_string()),
+            ]),
+            running,
+            image: labels::snapshot_image("s1"),
+        }
+    }
+
+    #[test]
+    fn adoption_reads_running_and_stopped_instances_from_containers() {
+        let pool = DockerPool::adopted(&[container("b", false), container("a", true)]);
+        let states: Vec<_> = pool.pool.instances.iter().map(|i| (i.id.as_str(), i.state)).collect();
+        assert_eq!(states, vec![("a", InstanceState::Running), ("b", InstanceState::Stopped)]);
+    }
+
+    #[test]
+    fn alignment_drops_lost_and_dead_instances_and_strays() {
+        let mut pool = DockerPool::adopted(&[container("a", true), container("b", true), container("c", false)]);
+        pool.pool.instances.push(Instance { id: "d".into(), snapshot_id: "s1".into(), state: InstanceState::Stopped });
+        pool.busy.insert("d".into());
+        // a died, b was removed behind our back, c is fine, d is being made,
+        // e is a container nothing owns.
+        let doomed = pool.align(&[container("a", false), container("c", false), container("e", true)]);
+        let left: Vec<_> = pool.pool.instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(left, vec!["c", "d"]);
+        let mut doomed = doomed;
+        doomed.sort();
+        assert_eq!(doomed, vec!["c-a", "c-e"]);
+    }
+
+    #[test]
+    fn claimed_containers_are_not_the_pools() {
+        let mut claimed = container("a", true);
+        claimed.name = labels::claimed_name("a");
+        assert!(pool_containers(vec![claimed, container("b", true)]).iter().all(|c| c.name == labels::instance_name("b")));
+    }
+}

@@ -1,0 +1,11 @@
+//! The docker runner against a real Docker daemon, through the public API:
+//! prebuilds in dev containers, warm pools of containers, restarts, cancel,
+//! failure and clean-up, and what a prebuild can see. One binary with a
+//! module per area; every test has its own runner ID and root, so they run
+//! side by side.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod harness;
+mod lifecycle;
