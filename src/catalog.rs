@@ -51,6 +51,9 @@ pub struct DockerSettings {
     pub docker_host: Option<String>,
     /// The Dev Containers CLI (`devcontainer`); `None`: found on `PATH`.
     pub devcontainer_cli: Option<std::path::PathBuf>,
+    /// The Docker CLI the Dev Containers CLI runs (`--docker-path`); `None`:
+    /// `docker` on `PATH`. It builds with BuildKit.
+    pub docker_cli: Option<std::path::PathBuf>,
     /// The image of repositories without a devcontainer.json.
     pub default_image: Option<String>,
     /// The runner's own directory (workspaces, generated configs); `None`:

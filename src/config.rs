@@ -169,6 +169,7 @@ struct RawRunner {
     sandbox: Option<bool>,
     docker_host: Option<String>,
     devcontainer_cli: Option<PathBuf>,
+    docker_cli: Option<PathBuf>,
     default_image: Option<String>,
     root: Option<PathBuf>,
 }
@@ -358,6 +359,7 @@ impl RawConfig {
             let docker_keys = [
                 ("docker_host", runner.docker_host.is_some()),
                 ("devcontainer_cli", runner.devcontainer_cli.is_some()),
+                ("docker_cli", runner.docker_cli.is_some()),
                 ("default_image", runner.default_image.is_some()),
                 ("root", runner.root.is_some()),
             ];
@@ -375,6 +377,7 @@ impl RawConfig {
             let docker = DockerSettings {
                 docker_host: runner.docker_host,
                 devcontainer_cli: runner.devcontainer_cli,
+                docker_cli: runner.docker_cli,
                 default_image: runner.default_image,
                 root: runner.root,
             };

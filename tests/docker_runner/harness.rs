@@ -34,6 +34,14 @@ pub fn devcontainer_cli() -> PathBuf {
     path
 }
 
+/// The Docker CLI the Dev Containers CLI runs: Debian's (docker.io), which
+/// builds with BuildKit without the buildx plugin.
+pub fn docker_cli() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/docker");
+    assert!(path.exists(), "/usr/bin/docker is missing: install docker.io");
+    path
+}
+
 /// Builds the base image once per test run, with no registry: a busybox
 /// rootfs with root and a `dev` user (UID 1000), imported.
 pub fn base_image() -> &'static str {
@@ -136,6 +144,7 @@ subject_id = "{ALICE}"
 id = "{runner}"
 kind = "docker"
 devcontainer_cli = "{cli}"
+docker_cli = "{docker_cli}"
 default_image = "{BASE_IMAGE}"
 root = "{root}"
 [[environment_classes]]
@@ -147,6 +156,7 @@ memory = "256MiB"
 "#,
             runner = self.runner_id,
             cli = devcontainer_cli().display(),
+            docker_cli = docker_cli().display(),
             root = self.root().display(),
         );
         for (id, path) in projects {
@@ -200,10 +210,13 @@ pub async fn wait_for(client: &mut Client, id: &str, done: &[PrebuildPhase]) -> 
 }
 
 /// Waits for a prebuild to complete; fails with its failure message if not.
-pub async fn completed(client: &mut Client, id: &str) -> Prebuild {
+pub async fn completed(server: &TestServer, client: &mut Client, id: &str) -> Prebuild {
     let prebuild = wait_for(client, id, &[PrebuildPhase::Completed, PrebuildPhase::Failed, PrebuildPhase::Cancelled]).await;
     let status = prebuild.status.clone().unwrap();
-    assert_eq!(status.phase, PrebuildPhase::Completed as i32, "failed: {}", status.failure_message);
+    if status.phase != PrebuildPhase::Completed as i32 {
+        let log = log_of(server, client, id).await;
+        panic!("prebuild {id} did not complete: {}\n--- its log:\n{log}", status.failure_message);
+    }
     prebuild
 }
 

@@ -17,6 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 #[derive(Debug, Clone)]
 pub struct Cli {
     pub program: PathBuf,
+    /// The Docker CLI it runs.
+    pub docker_cli: PathBuf,
     pub docker_host: Option<String>,
     /// HOME and TMPDIR of the CLI: a directory of the runner's root.
     pub home: PathBuf,
@@ -67,7 +69,7 @@ fn exit_code_in(text: &str) -> Option<i32> {
 pub fn log_lines(record: &str) -> Vec<String> {
     let Ok(Value::Object(record)) = serde_json::from_str::<Value>(record) else {
         let line = plain_text(record);
-        return if line.trim().is_empty() { Vec::new() } else { vec![line] };
+        return if line.trim().is_empty() || line.trim_start().starts_with("at ") { Vec::new() } else { vec![line] };
     };
     let kind = record.get("type").and_then(Value::as_str).unwrap_or_default();
     let level = record.get("level").and_then(Value::as_i64).unwrap_or(3);
@@ -81,7 +83,12 @@ pub fn log_lines(record: &str) -> Vec<String> {
         return Vec::new();
     }
     let prefix = if kind == "start" { "$ " } else { "" };
-    plain_text(text).lines().filter(|line| !line.trim().is_empty()).map(|line| format!("{prefix}{line}")).collect()
+    // Node's stack frames ("    at ...") say nothing to a project's owner.
+    plain_text(text)
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.trim_start().starts_with("at "))
+        .map(|line| format!("{prefix}{line}"))
+        .collect()
 }
 
 impl Cli {
@@ -90,7 +97,7 @@ impl Cli {
     pub async fn run(&self, processes: &JobProcesses, log: &LogSink, args: &[String]) -> Result<Map<String, Value>, CliFailure> {
         let failure = |reason: String| CliFailure { reason, command_exit_code: None };
         let mut command = tokio::process::Command::new(&self.program);
-        command.args(args).arg("--log-format").arg("json").env_clear();
+        command.args(args).arg("--log-format").arg("json").arg("--docker-path").arg(&self.docker_cli).env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             command.env("PATH", path);
         }
@@ -145,7 +152,9 @@ impl Cli {
                 };
                 Err(CliFailure { reason, command_exit_code })
             }
-            None => Err(CliFailure { reason: format!("the Dev Containers CLI {} without a result", describe_exit(status)), command_exit_code }),
+            None => {
+                Err(CliFailure { reason: format!("the Dev Containers CLI {} without a result", describe_exit(status)), command_exit_code })
+            }
         }
     }
 }

@@ -233,11 +233,13 @@ pub fn repository_name(repository: &str) -> String {
     }
 }
 
-/// The configuration for `devcontainer up`: the prepared one with the image
-/// the build produced, and the runner's own container settings.
+/// The configuration for `devcontainer up`: the image the build produced
+/// and the runner's own container settings. The rest of the project's
+/// configuration (commands, containerEnv, remoteUser) is in the image's
+/// `devcontainer.metadata` label, which `devcontainer build` wrote; said
+/// again here, the CLI would run every lifecycle command twice.
 pub fn up_config(prepared: &Prepared, image: &str, settings: &ContainerSettings<'_>) -> Value {
-    let mut config = prepared.config.clone();
-    config.remove("build");
+    let mut config = Map::new();
     config.insert("image".into(), Value::String(image.to_string()));
     // No host mount at all: the workspace is copied into the container, so
     // that the snapshot (a commit) holds it and nothing of the host shows.
@@ -387,11 +389,20 @@ mod tests {
         assert_eq!(config["image"], "prebuildd-build:p1");
         assert_eq!(config["workspaceMount"], "");
         assert_eq!(config["workspaceFolder"], "/workspaces/app");
-        assert_eq!(config["remoteUser"], "dev");
+        assert!(config.get("remoteUser").is_none(), "the image's metadata has it");
         let args: Vec<&str> = config["runArgs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(
             args,
-            vec!["--security-opt", "no-new-privileges", "--cpus", "1.5", "--memory", "268435456b", "--label", "dev.prebuildd.prebuild-id=p1"]
+            vec![
+                "--security-opt",
+                "no-new-privileges",
+                "--cpus",
+                "1.5",
+                "--memory",
+                "268435456b",
+                "--label",
+                "dev.prebuildd.prebuild-id=p1"
+            ]
         );
     }
 }

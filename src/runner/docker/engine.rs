@@ -84,7 +84,6 @@ impl Engine {
         Ok(list.into_iter().map(ListedContainer::from).collect())
     }
 
-
     /// Image references matching a `reference` filter (`vsc-abc-*`).
     pub async fn images_named(&self, reference: &str) -> EngineResult<Vec<String>> {
         self.image_tags(HashMap::from([("reference".to_string(), vec![reference.to_string()])])).await
@@ -236,8 +235,12 @@ impl Engine {
             privileged: Some(false),
             ..Default::default()
         };
-        let body =
-            ContainerCreateBody { image: Some(image.to_string()), labels: Some(labels), host_config: Some(host_config), ..Default::default() };
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
         let options = CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
         match self.docker.create_container(Some(options), body).await {
             Ok(created) => Ok(created.id),

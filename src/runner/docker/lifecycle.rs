@@ -63,7 +63,8 @@ impl Core {
     /// build image, the CLI's images, config and clone. Idempotent.
     pub(super) async fn clean_up_job(&self, prebuild_id: &str, environment_id: Option<&str>) {
         let Ok(engine) = self.engine().await else { return };
-        let filter = [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::PREBUILD_ID, prebuild_id), (labels::ROLE, labels::ROLE_PREBUILD)];
+        let filter =
+            [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::PREBUILD_ID, prebuild_id), (labels::ROLE, labels::ROLE_PREBUILD)];
         let mut images = vec![labels::build_image(prebuild_id)];
         match engine.containers(&filter).await {
             Ok(containers) => {
@@ -139,11 +140,15 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     // A job started again after a restart begins from a clean environment.
     runner.clean_up_job(&job.prebuild_id, Some(&job.environment_id)).await;
     let config_dir = paths.config_dir.clone();
-    blocking(move || std::fs::create_dir_all(&config_dir)).await.map_err(|e| e.to_string())?.map_err(|e| format!("cannot create {}: {e}", paths.config_dir.display()))?;
+    blocking(move || std::fs::create_dir_all(&config_dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot create {}: {e}", paths.config_dir.display()))?;
     materialize(&shared.processes, log, &job.repository, &paths.workspace, &runner.root).await?;
 
     let (workspace, repository, default_image) = (paths.workspace.clone(), job.repository.clone(), runner.default_image.clone());
-    let prepared = blocking(move || config::prepare(&workspace, &repository, default_image.as_deref())).await.map_err(|e| e.to_string())??;
+    let prepared =
+        blocking(move || config::prepare(&workspace, &repository, default_image.as_deref())).await.map_err(|e| e.to_string())??;
     for note in &prepared.notes {
         log.line(note);
     }
@@ -155,7 +160,11 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
 
     log.line("building the dev container image");
     let args = strings(&["build", "--workspace-folder", &workspace_arg, "--config", &config_arg, "--image-name", &build_image]);
-    let built = runner.cli.run(&shared.processes, log, &args).await.map_err(|f| cli_failure(shared, "the dev container image could not be built", f));
+    let built = runner
+        .cli
+        .run(&shared.processes, log, &args)
+        .await
+        .map_err(|f| cli_failure(shared, "the dev container image could not be built", f));
     if let Err(message) = built {
         return Err(format!("{message}; last log lines:\n{}", log_tail(log).await));
     }
@@ -190,8 +199,10 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     copy_workspace_in(engine, shared, job, &paths, &container_id, &remote_user, &folder).await?;
 
     shared.advance(JobState::Running);
-    let empty = paths.config_dir.join("empty.json");
-    write_json(&empty, &Value::Object(Default::default())).await?;
+    // The commands come from the container's metadata; the override only
+    // says where the workspace is (the CLI would guess from the clone's name).
+    let empty = paths.config_dir.join("run.json");
+    write_json(&empty, &serde_json::json!({ "workspaceFolder": folder })).await?;
     let args = strings(&[
         "run-user-commands",
         "--prebuild",
@@ -294,9 +305,10 @@ async fn user_ids(engine: &super::engine::Engine, container_id: &str, user: &str
     }
     let passwd = engine.read_file(container_id, "/etc/passwd").await?.unwrap_or_default();
     let passwd = String::from_utf8_lossy(&passwd);
-    let entry = passwd.lines().map(|line| line.split(':').collect::<Vec<_>>()).find(|fields| {
-        fields.len() > 3 && (fields[0] == name || fields[2] == name)
-    });
+    let entry = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 3 && (fields[0] == name || fields[2] == name));
     let uid = match (&entry, name.parse::<u64>()) {
         (Some(fields), _) => fields[2].parse().map_err(|_| format!("the container's /etc/passwd has a bad entry for {name}"))?,
         (None, Ok(uid)) => uid,
@@ -322,8 +334,12 @@ async fn copy_workspace_in(
     folder: &str,
 ) -> Result<(), String> {
     let (uid, gid) = user_ids(engine, container_id, user).await?;
-    job.log.line(&format!("copying the workspace into the container at {folder} (owned by {}, uid {uid})", if user.is_empty() { "root" } else { user }));
-    let (from, to, prefix, task_shared) = (paths.workspace.clone(), paths.archive.clone(), folder.trim_start_matches('/').to_string(), shared.clone());
+    job.log.line(&format!(
+        "copying the workspace into the container at {folder} (owned by {}, uid {uid})",
+        if user.is_empty() { "root" } else { user }
+    ));
+    let (from, to, prefix, task_shared) =
+        (paths.workspace.clone(), paths.archive.clone(), folder.trim_start_matches('/').to_string(), shared.clone());
     blocking(move || write_owned_tar(&from, &to, Path::new(&prefix), uid, gid, &task_shared))
         .await
         .map_err(|e| e.to_string())?

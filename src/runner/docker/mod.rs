@@ -75,7 +75,8 @@ impl DockerRunner {
     /// A runner with its own root directory (created here; what a previous
     /// run left in it is swept). Docker itself is reached on first use.
     pub fn new(runner_id: &str, root: &Path, settings: &DockerSettings) -> Result<DockerRunner> {
-        let internal = |what: &str, path: &Path, e: std::io::Error| Error::Internal(format!("docker runner: cannot {what} {}: {e}", path.display()));
+        let internal =
+            |what: &str, path: &Path, e: std::io::Error| Error::Internal(format!("docker runner: cannot {what} {}: {e}", path.display()));
         for dir in ["workspaces", "configs", "home"] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|e| internal("create", &path, e))?;
@@ -90,6 +91,7 @@ impl DockerRunner {
         }
         let cli = cli::Cli {
             program: settings.devcontainer_cli.clone().unwrap_or_else(|| PathBuf::from("devcontainer")),
+            docker_cli: settings.docker_cli.clone().unwrap_or_else(|| PathBuf::from("docker")),
             docker_host: settings.docker_host.clone(),
             home: root.join("home"),
         };

@@ -34,7 +34,8 @@ impl DockerPool {
     pub fn adopted(containers: &[ListedContainer]) -> DockerPool {
         let mut pool = Pool::default();
         for container in containers {
-            let (Some(id), Some(snapshot_id)) = (container.labels.get(labels::INSTANCE_ID), container.labels.get(labels::SNAPSHOT_ID)) else {
+            let (Some(id), Some(snapshot_id)) = (container.labels.get(labels::INSTANCE_ID), container.labels.get(labels::SNAPSHOT_ID))
+            else {
                 continue;
             };
             let state = if container.running { InstanceState::Running } else { InstanceState::Stopped };
@@ -98,7 +99,8 @@ impl Core {
 
     async fn listed_pool_containers(&self, warm_pool_id: &str) -> Result<Vec<ListedContainer>> {
         let engine = self.engine().await.map_err(Error::Internal)?;
-        let filter = [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::WARM_POOL_ID, warm_pool_id), (labels::ROLE, labels::ROLE_INSTANCE)];
+        let filter =
+            [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::WARM_POOL_ID, warm_pool_id), (labels::ROLE, labels::ROLE_INSTANCE)];
         let containers = engine.containers(&filter).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))?;
         Ok(pool_containers(containers))
     }
