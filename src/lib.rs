@@ -29,11 +29,12 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::logs::Logs;
 use crate::reconciler::Reconciler;
-use crate::runner::Runners;
+use crate::runner::{Runners, ServerFiles};
 use crate::service::{Service, ServiceParts};
 use crate::store::sqlite::SqliteStore;
 use crate::tokens::TokenKey;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -121,6 +122,17 @@ pub async fn start(config: Config) -> Result<Server, Box<dyn std::error::Error +
 
 /// [`start`] with a clock of the caller's choosing (tests drive time).
 pub async fn start_with_clock(config: Config, clock: Arc<dyn clock::Clock>) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
+    start_with_private_files(config, clock, Vec::new()).await
+}
+
+/// [`start_with_clock`], naming the server's files outside its data dir
+/// that what runners run must never see: the configuration file (it holds
+/// the API keys), when there is one. The data dir is always hidden.
+pub async fn start_with_private_files(
+    config: Config,
+    clock: Arc<dyn clock::Clock>,
+    private_files: Vec<PathBuf>,
+) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??;
@@ -128,7 +140,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn clock::Clock>) -> R
         .map_err(|e| format!("cannot read or create the token secret in {}: {e}", config.data_dir.display()))?;
     let logs = Logs::new(&config.data_dir).map_err(|e| format!("cannot create the log dir in {}: {e}", config.data_dir.display()))?;
     let changes = Arc::new(Notify::new());
-    let runners = Arc::new(Runners::new(&config.data_dir, &config.catalog));
+    let files = ServerFiles { data_dir: config.data_dir.clone(), private_files };
+    let runners = Arc::new(Runners::new(files, &config.catalog));
     let service = Arc::new(Service::new(ServiceParts {
         store: Arc::new(store),
         catalog: Arc::new(config.catalog.clone()),

@@ -1,5 +1,6 @@
 //! The `prebuildd` command line.
 
+use prebuildd::clock::SystemClock;
 use prebuildd::config::{Config, Overrides, DEMO_API_KEY, DEMO_PROJECT_ID};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -151,7 +152,9 @@ fn main() -> ExitCode {
 
 async fn run(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     let is_demo = config.catalog.is_demo;
-    let server = match prebuildd::start(config).await {
+    // The file holds the API keys: lifecycle commands must not read it.
+    let private_files = config_path.iter().cloned().collect();
+    let server = match prebuildd::start_with_private_files(config, std::sync::Arc::new(SystemClock), private_files).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("prebuildd: {error}");

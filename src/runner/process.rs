@@ -144,18 +144,17 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// Runs a program in `dir` with stdout and stderr appended to the log.
+/// Runs a prepared command (the caller sets its program, arguments,
+/// directory and environment, or wraps it in a sandbox) in its own process
+/// group, with stdout and stderr appended to the log.
 pub(crate) async fn run_logged(
     processes: &JobProcesses,
     log: &LogSink,
-    dir: &Path,
-    program: &str,
-    args: &[String],
+    mut command: tokio::process::Command,
 ) -> std::io::Result<ExitStatus> {
     let stdout = log.open_append()?;
     let stderr = stdout.try_clone()?;
-    let mut command = tokio::process::Command::new(program);
-    command.args(args).current_dir(dir).stdout(stdout).stderr(stderr);
+    command.stdout(stdout).stderr(stderr);
     let mut child = spawn_in_group(processes, command)?;
     wait_in_group(processes, &mut child).await
 }

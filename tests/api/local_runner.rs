@@ -2,20 +2,27 @@
 //! repository made here, with a devcontainer.json whose commands write files
 //! and log lines; its snapshot, its log, a warm instance made from it, a
 //! failing command, a repository without devcontainer.json, and a cancel
-//! that kills a running command.
+//! that kills a running command. And the sandbox, on a server started from a
+//! configuration file: commands that look for the server's files find none.
 
 use crate::common::*;
+use prebuildd::clock::SystemClock;
+use prebuildd::config::{Config, Overrides};
+use prebuildd::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
 use prebuildd::proto::gitpod::v1::*;
 use prebuildd::proto::prebuildd::v1::warm_pool_instance_service_client::WarmPoolInstanceServiceClient;
 use prebuildd::proto::prebuildd::v1::ClaimInstanceRequest;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 const OK: &str = "10ca1000-0000-4000-8000-000000000001";
 const FAILING: &str = "10ca1000-0000-4000-8000-000000000002";
 const PLAIN: &str = "10ca1000-0000-4000-8000-000000000003";
 const SLEEPY: &str = "10ca1000-0000-4000-8000-000000000004";
+const SNOOP: &str = "10ca1000-0000-4000-8000-000000000005";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn git(dir: &Path, args: &[&str]) {
@@ -127,7 +134,9 @@ async fn a_real_prebuild_of_a_git_repository() {
     );
     repository(&failing, Some(r#"{ "onCreateCommand": "echo about-to-fail; exit 3" }"#), true);
     repository(&plain, None, false);
-    repository(&sleepy, Some(r#"{ "onCreateCommand": "echo sleeping; sleep 987654" }"#), true);
+    // A duration of its own, so that only this test's sleep is counted.
+    let sleep = format!("sleep {}", 10_000_000 + (uuid::Uuid::new_v4().as_u128() % 80_000_000) as u64);
+    repository(&sleepy, Some(&format!(r#"{{ "onCreateCommand": "echo sleeping; {sleep}" }}"#)), true);
     let server = TestServer::start_with(config(&[(OK, &ok), (FAILING, &failing), (PLAIN, &plain), (SLEEPY, &sleepy)])).await;
     let mut client = server.client(Some(TOKEN_A)).await;
 
@@ -211,15 +220,87 @@ async fn a_real_prebuild_of_a_git_repository() {
     // Cancel kills the running command's whole process group.
     wait_for(&mut client, &sleeping.id, &[PrebuildPhase::Running]).await;
     let started = Instant::now();
-    while processes_with("sleep 987654") == 0 {
+    while processes_with(&sleep) == 0 {
         assert!(started.elapsed() < PATIENCE, "the command never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: sleeping.id.clone() }).await.unwrap();
     wait_for(&mut client, &sleeping.id, &[PrebuildPhase::Cancelled]).await;
     let started = Instant::now();
-    while processes_with("sleep 987654") > 0 {
+    while processes_with(&sleep) > 0 {
         assert!(started.elapsed() < Duration::from_secs(10), "the cancelled command is still running");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn lifecycle_commands_cannot_see_the_servers_files() {
+    // Outside /tmp: the sandbox's /tmp is its own, which would hide a data
+    // dir there whatever else it did.
+    let dir = tempfile::Builder::new().prefix("api-sandbox-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let (data_dir, config_path) = (dir_path.join("data"), dir_path.join("prebuildd.toml"));
+    let (first, snoop) = (dir_path.join("first"), dir_path.join("snoop"));
+    repository(&first, Some(r#"{ "onCreateCommand": "echo first > first.txt" }"#), true);
+    let marker = format!("prebuildd-api-sandbox-{}", uuid::Uuid::new_v4());
+    let outside = dir_path.join("outside.txt");
+    let script = format!(
+        r#"echo searching
+find / \( -path /proc -o -path /sys \) -prune -o \( -name token-secret -o -name 'prebuildd.db*' -o -name '*.tar.zst' \
+  -o -name prebuildd.toml \) -print 2>/dev/null | sed 's/^/found: /'
+for path in '{data}/token-secret' '{data}/prebuildd.db' '{config}' '{data}'/local/*/snapshots/*; do
+  if [ -e "$path" ]; then echo "exists: $path: $(head -c 200 "$path" | tr -cd '[:print:]')"; fi
+done
+echo written > /tmp/{marker} && echo "wrote /tmp/{marker}"
+echo written > '{outside}' 2>/dev/null || echo "refused outside"
+echo mine > mine.txt
+echo done-searching
+"#,
+        data = data_dir.display(),
+        config = config_path.display(),
+        outside = outside.display(),
+    );
+    std::fs::create_dir_all(&snoop).unwrap();
+    std::fs::write(snoop.join("snoop.sh"), script).unwrap();
+    repository(&snoop, Some(r#"{ "onCreateCommand": ["sh", "snoop.sh"] }"#), true);
+
+    // Started as `prebuildd serve --config <file>` starts it.
+    std::fs::write(&config_path, config(&[(OK, &first), (SNOOP, &snoop)])).unwrap();
+    let overrides = Overrides { listen: None, data_dir: Some(data_dir.clone()) };
+    let loaded = Config::load(&config_path, &overrides).unwrap();
+    let server = prebuildd::start_with_private_files(loaded, Arc::new(SystemClock), vec![config_path.clone()]).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    let mut client = PrebuildServiceClient::with_interceptor(channel, bearer(TOKEN_A));
+
+    // A first prebuild leaves a snapshot archive in the data dir.
+    let earlier = create_prebuild(&mut client, OK).await;
+    let done = wait_for(&mut client, &earlier.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed]).await.status.unwrap();
+    assert_eq!(done.phase, PrebuildPhase::Completed as i32, "{}", done.failure_message);
+    let archive = data_dir.join("local").join(RUNNER).join("snapshots").join(format!("{}.tar.zst", earlier.id));
+    assert!(archive.is_file() && data_dir.join("token-secret").is_file() && data_dir.join("prebuildd.db").is_file());
+
+    let snooping = create_prebuild(&mut client, SNOOP).await;
+    let done = wait_for(&mut client, &snooping.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed]).await.status.unwrap();
+    let log = std::fs::read_to_string(data_dir.join("logs").join(format!("{}.log", snooping.id))).unwrap();
+    assert_eq!(done.phase, PrebuildPhase::Completed as i32, "{}\n{log}", done.failure_message);
+    assert!(log.contains("in a bubblewrap sandbox") && log.contains("done-searching"), "{log}");
+
+    // Nothing of this server's: the configuration file is there by name
+    // only (it reads as nothing); the rest is not there at all.
+    for line in log.lines().filter(|line| line.starts_with("found: ")) {
+        let path = Path::new(&line["found: ".len()..]);
+        assert!(!path.starts_with(&dir_path) || path == config_path, "the sandbox showed {line}\n{log}");
+    }
+    let exists: Vec<&str> = log.lines().filter(|line| line.starts_with("exists: ")).collect();
+    assert_eq!(exists, vec![format!("exists: {}: ", config_path.display())], "{log}");
+    assert!(!log.contains(TOKEN_A), "the API key leaked:\n{log}");
+
+    // Nothing changed outside its workspace; its own writes are in its snapshot.
+    assert!(log.contains(&format!("wrote /tmp/{marker}")) && !Path::new("/tmp").join(&marker).exists(), "{log}");
+    assert!(log.contains("refused outside") && !outside.exists(), "{log}");
+    let archive = data_dir.join("local").join(RUNNER).join("snapshots").join(format!("{}.tar.zst", snooping.id));
+    let unpacked = tempfile::tempdir().unwrap();
+    tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive).unwrap()).unwrap()).unpack(unpacked.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(unpacked.path().join("mine.txt")).unwrap(), "mine\n");
+    server.shutdown().await;
 }

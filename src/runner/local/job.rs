@@ -1,7 +1,9 @@
 //! One prebuild job on the local runner: the workspace from the
-//! repository, the devcontainer prebuild lifecycle on this host, the
-//! snapshot, and the job's end state.
+//! repository, the devcontainer prebuild lifecycle on this host (in the
+//! runner's sandbox, see `sandbox.rs`), the snapshot, and the job's end
+//! state.
 
+use super::sandbox::{home_of, Confinement, Sandbox};
 use super::snapshot::write_snapshot;
 use super::JobShared;
 use crate::runner::devcontainer::{self, LifecycleCommand};
@@ -14,9 +16,18 @@ use std::sync::Arc;
 /// The warning of a prebuild that had nothing to run.
 const NO_DEVCONTAINER: &str = "no .devcontainer/devcontainer.json found; the snapshot holds the repository only";
 
+/// Where and how a job's lifecycle commands run.
+struct Launch<'a> {
+    confinement: &'a Confinement,
+    workspace: &'a Path,
+    /// The commands' HOME in the sandbox (see [`home_of`]).
+    home: &'a Path,
+}
+
 /// Runs the workspace's prebuild lifecycle. Returns the warning to report,
 /// if any, or why it failed.
-async fn run_lifecycle(shared: &JobShared, log: &LogSink, workspace: &Path) -> std::result::Result<Option<String>, String> {
+async fn run_lifecycle(shared: &JobShared, log: &LogSink, launch: &Launch<'_>) -> std::result::Result<Option<String>, String> {
+    let workspace = launch.workspace;
     let Some(path) = devcontainer::locate(workspace) else {
         log.line(&format!("warning: {NO_DEVCONTAINER}"));
         return Ok(Some(NO_DEVCONTAINER.to_string()));
@@ -34,7 +45,7 @@ async fn run_lifecycle(shared: &JobShared, log: &LogSink, workspace: &Path) -> s
     }
     for (key, command) in &lifecycle.commands {
         log.line(&format!("running {key}"));
-        if let Err(failure) = run_command(shared, log, workspace, key, command).await {
+        if let Err(failure) = run_command(shared, log, launch, key, command).await {
             return Err(format!("{failure}; last log lines:\n{}", log_tail(log).await));
         }
     }
@@ -46,16 +57,16 @@ async fn run_lifecycle(shared: &JobShared, log: &LogSink, workspace: &Path) -> s
 async fn run_command(
     shared: &JobShared,
     log: &LogSink,
-    dir: &Path,
+    launch: &Launch<'_>,
     key: &str,
     command: &LifecycleCommand,
 ) -> std::result::Result<(), String> {
     match command {
         LifecycleCommand::Parallel(parts) => {
-            let runs = parts.iter().map(|(name, part)| run_single(shared, log, dir, format!("{key}.{name}"), part));
+            let runs = parts.iter().map(|(name, part)| run_single(shared, log, launch, format!("{key}.{name}"), part));
             futures::future::try_join_all(runs).await.map(|_| ())
         }
-        single => run_single(shared, log, dir, key.to_string(), single).await,
+        single => run_single(shared, log, launch, key.to_string(), single).await,
     }
 }
 
@@ -64,7 +75,7 @@ async fn run_command(
 async fn run_single(
     shared: &JobShared,
     log: &LogSink,
-    dir: &Path,
+    launch: &Launch<'_>,
     label: String,
     command: &LifecycleCommand,
 ) -> std::result::Result<(), String> {
@@ -78,8 +89,8 @@ async fn run_single(
         LifecycleCommand::Parallel(_) => return Err(format!("{label}: parallel commands do not nest")),
     };
     log.line(&format!("[{label}] $ {written}"));
-    let status =
-        run_logged(&shared.processes, log, dir, &program, &args).await.map_err(|e| format!("{label} `{written}` could not start: {e}"))?;
+    let command = launch.confinement.command(launch.workspace, launch.home, &program, &args).await;
+    let status = run_logged(&shared.processes, log, command).await.map_err(|e| format!("{label} `{written}` could not start: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -95,15 +106,28 @@ async fn prebuild(
     workspace: &Path,
     snapshot: &Path,
     root: &Path,
+    sandbox: &Sandbox,
 ) -> std::result::Result<(u64, Option<String>), String> {
     let log = &job.log;
+    // Without a working sandbox nothing of the repository runs (or is even
+    // fetched): the check's message says what the host lacks.
+    let confinement = sandbox.check().await?;
+    log.line(&confinement.describe());
     // A job started again after a restart begins from a clean environment.
-    let stale = workspace.to_path_buf();
-    blocking(move || remove_path(&stale)).await.map_err(|e| e.to_string())?.map_err(|e| format!("cannot clear the workspace: {e}"))?;
+    let home = home_of(workspace);
+    let (stale, stale_home) = (workspace.to_path_buf(), home.clone());
+    blocking(move || remove_path(&stale).and_then(|()| remove_path(&stale_home)))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot clear the workspace: {e}"))?;
     materialize(&shared.processes, log, &job.repository, workspace, root).await?;
+    if confinement.is_sandboxed() {
+        tokio::fs::create_dir(&home).await.map_err(|e| format!("cannot create the commands' home directory: {e}"))?;
+    }
 
     shared.advance(JobState::Running);
-    let warning = run_lifecycle(shared, log, workspace).await?;
+    let launch = Launch { confinement: &confinement, workspace, home: &home };
+    let warning = run_lifecycle(shared, log, &launch).await?;
 
     shared.advance(JobState::Stopping);
     log.line("stopping the environment");
@@ -121,9 +145,16 @@ async fn prebuild(
 }
 
 /// A job's task: the prebuild, then its end state, with the environment's
-/// processes and workspace gone (the snapshot is all that stays).
-pub(super) async fn run_job(shared: Arc<JobShared>, job: PrebuildJob, workspace: PathBuf, snapshot: PathBuf, root: PathBuf) {
-    let end = match prebuild(&shared, &job, &workspace, &snapshot, &root).await {
+/// processes, workspace and home gone (the snapshot is all that stays).
+pub(super) async fn run_job(
+    shared: Arc<JobShared>,
+    job: PrebuildJob,
+    workspace: PathBuf,
+    snapshot: PathBuf,
+    root: PathBuf,
+    sandbox: Arc<Sandbox>,
+) {
+    let end = match prebuild(&shared, &job, &workspace, &snapshot, &root, &sandbox).await {
         Ok((size, warning)) => JobState::Completed { snapshot_size_bytes: i64::try_from(size).unwrap_or(i64::MAX), warning },
         Err(message) => {
             if !shared.is_stopped() {
@@ -133,7 +164,8 @@ pub(super) async fn run_job(shared: Arc<JobShared>, job: PrebuildJob, workspace:
         }
     };
     shared.processes.kill_all();
-    if let Ok(Err(error)) = blocking(move || remove_path(&workspace)).await {
+    let home = home_of(&workspace);
+    if let Ok(Err(error)) = blocking(move || remove_path(&workspace).and_then(|()| remove_path(&home))).await {
         tracing::warn!(prebuild = %job.prebuild_id, %error, "local runner: cannot remove a finished workspace");
     }
     shared.advance(end);
@@ -142,27 +174,45 @@ pub(super) async fn run_job(shared: Arc<JobShared>, job: PrebuildJob, workspace:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runner::local::sandbox::SandboxSettings;
     use std::time::Duration;
 
-    async fn run(command: LifecycleCommand) -> (std::result::Result<(), String>, String, tempfile::TempDir) {
+    /// Runs `command` in a workspace of its own, sandboxed unless `sandboxed`
+    /// is false; returns the result, the log and the directory holding the
+    /// workspace (`workspace/`).
+    async fn run_as(sandboxed: bool, command: LifecycleCommand) -> (std::result::Result<(), String>, String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().join("workspace");
+        let home = home_of(&workspace);
+        std::fs::create_dir_all(&workspace).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        let sandbox = Sandbox::new(SandboxSettings::new(sandboxed, Vec::new()), dir.path());
+        let confinement = sandbox.check().await.expect("bwrap works on this host (install the bubblewrap package)");
+        assert_eq!(confinement.is_sandboxed(), sandboxed);
         let log = LogSink::new(dir.path().join("log"));
         let shared = JobShared::new();
-        let result =
-            tokio::time::timeout(Duration::from_secs(30), run_command(&shared, &log, dir.path(), "updateContentCommand", &command))
-                .await
-                .expect("the command ends");
+        let launch = Launch { confinement: &confinement, workspace: &workspace, home: &home };
+        let result = tokio::time::timeout(Duration::from_secs(30), run_command(&shared, &log, &launch, "updateContentCommand", &command))
+            .await
+            .expect("the command ends");
         let text = std::fs::read_to_string(log.path()).unwrap_or_default();
         (result, text, dir)
     }
 
+    async fn run(command: LifecycleCommand) -> (std::result::Result<(), String>, String, tempfile::TempDir) {
+        run_as(true, command).await
+    }
+
     #[tokio::test]
     async fn a_string_runs_in_a_shell_in_the_workspace() {
-        let (result, log, dir) = run(LifecycleCommand::Shell("echo $((1 + 2)) > sum && cat sum && echo to-stderr >&2".into())).await;
-        result.unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("sum")).unwrap(), "3\n");
-        assert!(log.contains("[updateContentCommand] $ echo $((1 + 2))"), "{log}");
-        assert!(log.contains("3\n") && log.contains("to-stderr"), "stdout and stderr go to the log: {log}");
+        for sandboxed in [true, false] {
+            let (result, log, dir) =
+                run_as(sandboxed, LifecycleCommand::Shell("echo $((1 + 2)) > sum && cat sum && echo to-stderr >&2".into())).await;
+            result.unwrap();
+            assert_eq!(std::fs::read_to_string(dir.path().join("workspace/sum")).unwrap(), "3\n");
+            assert!(log.contains("[updateContentCommand] $ echo $((1 + 2))"), "{log}");
+            assert!(log.contains("3\n") && log.contains("to-stderr"), "stdout and stderr go to the log: {log}");
+        }
     }
 
     #[tokio::test]
@@ -198,8 +248,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_says_it_could_not_start() {
-        let (result, _log, _dir) = run(LifecycleCommand::Exec(vec!["/nonexistent/program".into()])).await;
+        let (result, _log, _dir) = run_as(false, LifecycleCommand::Exec(vec!["/nonexistent/program".into()])).await;
         let message = result.unwrap_err();
         assert!(message.starts_with("updateContentCommand `[\"/nonexistent/program\"]` could not start"), "{message}");
+
+        // In the sandbox, bwrap starts and says why the program does not.
+        let (result, log, _dir) = run(LifecycleCommand::Exec(vec!["/nonexistent/program".into()])).await;
+        let message = result.unwrap_err();
+        assert!(message.starts_with("updateContentCommand `[\"/nonexistent/program\"]` exited with code"), "{message}");
+        assert!(log.contains("/nonexistent/program: No such file or directory"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn sandboxed_commands_get_a_clean_environment_with_a_home_of_their_own() {
+        let server_only: Vec<String> =
+            std::env::vars().map(|(name, _)| name).filter(|name| !["PATH", "HOME", "LANG", "PWD"].contains(&name.as_str())).collect();
+        assert!(!server_only.is_empty(), "the test process has an environment to leak");
+        let (result, log, dir) = run(LifecycleCommand::Shell("env; echo home=$HOME; pwd; touch ~/in-home".into())).await;
+        result.unwrap();
+        let names: Vec<&str> = log.lines().filter_map(|line| line.split_once('=').map(|(name, _)| name)).collect();
+        for name in &server_only {
+            assert!(!names.contains(&name.as_str()), "{name} leaked into the sandbox: {log}");
+        }
+        for name in names.iter().filter(|name| !name.contains(' ') && **name != "home") {
+            assert!(["PATH", "HOME", "LANG", "PWD", "OLDPWD", "SHLVL", "_"].contains(name), "{name} in the sandbox: {log}");
+        }
+        let workspace = dir.path().join("workspace").canonicalize().unwrap();
+        assert!(log.contains(&format!("home={}\n", home_of(&workspace).display())), "{log}");
+        assert!(log.lines().any(|line| line == workspace.display().to_string()), "the workspace is the working directory: {log}");
+        assert!(home_of(&workspace).join("in-home").is_file(), "the home is writable, beside the workspace: {log}");
     }
 }

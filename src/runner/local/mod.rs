@@ -7,8 +7,10 @@
 //! (any URL or path `git clone` accepts; a plain directory that is not a git
 //! repository is copied), then the prebuild part of the devcontainer
 //! lifecycle runs in it (`onCreateCommand`, `updateContentCommand`) on this
-//! host, each command in its own process group so that a stop kills it
-//! whole, its output appended to the prebuild's log. Its snapshot is a
+//! host, each command in a bubblewrap sandbox that shows it its workspace and
+//! hides the server's files (unless the runner is configured without one),
+//! in its own process group so that a stop kills it whole, its output
+//! appended to the prebuild's log. Its snapshot is a
 //! zstd-compressed tar of the workspace, `snapshots/<prebuild id>.tar.zst`;
 //! the path depends on the prebuild ID only, so snapshots outlive restarts.
 //!
@@ -25,15 +27,19 @@
 //! swept at start. Heavy file work (copy, archive, extract, delete) runs on
 //! blocking threads, never on the async runtime.
 //!
-//! Files: `job.rs` (the prebuild), `snapshot.rs` (archives), `pool.rs`
-//! (instances on disk); the pool arithmetic is `runner::pool_plan`.
+//! Files: `job.rs` (the prebuild), `sandbox.rs` (what the commands see),
+//! `snapshot.rs` (archives), `pool.rs` (instances on disk); the pool
+//! arithmetic is `runner::pool_plan`.
 //!
 //! This module knows nothing of the store or the API: it does what the
 //! [`Runner`] trait asks and reports what exists.
 
 mod job;
 mod pool;
+mod sandbox;
 mod snapshot;
+
+pub use sandbox::SandboxSettings;
 
 use super::pool_plan::Pool;
 use super::process::{blocking, checked_id, lock, remove_path, JobProcesses};
@@ -41,6 +47,7 @@ use super::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob,
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use pool::{delete_instances, instance_paths};
+use sandbox::Sandbox;
 use snapshot::partial_path;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +61,8 @@ pub struct LocalRunner {
     jobs: Mutex<HashMap<String, Job>>,
     /// Shared with the blocking threads that finish extractions.
     pools: Arc<Mutex<HashMap<String, Pool>>>,
+    /// How lifecycle commands run; shared with the jobs.
+    sandbox: Arc<Sandbox>,
 }
 
 impl std::fmt::Debug for LocalRunner {
@@ -140,15 +149,23 @@ fn sweep_leftovers(root: &Path) {
 impl LocalRunner {
     /// A runner rooted at `root` (created if needed; the registry passes
     /// `<data_dir>/local/<runner id>`), after sweeping what a previous run
-    /// left half-done there.
-    pub fn new(root: &Path) -> Result<LocalRunner> {
+    /// left half-done there, whose lifecycle commands run as `sandbox`
+    /// says. Whether the sandbox works is checked in the background at once
+    /// (when there is a runtime) and awaited by the first prebuild.
+    pub fn new(root: &Path, sandbox: SandboxSettings) -> Result<LocalRunner> {
         for dir in ["workspaces", "snapshots", "pools", "claimed"] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(internal(format!("cannot create {}", path.display())))?;
         }
         let root = root.canonicalize().map_err(internal(format!("cannot resolve {}", root.display())))?;
         sweep_leftovers(&root);
-        Ok(LocalRunner { root, jobs: Mutex::default(), pools: Arc::default() })
+        let sandbox = Arc::new(Sandbox::new(sandbox, &root));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let early = sandbox.clone();
+            // The answer is logged once, at start, where an operator looks.
+            runtime.spawn(async move { early.check().await });
+        }
+        Ok(LocalRunner { root, jobs: Mutex::default(), pools: Arc::default(), sandbox })
     }
 
     /// Where a prebuild's snapshot archive is. It depends on the prebuild ID
@@ -190,7 +207,7 @@ impl Runner for LocalRunner {
         let shared = Arc::new(JobShared::new());
         let (workspace, snapshot) = (self.workspace(&job.environment_id), self.snapshot_path(&job.prebuild_id));
         let (prebuild_id, environment_id) = (job.prebuild_id.clone(), job.environment_id.clone());
-        let task = tokio::spawn(job::run_job(shared.clone(), job, workspace, snapshot, self.root.clone()));
+        let task = tokio::spawn(job::run_job(shared.clone(), job, workspace, snapshot, self.root.clone(), self.sandbox.clone()));
         jobs.insert(prebuild_id, Job { environment_id, shared, task });
         Ok(())
     }
@@ -223,6 +240,8 @@ impl Runner for LocalRunner {
         blocking(move || {
             if let Some(workspace) = workspace {
                 remove_path(&workspace).map_err(internal(format!("cannot remove {}", workspace.display())))?;
+                let home = sandbox::home_of(&workspace);
+                remove_path(&home).map_err(internal(format!("cannot remove {}", home.display())))?;
             }
             remove_path(&snapshot).map_err(internal(format!("cannot remove {}", snapshot.display())))?;
             remove_path(&partial_path(&snapshot)).map_err(internal("cannot remove a partial snapshot"))
