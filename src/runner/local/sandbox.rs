@@ -254,10 +254,10 @@ fn lexically_normal(path: &Path) -> PathBuf {
 /// Where `/etc/resolv.conf` leads inside `dirs` (systemd-resolved and
 /// resolvconf keep it under `/run`): every link on the way there gets the
 /// real file, so that name resolution still works in the sandbox.
-async fn kept_files(dirs: &[PathBuf]) -> Vec<(PathBuf, PathBuf)> {
-    let Ok(real) = tokio::fs::canonicalize("/etc/resolv.conf").await else { return Vec::new() };
+async fn kept_files(resolv_conf: &Path, dirs: &[PathBuf]) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(real) = tokio::fs::canonicalize(resolv_conf).await else { return Vec::new() };
     let mut kept = Vec::new();
-    let mut at = PathBuf::from("/etc/resolv.conf");
+    let mut at = resolv_conf.to_path_buf();
     // A few hops at most; a loop fails canonicalize above.
     for _ in 0..8 {
         let Ok(target) = tokio::fs::read_link(&at).await else { break };
@@ -312,7 +312,7 @@ impl Sandbox {
             ));
         };
         let system_dirs = system_dirs().await;
-        let kept = kept_files(&system_dirs).await;
+        let kept = kept_files(Path::new("/etc/resolv.conf"), &system_dirs).await;
         let bubblewrap = Bubblewrap {
             program: found,
             hidden: self.hidden.clone(),
@@ -491,6 +491,27 @@ mod tests {
         assert!(covered < position(&["--bind", home, home]));
         assert!(covered < position(&["--bind", workspace, workspace]));
         assert_eq!(&args[position(&["--chdir"])..], ["--chdir", workspace, "--", "sh", "-c", "echo hi"]);
+    }
+
+    #[tokio::test]
+    async fn a_resolv_conf_under_run_is_kept_at_every_link_on_the_way() {
+        // etc/resolv.conf -> ../run/resolvconf/resolv.conf -> /…/run/systemd/stub.conf
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (etc, run) = (root.join("etc"), root.join("run"));
+        std::fs::create_dir_all(etc.clone()).unwrap();
+        std::fs::create_dir_all(run.join("resolvconf")).unwrap();
+        std::fs::create_dir_all(run.join("systemd")).unwrap();
+        let real = run.join("systemd/stub.conf");
+        std::fs::write(&real, "nameserver 127.0.0.53\n").unwrap();
+        std::os::unix::fs::symlink(&real, run.join("resolvconf/resolv.conf")).unwrap();
+        std::os::unix::fs::symlink("../run/resolvconf/resolv.conf", etc.join("resolv.conf")).unwrap();
+        let kept = kept_files(&etc.join("resolv.conf"), std::slice::from_ref(&run)).await;
+        assert_eq!(kept, vec![(real.clone(), run.join("resolvconf/resolv.conf")), (real.clone(), real.clone())]);
+
+        // A plain file outside the replaced directories needs nothing.
+        std::fs::write(root.join("plain.conf"), "nameserver 10.0.0.1\n").unwrap();
+        assert_eq!(kept_files(&root.join("plain.conf"), &[run]).await, Vec::new());
     }
 
     #[test]
