@@ -242,7 +242,30 @@ pub async fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-/// The prebuild's log, read through a logs token as a user would.
+/// Follows a running prebuild's log (the endpoint streams it live) until
+/// `needle` shows up.
+pub async fn log_shows(server: &TestServer, client: &mut Client, prebuild_id: &str, needle: &str) {
+    let token = client
+        .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: prebuild_id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let mut response =
+        reqwest::Client::new().get(format!("{}/logs/prebuilds/{prebuild_id}", server.base_url())).bearer_auth(token).send().await.unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + PATIENCE;
+    while !seen.contains(needle) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the log never showed {needle:?} ({other:?}):\n{seen}"),
+        }
+    }
+}
+
+/// The prebuild's log, read through a logs token as a user would (it
+/// returns when the log ends: the prebuild must have finished).
 pub async fn log_of(server: &TestServer, client: &mut Client, prebuild_id: &str) -> String {
     let token = client
         .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: prebuild_id.into() })

@@ -7,5 +7,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod failures;
 mod harness;
+mod isolation;
 mod lifecycle;
+mod pools;

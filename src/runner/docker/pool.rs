@@ -73,7 +73,7 @@ impl DockerPool {
         });
         let known: HashSet<&str> = self.pool.instances.iter().map(|i| i.id.as_str()).collect();
         for (instance_id, container) in &by_instance {
-            if !known.contains(instance_id) && !self.busy.contains(*instance_id) {
+            if !known.contains(instance_id) && !self.busy.contains(*instance_id) && !doomed.contains(&container.id) {
                 doomed.push(container.id.clone());
             }
         }
