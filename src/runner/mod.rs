@@ -11,6 +11,7 @@
 
 pub mod devcontainer;
 pub mod docker;
+mod job;
 pub mod local;
 mod pool_plan;
 mod process;
@@ -222,7 +223,11 @@ impl Runners {
     /// What a local runner's sandbox hides: the server's files, and the
     /// roots of runners configured outside the data dir.
     fn paths_to_hide(&self, catalog: &crate::catalog::Catalog) -> Vec<PathBuf> {
-        let roots = catalog.runners.values().filter_map(|runner| runner.docker.root.clone());
+        let roots = catalog
+            .runners
+            .values()
+            .filter(|runner| runner.kind == crate::catalog::RunnerKind::Docker)
+            .map(|runner| runner.docker.root.clone().unwrap_or_else(|| docker::DockerRunner::default_root(&self.data_dir, &runner.id)));
         std::iter::once(self.data_dir.clone()).chain(self.private_files.iter().cloned()).chain(roots).collect()
     }
 

@@ -74,7 +74,15 @@ async fn failures_and_cancels_say_why_and_leave_nothing_behind() {
     wait_for(&mut client, &sleepy.id, &[PrebuildPhase::Running]).await;
     let prebuild_filter = format!("label=dev.prebuildd.prebuild-id={}", sleepy.id);
     log_shows(&server, &mut client, &sleepy.id, "sleeping-now").await;
-    assert_eq!(world.containers(&[&prebuild_filter, "status=running"]).len(), 1, "the prebuild's container runs");
+    let running = world.containers(&[&prebuild_filter, "status=running"]);
+    assert_eq!(running.len(), 1, "the prebuild's container runs");
+    let settings = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{json .HostConfig.SecurityOpt}} {{.HostConfig.Privileged}} {{len .Mounts}}",
+        &running[0],
+    ]);
+    assert_eq!(settings, "1000000000 268435456 [\"no-new-privileges\"] false 0", "the class's limits, unprivileged, no mounts");
     client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: sleepy.id.clone() }).await.unwrap();
     wait_for(&mut client, &sleepy.id, &[PrebuildPhase::Cancelled]).await;
 

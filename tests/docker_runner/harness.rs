@@ -29,7 +29,7 @@ pub fn docker_lines(args: &[&str]) -> Vec<String> {
 
 /// The Dev Containers CLI that `scripts/install-test-tools` installs.
 pub fn devcontainer_cli() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/npm/node_modules/.bin/devcontainer");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/devcontainer/node_modules/.bin/devcontainer");
     assert!(path.exists(), "{} is missing: run scripts/install-test-tools", path.display());
     path
 }

@@ -22,7 +22,7 @@
 use super::cli::CliFailure;
 use super::config::{self, ContainerSettings, Prepared};
 use super::{labels, Core};
-use crate::runner::local::JobShared;
+use crate::runner::job::JobShared;
 use crate::runner::process::{blocking, log_tail, remove_path};
 use crate::runner::workspace::materialize;
 use crate::runner::{JobState, PrebuildJob};

@@ -29,7 +29,7 @@ mod pool;
 
 use crate::catalog::DockerSettings;
 use crate::error::{Error, Result};
-use crate::runner::local::JobShared;
+use crate::runner::job::JobShared;
 use crate::runner::process::{checked_id, lock, remove_path};
 use crate::runner::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob, Runner};
 use async_trait::async_trait;

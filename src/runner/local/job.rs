@@ -5,8 +5,8 @@
 
 use super::sandbox::{home_of, Confinement, Sandbox};
 use super::snapshot::write_snapshot;
-use super::JobShared;
 use crate::runner::devcontainer::{self, LifecycleCommand};
+use crate::runner::job::JobShared;
 use crate::runner::process::{blocking, describe_exit, log_tail, remove_path, run_logged};
 use crate::runner::workspace::materialize;
 use crate::runner::{JobState, LogSink, PrebuildJob};

@@ -41,8 +41,9 @@ mod snapshot;
 
 pub use sandbox::SandboxSettings;
 
+use super::job::JobShared;
 use super::pool_plan::Pool;
-use super::process::{blocking, checked_id, lock, remove_path, JobProcesses};
+use super::process::{blocking, checked_id, lock, remove_path};
 use super::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob, Runner};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -51,7 +52,7 @@ use sandbox::Sandbox;
 use snapshot::partial_path;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 pub struct LocalRunner {
@@ -76,53 +77,6 @@ struct Job {
     environment_id: String,
     shared: Arc<JobShared>,
     task: tokio::task::JoinHandle<()>,
-}
-
-/// What a job's task, `observe` and `stop` share.
-#[derive(Debug)]
-pub(crate) struct JobShared {
-    pub(crate) state: Mutex<JobState>,
-    /// The environment's process groups, and whether `stop` was called.
-    pub(crate) processes: Arc<JobProcesses>,
-    /// The snapshot's progress, updated by the archiving thread.
-    pub(crate) percent: AtomicI32,
-}
-
-pub(crate) fn is_final(state: &JobState) -> bool {
-    matches!(state, JobState::Completed { .. } | JobState::Failed { .. } | JobState::Stopped)
-}
-impl JobShared {
-    pub(crate) fn new() -> Self {
-        JobShared { state: Mutex::new(JobState::Starting), processes: Arc::default(), percent: AtomicI32::new(0) }
-    }
-
-    /// Moves to `next`, unless the job was stopped: a stop wins over whatever
-    /// the task was about to report.
-    pub(crate) fn advance(&self, next: JobState) {
-        let mut state = lock(&self.state);
-        if *state != JobState::Stopped {
-            *state = next;
-        }
-    }
-
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.processes.is_stopped()
-    }
-
-    /// Marks the job stopped and kills its processes, unless it already
-    /// ended. Returns whether it stopped it.
-    pub(crate) fn stop(&self) -> bool {
-        {
-            let mut state = lock(&self.state);
-            if is_final(&state) {
-                return false;
-            }
-            *state = JobState::Stopped;
-            self.processes.mark_stopped();
-        }
-        self.processes.kill_all();
-        true
-    }
 }
 
 fn internal(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {

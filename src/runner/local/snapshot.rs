@@ -2,7 +2,7 @@
 //! written under a temporary name and renamed when whole, with progress;
 //! and extraction back into a directory for warm pool instances.
 
-use super::JobShared;
+use crate::runner::job::JobShared;
 use crate::runner::process::{lock, stopped_error};
 use crate::runner::JobState;
 use std::io::Read;
