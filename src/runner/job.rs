@@ -35,6 +35,15 @@ impl JobShared {
         }
     }
 
+    /// The state as `Runner::observe` reports it, with the snapshot's
+    /// progress as it is now.
+    pub(crate) fn observed(&self) -> JobState {
+        match lock(&self.state).clone() {
+            JobState::Snapshotting { .. } => JobState::Snapshotting { percent: self.percent.load(std::sync::atomic::Ordering::Relaxed) },
+            other => other,
+        }
+    }
+
     pub(crate) fn is_stopped(&self) -> bool {
         self.processes.is_stopped()
     }

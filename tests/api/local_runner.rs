@@ -13,7 +13,6 @@ use prebuildd::proto::gitpod::v1::*;
 use prebuildd::proto::prebuildd::v1::warm_pool_instance_service_client::WarmPoolInstanceServiceClient;
 use prebuildd::proto::prebuildd::v1::ClaimInstanceRequest;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -24,16 +23,6 @@ const PLAIN: &str = "10ca1000-0000-4000-8000-000000000003";
 const SLEEPY: &str = "10ca1000-0000-4000-8000-000000000004";
 const SNOOP: &str = "10ca1000-0000-4000-8000-000000000005";
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
 
 fn repository(dir: &Path, devcontainer: Option<&str>, as_git: bool) {
     std::fs::create_dir_all(dir.join(".devcontainer")).unwrap();
@@ -81,19 +70,6 @@ name = "local"
         );
     }
     text
-}
-
-async fn wait_for(client: &mut Client, id: &str, done: &[PrebuildPhase]) -> Prebuild {
-    let started = Instant::now();
-    loop {
-        let prebuild = client.get_prebuild(GetPrebuildRequest { prebuild_id: id.into() }).await.unwrap().into_inner().prebuild.unwrap();
-        let phase = PrebuildPhase::try_from(prebuild.status.as_ref().unwrap().phase).unwrap();
-        if done.contains(&phase) {
-            return prebuild;
-        }
-        assert!(started.elapsed() < PATIENCE, "prebuild stuck in {phase:?}: {prebuild:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Processes whose command line contains `needle`.
@@ -303,4 +279,8 @@ echo done-searching
     tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive).unwrap()).unwrap()).unpack(unpacked.path()).unwrap();
     assert_eq!(std::fs::read_to_string(unpacked.path().join("mine.txt")).unwrap(), "mine\n");
     server.shutdown().await;
+}
+
+async fn wait_for(client: &mut Client, id: &str, done: &[PrebuildPhase]) -> Prebuild {
+    wait_for_phase(client, id, done, PATIENCE).await
 }

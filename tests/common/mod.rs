@@ -287,3 +287,29 @@ pub fn instant(ts: &Option<pbjson_types::Timestamp>) -> (i64, i32) {
     let ts = ts.as_ref().expect("timestamp set");
     (ts.seconds, ts.nanos)
 }
+
+/// Runs git in `dir` with a throwaway identity; panics if it fails.
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// Polls a prebuild until its phase is one of `done`; panics after `patience`.
+pub async fn wait_for_phase(client: &mut Client, id: &str, done: &[PrebuildPhase], patience: std::time::Duration) -> Prebuild {
+    let started = std::time::Instant::now();
+    loop {
+        let request = prebuildd::proto::gitpod::v1::GetPrebuildRequest { prebuild_id: id.into() };
+        let prebuild = client.get_prebuild(request).await.expect("get prebuild").into_inner().prebuild.expect("prebuild");
+        let phase = PrebuildPhase::try_from(prebuild.status.as_ref().expect("status").phase).expect("a known phase");
+        if done.contains(&phase) {
+            return prebuild;
+        }
+        assert!(started.elapsed() < patience, "prebuild stuck in {phase:?}: {prebuild:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -83,16 +83,6 @@ pub fn base_image() -> &'static str {
     BASE_IMAGE
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
-
 /// A git repository with `files` (path, content) committed.
 pub fn repository(dir: &Path, files: &[(&str, &str)]) {
     std::fs::create_dir_all(dir).unwrap();
@@ -197,16 +187,7 @@ impl Drop for World {
 }
 
 pub async fn wait_for(client: &mut Client, id: &str, done: &[PrebuildPhase]) -> Prebuild {
-    let started = Instant::now();
-    loop {
-        let prebuild = client.get_prebuild(GetPrebuildRequest { prebuild_id: id.into() }).await.unwrap().into_inner().prebuild.unwrap();
-        let phase = PrebuildPhase::try_from(prebuild.status.as_ref().unwrap().phase).unwrap();
-        if done.contains(&phase) {
-            return prebuild;
-        }
-        assert!(started.elapsed() < PATIENCE, "prebuild stuck in {phase:?}: {prebuild:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_phase(client, id, done, PATIENCE).await
 }
 
 /// Waits for a prebuild to complete; fails with its failure message if not.
@@ -242,15 +223,19 @@ pub async fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-/// Follows a running prebuild's log (the endpoint streams it live) until
-/// `needle` shows up.
-pub async fn log_shows(server: &TestServer, client: &mut Client, prebuild_id: &str, needle: &str) {
-    let token = client
+async fn logs_token(client: &mut Client, prebuild_id: &str) -> String {
+    client
         .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: prebuild_id.into() })
         .await
         .unwrap()
         .into_inner()
-        .access_token;
+        .access_token
+}
+
+/// Follows a running prebuild's log (the endpoint streams it live) until
+/// `needle` shows up.
+pub async fn log_shows(server: &TestServer, client: &mut Client, prebuild_id: &str, needle: &str) {
+    let token = logs_token(client, prebuild_id).await;
     let mut response =
         reqwest::Client::new().get(format!("{}/logs/prebuilds/{prebuild_id}", server.base_url())).bearer_auth(token).send().await.unwrap();
     let mut seen = String::new();
@@ -267,12 +252,7 @@ pub async fn log_shows(server: &TestServer, client: &mut Client, prebuild_id: &s
 /// The prebuild's log, read through a logs token as a user would (it
 /// returns when the log ends: the prebuild must have finished).
 pub async fn log_of(server: &TestServer, client: &mut Client, prebuild_id: &str) -> String {
-    let token = client
-        .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: prebuild_id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let token = logs_token(client, prebuild_id).await;
     reqwest::Client::new()
         .get(format!("{}/logs/prebuilds/{prebuild_id}", server.base_url()))
         .bearer_auth(token)

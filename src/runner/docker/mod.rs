@@ -37,7 +37,6 @@ use engine::Engine;
 use pool::DockerPool;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// What the runner's tasks share.
@@ -191,12 +190,7 @@ impl Runner for DockerRunner {
 
     async fn observe(&self, prebuild_id: &str) -> Option<JobState> {
         let jobs = lock(&self.core.jobs);
-        let shared = &jobs.get(prebuild_id)?.shared;
-        let state = lock(&shared.state).clone();
-        Some(match state {
-            JobState::Snapshotting { .. } => JobState::Snapshotting { percent: shared.percent.load(Ordering::Relaxed) },
-            other => other,
-        })
+        Some(jobs.get(prebuild_id)?.shared.observed())
     }
 
     /// Kills the CLI and the prebuild's container at once; the job's task

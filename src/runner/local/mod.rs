@@ -52,7 +52,6 @@ use sandbox::Sandbox;
 use snapshot::partial_path;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 pub struct LocalRunner {
@@ -168,12 +167,7 @@ impl Runner for LocalRunner {
 
     async fn observe(&self, prebuild_id: &str) -> Option<JobState> {
         let jobs = lock(&self.jobs);
-        let shared = &jobs.get(prebuild_id)?.shared;
-        let state = lock(&shared.state).clone();
-        Some(match state {
-            JobState::Snapshotting { .. } => JobState::Snapshotting { percent: shared.percent.load(Ordering::Relaxed) },
-            other => other,
-        })
+        Some(jobs.get(prebuild_id)?.shared.observed())
     }
 
     async fn stop(&self, prebuild_id: &str) -> Result<()> {
