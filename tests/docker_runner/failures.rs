@@ -93,3 +93,28 @@ async fn failures_and_cancels_say_why_and_leave_nothing_behind() {
     }
     eventually("the clones are removed", || std::fs::read_dir(world.root().join("workspaces")).unwrap().count() == 0).await;
 }
+
+#[tokio::test]
+async fn a_daemon_that_does_not_answer_fails_prebuilds_and_degrades_pools_with_the_reason() {
+    let world = World::new();
+    let repo = world.dir.path().join("repo");
+    repository(&repo, &[]);
+    let config = world
+        .config(&[(FAILING, &repo)])
+        .replace("kind = \"docker\"", "kind = \"docker\"\ndocker_host = \"unix:///nonexistent/docker.sock\"");
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let prebuild = create_prebuild(&mut client, FAILING).await;
+    let message = failed(&mut client, &prebuild.id).await;
+    assert_contains(&message, &["Docker daemon", "/nonexistent/docker.sock"]);
+
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest { project_id: FAILING.into(), environment_class_id: CLASS.into(), ..Default::default() },
+    )
+    .await;
+    let degraded =
+        pool_until(&mut client, &pool.id, "DEGRADED", |p| p.status.as_ref().is_some_and(|s| s.phase == WarmPoolPhase::Degraded as i32))
+            .await;
+    assert_contains(&degraded.status.unwrap().failure_message, &["Docker daemon"]);
+}

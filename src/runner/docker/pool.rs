@@ -106,7 +106,13 @@ impl Core {
     }
 
     pub(super) async fn sync_pool(self: &Arc<Self>, target: PoolTarget) -> Result<PoolObservation> {
-        let engine = self.engine().await.map_err(Error::Internal)?;
+        // A daemon that does not answer is the pool's failure (DEGRADED, with
+        // the reason), not an internal error: the operator can act on it.
+        let unreachable = |failure: String| Ok(PoolObservation { failure: Some(failure), ..Default::default() });
+        let engine = match self.engine().await {
+            Ok(engine) => engine,
+            Err(error) => return unreachable(error),
+        };
         let missing = match &target.snapshot_id {
             Some(snapshot_id) => match engine.image(&labels::snapshot_image(snapshot_id)).await {
                 Ok(Some(_)) => None,
@@ -118,7 +124,10 @@ impl Core {
             },
             None => None,
         };
-        let containers = self.listed_pool_containers(&target.warm_pool_id).await?;
+        let containers = match self.listed_pool_containers(&target.warm_pool_id).await {
+            Ok(containers) => containers,
+            Err(error) => return unreachable(error.to_string()),
+        };
         let (plan, doomed) = {
             let mut pools = lock(&self.pools);
             let entry = pools.entry(target.warm_pool_id.clone()).or_default();
