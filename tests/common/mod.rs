@@ -313,3 +313,9 @@ pub async fn wait_for_phase(client: &mut Client, id: &str, done: &[PrebuildPhase
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Where fixtures go that sandboxed commands must see as the host has them:
+/// not under /tmp (a sandbox has its own), wherever the checkout lies.
+pub fn outside_tmp() -> &'static Path {
+    Path::new("/var/tmp")
+}

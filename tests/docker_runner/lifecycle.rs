@@ -130,7 +130,7 @@ async fn the_lifecycle_runs_in_the_dev_container_and_the_snapshot_is_an_image() 
             .status
             .unwrap()
             .environment_id;
-        assert!(!images.contains(&format!("prebuildd-build:{}", prebuild.id)), "the build image is removed: {images}");
+        assert!(!images.contains(&format!("prebuildd-build-{}:{}", world.runner_id, prebuild.id)), "the build image is removed: {images}");
         assert!(!images.contains(&format!("vsc-{environment_id}")), "the CLI's images are removed: {images}");
     }
     let workspaces = std::fs::read_dir(world.root().join("workspaces")).unwrap().count();

@@ -100,7 +100,7 @@ impl Fixture {
     }
 
     fn with_sandbox(sandboxed: bool) -> Fixture {
-        let dir = tempfile::Builder::new().prefix("local-runner-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let dir = tempfile::Builder::new().prefix("local-runner-").tempdir_in(outside_tmp()).unwrap();
         std::fs::create_dir_all(dir.path().join("data/logs")).unwrap();
         let runner = runner_in(dir.path(), sandboxed);
         Fixture { dir, runner }
@@ -204,4 +204,10 @@ async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> 
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Where fixtures go that sandboxed commands must see as the host has them:
+/// not under /tmp (a sandbox has its own), wherever the checkout lies.
+fn outside_tmp() -> &'static Path {
+    Path::new("/var/tmp")
 }

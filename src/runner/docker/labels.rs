@@ -23,9 +23,11 @@ pub const ROLE_INSTANCE: &str = "instance";
 
 /// The repository of snapshot images: `prebuildd-snapshot:<prebuild id>`.
 pub const SNAPSHOT_REPOSITORY: &str = "prebuildd-snapshot";
-/// The repository of the images `devcontainer build` makes for a prebuild:
-/// `prebuildd-build:<prebuild id>` (removed when the prebuild ends).
-pub const BUILD_REPOSITORY: &str = "prebuildd-build";
+/// The images `devcontainer build` makes for a prebuild are
+/// `prebuildd-build-<runner id>:<prebuild id>` (removed when the prebuild
+/// ends). The CLI cannot label them, so the runner's ID is in the name: a
+/// runner sweeping its own leftovers never touches another runner's build.
+pub const BUILD_REPOSITORY_PREFIX: &str = "prebuildd-build-";
 
 /// Container names: `prebuildd-instance-<instance id>` for pool instances,
 /// renamed to `prebuildd-claimed-<instance id>` when claimed (Docker cannot
@@ -37,8 +39,12 @@ pub fn snapshot_image(prebuild_id: &str) -> String {
     format!("{SNAPSHOT_REPOSITORY}:{prebuild_id}")
 }
 
-pub fn build_image(prebuild_id: &str) -> String {
-    format!("{BUILD_REPOSITORY}:{prebuild_id}")
+pub fn build_repository(runner_id: &str) -> String {
+    format!("{BUILD_REPOSITORY_PREFIX}{runner_id}")
+}
+
+pub fn build_image(runner_id: &str, prebuild_id: &str) -> String {
+    format!("{}:{prebuild_id}", build_repository(runner_id))
 }
 
 pub fn instance_name(instance_id: &str) -> String {

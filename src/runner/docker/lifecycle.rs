@@ -3,7 +3,7 @@
 //! 1. **Starting**: the repository is cloned into `workspaces/<environment
 //!    id>` of the runner's root; its devcontainer.json is cut down to what
 //!    is safe ([`super::config`]) and written to `configs/<prebuild id>/`;
-//!    `devcontainer build` makes the image (`prebuildd-build:<prebuild
+//!    `devcontainer build` makes the image (`prebuildd-build-<runner id>:<prebuild
 //!    id>`), whose metadata is checked; `devcontainer up --skip-post-create`
 //!    creates the container with no host mounts; the runner checks the
 //!    container's settings and copies the workspace in, owned by the
@@ -65,7 +65,7 @@ impl Core {
         let Ok(engine) = self.engine().await else { return };
         let filter =
             [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::PREBUILD_ID, prebuild_id), (labels::ROLE, labels::ROLE_PREBUILD)];
-        let mut images = vec![labels::build_image(prebuild_id)];
+        let mut images = vec![labels::build_image(&self.runner_id, prebuild_id)];
         match engine.containers(&filter).await {
             Ok(containers) => {
                 for container in containers {
@@ -156,7 +156,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     write_json(&config_file, &Value::Object(prepared.config.clone())).await?;
     let workspace_arg = paths.workspace.display().to_string();
     let config_arg = config_file.display().to_string();
-    let build_image = labels::build_image(&job.prebuild_id);
+    let build_image = labels::build_image(&runner.runner_id, &job.prebuild_id);
 
     log.line("building the dev container image");
     let args = strings(&["build", "--workspace-folder", &workspace_arg, "--config", &config_arg, "--image-name", &build_image]);

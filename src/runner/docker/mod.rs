@@ -150,7 +150,7 @@ impl Core {
                 _ => {}
             }
         }
-        for image in engine.images_named(&format!("{}:*", labels::BUILD_REPOSITORY)).await? {
+        for image in engine.images_named(&format!("{}:*", labels::build_repository(&self.runner_id))).await? {
             engine.remove_image(&image, true).await?;
         }
         let mut pools = lock(&self.pools);
