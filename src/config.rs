@@ -9,6 +9,7 @@ use crate::catalog::{
     Catalog, DockerSettings, EnvironmentClass, Organization, PrebuildSettings, Project, Resources, RunnerConfig, RunnerKind,
 };
 use crate::proto::gitpod::v1::{Principal, Subject};
+use crate::store::postgres::PostgresUrl;
 use crate::validate::is_uuid;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -25,7 +26,12 @@ pub struct Config {
     /// How long a client may take to send its request headers (HTTP/1.1)
     /// before the connection is closed: a slow client holds nothing forever.
     pub header_read_timeout: Duration,
+    /// Runner files, logs and the token secret; also the SQLite database
+    /// unless `postgres_url` is set.
     pub data_dir: PathBuf,
+    /// `[storage] postgres_url`: keep prebuilds and warm pools in this
+    /// PostgreSQL database instead of SQLite in `data_dir`.
+    pub postgres_url: Option<PostgresUrl>,
     pub catalog: Catalog,
     pub api_keys: Vec<ApiKey>,
     pub retention: Retention,
@@ -119,6 +125,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     data_dir: Option<PathBuf>,
+    postgres_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -276,6 +283,8 @@ impl RawConfig {
             return Err(err("server.header_read_timeout", "must be more than zero"));
         }
         let data_dir = overrides.data_dir.clone().or(self.storage.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let postgres_url =
+            self.storage.postgres_url.as_deref().map(PostgresUrl::parse).transpose().map_err(|e| err("storage.postgres_url", e))?;
 
         let defaults = Retention::default();
         let retention = Retention {
@@ -496,6 +505,7 @@ impl RawConfig {
             public_url,
             header_read_timeout,
             data_dir,
+            postgres_url,
             catalog,
             api_keys,
             retention,
@@ -672,6 +682,21 @@ default_environment_class_id = "{CLASS}"
         assert_eq!(parse_memory("k", "2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_memory("k", "512MB").unwrap(), 512_000_000);
         assert_eq!(parse_memory("k", "8388608").unwrap(), 8 << 20);
+    }
+
+    #[test]
+    fn postgres_url_is_checked_naming_the_key() {
+        assert!(Config::parse(&base(""), &Overrides::default()).unwrap().postgres_url.is_none(), "SQLite is the default");
+        let with = |url: &str| base("").replace("[[organizations]]", &format!("[storage]\npostgres_url = \"{url}\"\n\n[[organizations]]"));
+        let config = Config::parse(&with("postgresql://prebuildd:pw@db.internal:5433/prebuildd"), &Overrides::default()).unwrap();
+        let url = config.postgres_url.as_ref().expect("set");
+        assert_eq!(url.redacted(), "postgresql://prebuildd@db.internal:5433/prebuildd");
+        assert!(!format!("{config:?}").contains(":pw@"), "Debug hides the password");
+        for bad in ["db.internal:5432", "postgresql://u:pw@db:port/x", "mysql://db/x"] {
+            let error = Config::parse(&with(bad), &Overrides::default()).unwrap_err();
+            assert!(error.0.starts_with("storage.postgres_url: "), "{error}");
+            assert!(!error.0.contains("pw"), "{error}");
+        }
     }
 
     #[test]

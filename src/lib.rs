@@ -31,7 +31,9 @@ use crate::logs::Logs;
 use crate::reconciler::Reconciler;
 use crate::runner::{Runners, ServerFiles};
 use crate::service::{Service, ServiceParts};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 use crate::tokens::TokenKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,7 +89,8 @@ pub struct Reloader {
 impl Reloader {
     /// Swaps in the catalog (projects, classes, runners) and API keys. The
     /// reconciler then deletes warm pools the new configuration no longer
-    /// allows. Listen address and data dir changes need a restart.
+    /// allows. Listen address and storage (data dir, postgres_url) changes
+    /// need a restart.
     pub fn apply(&self, config: &Config) {
         self.auth.replace(&config.api_keys);
         self.service.set_catalog(Arc::new(config.catalog.clone()));
@@ -114,6 +117,23 @@ async fn triggered(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// The configured store: PostgreSQL when `[storage] postgres_url` is set,
+/// else SQLite in the data dir. Errors name the database (a URL without its
+/// password).
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Box<dyn std::error::Error + Send + Sync>> {
+    match &config.postgres_url {
+        Some(url) => {
+            let store = PostgresStore::open(url).await?;
+            tracing::info!(url = %url, "storage: PostgreSQL");
+            Ok(Arc::new(store))
+        }
+        None => {
+            let data_dir = config.data_dir.clone();
+            Ok(Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??))
+        }
+    }
+}
+
 /// Opens the store, binds the listener and starts serving and reconciling
 /// in the background.
 pub async fn start(config: Config) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
@@ -134,8 +154,7 @@ pub async fn start_with_private_files(
     private_files: Vec<PathBuf>,
 ) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??;
+    let store = open_store(&config).await?;
     let tokens = TokenKey::load_or_create(&config.data_dir)
         .map_err(|e| format!("cannot read or create the token secret in {}: {e}", config.data_dir.display()))?;
     let logs = Logs::new(&config.data_dir).map_err(|e| format!("cannot create the log dir in {}: {e}", config.data_dir.display()))?;
@@ -143,7 +162,7 @@ pub async fn start_with_private_files(
     let files = ServerFiles { data_dir: config.data_dir.clone(), private_files };
     let runners = Arc::new(Runners::new(files, &config.catalog));
     let service = Arc::new(Service::new(ServiceParts {
-        store: Arc::new(store),
+        store,
         catalog: Arc::new(config.catalog.clone()),
         clock,
         tokens,

@@ -1,11 +1,14 @@
 //! Persistence of prebuilds and warm pools, behind a trait shaped by what the
-//! service and reconciler need (not by SQLite), so a PostgreSQL backend can
-//! be added without touching them.
+//! service and reconciler need (not by SQLite): the embedded SQLite store
+//! and the PostgreSQL store answer every call the same way, and the same
+//! tests run against both.
 //!
 //! Resources are stored as their proto messages; implementations keep beside
 //! them only the columns that filters and ordering need. Every write is one
 //! transaction; updates are read-modify-write under optimistic concurrency.
 
+mod columns;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::error::Result;

@@ -7,6 +7,7 @@
 //! threads, each with its own connection, serves reads concurrently (WAL lets
 //! readers proceed while the writer commits).
 
+use super::columns::prebuild_columns;
 use super::{Change, Page, PageRequest, PrebuildFilter, PrebuildUpdate, Store, WarmPoolFilter, WarmPoolUpdate};
 use crate::error::{Error, Result};
 use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase, WarmPool};
@@ -227,36 +228,6 @@ fn commit_group(conn: &Connection, group: Vec<WriteJob>) {
 }
 
 // ---- row mapping -------------------------------------------------------------
-
-struct PrebuildColumns<'a> {
-    organization_id: &'a str,
-    project_id: &'a str,
-    environment_class_id: &'a str,
-    phase: i32,
-    triggered_by: i32,
-    creator_id: &'a str,
-    executor_id: &'a str,
-    /// Set once the prebuild is in a final phase (for retention).
-    finished_at: Option<i64>,
-}
-
-fn prebuild_columns(prebuild: &Prebuild) -> PrebuildColumns<'_> {
-    let metadata = prebuild.metadata.as_ref();
-    PrebuildColumns {
-        organization_id: metadata.map(|m| m.organization_id.as_str()).unwrap_or_default(),
-        project_id: metadata.map(|m| m.project_id.as_str()).unwrap_or_default(),
-        environment_class_id: metadata.map(|m| m.environment_class_id.as_str()).unwrap_or_default(),
-        phase: prebuild.status.as_ref().map(|s| s.phase).unwrap_or_default(),
-        triggered_by: metadata.map(|m| m.triggered_by).unwrap_or_default(),
-        creator_id: metadata.and_then(|m| m.creator.as_ref()).map(|s| s.id.as_str()).unwrap_or_default(),
-        executor_id: metadata.and_then(|m| m.executor.as_ref()).map(|s| s.id.as_str()).unwrap_or_default(),
-        finished_at: prebuild
-            .status
-            .as_ref()
-            .and_then(|s| s.completion_time.as_ref())
-            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000)),
-    }
-}
 
 /// Inserts a prebuild with its filter columns (the one INSERT of the table).
 fn insert_prebuild_row(conn: &Connection, prebuild: &Prebuild) -> rusqlite::Result<usize> {

@@ -16,6 +16,7 @@ mod interop;
 mod lifecycle;
 mod local_runner;
 mod pagination;
+mod postgres;
 mod prebuilds;
 mod reference_examples;
 mod restart;

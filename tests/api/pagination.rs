@@ -1,7 +1,7 @@
 //! ListPrebuilds: filters (AND across fields, OR within one), newest first,
 //! keyset pages with opaque tokens.
 
-use crate::common::*;
+use super::common::*;
 use prebuildd::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;
 use prebuildd::proto::gitpod::v1::*;
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
 //! CreatePrebuild, GetPrebuild, CancelPrebuild, DeletePrebuild and
 //! CreatePrebuildLogsToken: each rule of the reference and its error codes.
 
-use crate::common::*;
+use super::common::*;
 use prebuildd::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;
 use prebuildd::proto::gitpod::v1::*;
 use tonic::Code;

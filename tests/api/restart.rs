@@ -1,7 +1,7 @@
 //! Durability: a restart on the same data dir keeps everything acknowledged,
 //! and page tokens stay valid (the signing secret lives in the data dir).
 
-use crate::common::*;
+use super::common::*;
 use prebuildd::proto::gitpod::v1::*;
 
 #[tokio::test]

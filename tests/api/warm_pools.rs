@@ -1,6 +1,6 @@
 //! CreateWarmPool, GetWarmPool, ListWarmPools, UpdateWarmPool, DeleteWarmPool.
 
-use crate::common::*;
+use super::common::*;
 use prebuildd::proto::gitpod::v1::*;
 use tonic::Code;
 

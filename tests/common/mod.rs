@@ -1,11 +1,15 @@
-//! Starts a real prebuildd on an ephemeral port with a real SQLite file, and
-//! builds clients for it. Shared by every integration test.
+//! Starts a real prebuildd on an ephemeral port with a real store (a SQLite
+//! file, or a database on a real PostgreSQL server), and builds clients for
+//! it. Shared by every integration test.
 
 #![allow(dead_code)]
+
+pub mod postgres;
 
 use prebuildd::clock::OffsetClock;
 use prebuildd::config::{Config, Overrides};
 use prebuildd::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
+use prebuildd::store::postgres::PostgresUrl;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,6 +141,27 @@ environment_class_ids = ["{CLASS_SMALL}"]
     )
 }
 
+/// Where a test server keeps its prebuilds and warm pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the server's data dir (the default).
+    Sqlite,
+    /// A fresh database on the test process's PostgreSQL server
+    /// (tests/common/postgres.rs).
+    Postgres,
+}
+
+impl Backend {
+    /// `PREBUILDD_TEST_STORE=postgres` runs every [`TestServer::start`] on
+    /// PostgreSQL; anything else (or nothing) on SQLite.
+    pub fn from_env() -> Backend {
+        match std::env::var("PREBUILDD_TEST_STORE").as_deref() {
+            Ok("postgres") => Backend::Postgres,
+            _ => Backend::Sqlite,
+        }
+    }
+}
+
 /// A running server with its own data dir, removed on drop.
 pub struct TestServer {
     server: Option<prebuildd::Server>,
@@ -145,6 +170,8 @@ pub struct TestServer {
     /// The server's clock: real time plus whatever a test adds.
     pub clock: Arc<OffsetClock>,
     data_dir: tempfile::TempDir,
+    /// The server's PostgreSQL database, when it runs on one.
+    postgres_url: Option<String>,
 }
 
 impl TestServer {
@@ -153,16 +180,32 @@ impl TestServer {
     }
 
     pub async fn start_with(config_toml: String) -> TestServer {
+        Self::start_with_store(config_toml, Backend::from_env()).await
+    }
+
+    /// Starts on the given store; on PostgreSQL, in a database of its own.
+    pub async fn start_with_store(config_toml: String, backend: Backend) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let clock = Arc::new(OffsetClock::default());
-        let server = launch(&config_toml, data_dir.path(), clock.clone()).await;
-        TestServer { addr: server.addr, server: Some(server), config_toml, clock, data_dir }
+        let postgres_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres::fresh_database().await),
+        };
+        let server = launch(&config_toml, data_dir.path(), postgres_url.as_deref(), clock.clone()).await;
+        TestServer { addr: server.addr, server: Some(server), config_toml, clock, data_dir, postgres_url }
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.postgres_url.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
     }
 
     /// Applies a new configuration as SIGHUP would.
     pub fn reload(&mut self, config_toml: String) {
-        let overrides = Overrides { listen: None, data_dir: Some(PathBuf::from(self.data_dir.path())) };
-        let config = Config::parse(&config_toml, &overrides).expect("valid config");
+        let config = parse_config(&config_toml, self.data_dir.path(), self.postgres_url.as_deref());
         self.server.as_ref().expect("running").reloader().apply(&config);
         self.config_toml = config_toml;
     }
@@ -180,7 +223,7 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        let server = launch(&self.config_toml, self.data_dir.path(), self.clock.clone()).await;
+        let server = launch(&self.config_toml, self.data_dir.path(), self.postgres_url.as_deref(), self.clock.clone()).await;
         self.addr = server.addr;
         self.server = Some(server);
     }
@@ -199,10 +242,53 @@ impl TestServer {
     }
 }
 
-async fn launch(config_toml: &str, data_dir: &Path, clock: Arc<OffsetClock>) -> prebuildd::Server {
+fn parse_config(config_toml: &str, data_dir: &Path, postgres_url: Option<&str>) -> Config {
     let overrides = Overrides { listen: None, data_dir: Some(PathBuf::from(data_dir)) };
-    let config = Config::parse(config_toml, &overrides).expect("test config is valid");
+    let mut config = Config::parse(config_toml, &overrides).expect("test config is valid");
+    if let Some(url) = postgres_url {
+        config.postgres_url = Some(PostgresUrl::parse(url).expect("a valid test database URL"));
+    }
+    config
+}
+
+async fn launch(config_toml: &str, data_dir: &Path, postgres_url: Option<&str>, clock: Arc<OffsetClock>) -> prebuildd::Server {
+    let config = parse_config(config_toml, data_dir, postgres_url);
     prebuildd::start_with_clock(config, clock).await.expect("server starts")
+}
+
+/// The same test bodies on PostgreSQL: a test module compiled a second time
+/// inside a module whose `common` is this crate's with [`TestServer`]
+/// replaced by `on_postgres::TestServer` (see tests/api/postgres.rs) starts
+/// every server on a fresh PostgreSQL database, unchanged.
+pub mod on_postgres {
+    use super::{test_config_toml, Backend};
+
+    /// A [`super::TestServer`] started on PostgreSQL; it is one in every
+    /// other respect (it dereferences to it).
+    pub struct TestServer(super::TestServer);
+
+    impl TestServer {
+        pub async fn start() -> TestServer {
+            Self::start_with(test_config_toml()).await
+        }
+
+        pub async fn start_with(config_toml: String) -> TestServer {
+            TestServer(super::TestServer::start_with_store(config_toml, Backend::Postgres).await)
+        }
+    }
+
+    impl std::ops::Deref for TestServer {
+        type Target = super::TestServer;
+        fn deref(&self) -> &super::TestServer {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for TestServer {
+        fn deref_mut(&mut self) -> &mut super::TestServer {
+            &mut self.0
+        }
+    }
 }
 
 pub type Client = PrebuildServiceClient<InterceptedService<Channel, Bearer>>;
