@@ -100,6 +100,14 @@ async fn step(reconciler: &Reconciler, catalog: &Catalog, pool: WarmPool) -> Res
                     }
                     spec.snapshot_id = snapshot_id.clone();
                     spec.spec_version += 1;
+                    // In the same write: the status spoke of the old snapshot's
+                    // instances, and none of the new one's exist yet. Left as
+                    // it was, a reader would see the new snapshot READY.
+                    let status = p.status.get_or_insert_with(Default::default);
+                    status.phase = WarmPoolPhase::Pending as i32;
+                    status.running_instances = 0;
+                    status.stopped_instances = 0;
+                    status.status_version += 1;
                     if let Some(m) = p.metadata.as_mut() {
                         m.updated_at = Some(at);
                     }

@@ -12,6 +12,9 @@ mod common {
 
 // Loading each file a second time is the point: one test body, two stores.
 #[allow(clippy::duplicate_mod)]
+#[path = "lifecycle.rs"]
+mod lifecycle;
+#[allow(clippy::duplicate_mod)]
 #[path = "pagination.rs"]
 mod pagination;
 #[allow(clippy::duplicate_mod)]
