@@ -12,6 +12,8 @@ const USAGE: &str = "usage:
       --data-dir DIR   where prebuildd.db, logs and snapshots live (default ./data)
   prebuildd bench [--duration 5s] [--concurrency 64] [--rows 1000000] [--active 10000] [--only SCENARIO]
       runs the benchmark (see BENCHMARKS.md) against a prebuildd it starts itself
+  prebuildd bench --only docker
+      runs only the docker runner benchmark (needs a Docker daemon and the Dev Containers CLI)
   prebuildd seed --data-dir DIR --count N
       bulk-loads N prebuilds of the demo project into DIR (the server must be stopped)";
 

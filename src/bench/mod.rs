@@ -12,7 +12,12 @@
 //! list query after seeding the table to a million rows; (C) the reconciler
 //! with 10,000 active prebuilds on the simulated runner, and the API's p99
 //! while it runs.
+//!
+//! `--only docker` runs the docker runner scenario instead (see `docker.rs`):
+//! it needs a Docker daemon and the Dev Containers CLI, so it is not part of
+//! the default run.
 
+mod docker;
 mod load;
 pub mod raw;
 
@@ -37,7 +42,8 @@ pub struct Options {
     /// Active prebuilds for the reconciler measurement.
     pub active_prebuilds: usize,
     /// Run only the phase A scenario of this name (`GetPrebuild`, ...),
-    /// and skip phases B and C: for quick iteration.
+    /// and skip phases B and C: for quick iteration. `docker`: only the
+    /// docker runner scenario (never run otherwise).
     pub only: Option<String>,
 }
 
@@ -111,11 +117,16 @@ struct ChildServer {
 
 impl ChildServer {
     fn start(data_dir: &Path, reconcile: bool, max_concurrent: usize) -> Result<ChildServer, String> {
+        Self::start_with(data_dir, |listen| config(listen, reconcile, max_concurrent))
+    }
+
+    /// A server on the configuration `config(listen address)` makes.
+    fn start_with(data_dir: &Path, config: impl FnOnce(&str) -> String) -> Result<ChildServer, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
         let listen = format!("127.0.0.1:{port}");
         std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
         let config_path = data_dir.join("bench.toml");
-        std::fs::write(&config_path, config(&listen, reconcile, max_concurrent)).map_err(|e| e.to_string())?;
+        std::fs::write(&config_path, config(&listen)).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(data_dir.join("server.log")).map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let child = Command::new(exe)
@@ -301,6 +312,11 @@ fn row(name: &str, protocol: &str, stats: &Stats, baseline: Option<&Stats>) {
 pub async fn run(options: Options) -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("prebuildd-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
+    if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("docker")) {
+        let result = docker::run(&work).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        return result;
+    }
     println!(
         "prebuildd bench: concurrency {}, {} s per run, {} cores",
         options.concurrency,
