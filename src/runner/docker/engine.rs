@@ -199,13 +199,14 @@ impl Engine {
         }
     }
 
-    /// Extracts a tar archive (a file on this machine) into a container at
-    /// `/`, streamed.
-    pub async fn upload(&self, id: &str, archive: &std::path::Path) -> EngineResult<()> {
-        let file = tokio::fs::File::open(archive).await.map_err(|e| format!("cannot open {}: {e}", archive.display()))?;
-        let stream = tokio_util::io::ReaderStream::new(file);
+    /// Extracts a tar archive, streamed, into a container at `/`.
+    pub async fn upload(
+        &self,
+        id: &str,
+        archive: impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    ) -> EngineResult<()> {
         let options = UploadToContainerOptions { path: "/".into(), ..Default::default() };
-        self.docker.upload_to_container(id, Some(options), bollard::body_try_stream(stream)).await.map_err(describe)
+        self.docker.upload_to_container(id, Some(options), bollard::body_try_stream(archive)).await.map_err(describe)
     }
 
     /// Commits a container to `repository:tag`, adding `labels` to the

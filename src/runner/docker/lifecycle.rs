@@ -38,16 +38,11 @@ const STOP_SECONDS: i32 = 5;
 pub(super) struct JobPaths {
     pub workspace: PathBuf,
     pub config_dir: PathBuf,
-    pub archive: PathBuf,
 }
 
 impl Core {
     pub(super) fn job_paths(&self, prebuild_id: &str, environment_id: &str) -> JobPaths {
-        JobPaths {
-            workspace: self.root.join("workspaces").join(environment_id),
-            config_dir: self.root.join("configs").join(prebuild_id),
-            archive: self.root.join("workspaces").join(format!("{environment_id}.tar")),
-        }
+        JobPaths { workspace: self.root.join("workspaces").join(environment_id), config_dir: self.root.join("configs").join(prebuild_id) }
     }
 
     /// The labels of a prebuild's container.
@@ -91,7 +86,7 @@ impl Core {
         let mut paths = vec![self.root.join("configs").join(prebuild_id)];
         if let Some(environment_id) = environment_id {
             let job_paths = self.job_paths(prebuild_id, environment_id);
-            paths.extend([job_paths.workspace, job_paths.archive]);
+            paths.push(job_paths.workspace);
         }
         let removed = blocking(move || paths.iter().try_for_each(|path| remove_path(path))).await;
         if let Ok(Err(error)) = removed {
@@ -196,7 +191,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         return Err(format!("refused to run the prebuild: its container is not sandboxed ({})", problems.join("; ")));
     }
     let folder = if folder.is_empty() { prepared.workspace_folder.clone() } else { folder };
-    copy_workspace_in(engine, shared, job, &paths, &container_id, &remote_user, &folder).await?;
+    super::workspace_copy::copy_workspace_in(engine, shared, &job.log, &paths.workspace, &container_id, &remote_user, &folder).await?;
 
     shared.advance(JobState::Running);
     // The commands come from the container's metadata; the override only
@@ -293,128 +288,5 @@ async fn check_image(engine: &super::engine::Engine, image: &str) -> Result<(), 
         Ok(())
     } else {
         Err(format!("refused to run the prebuild: the image's devcontainer metadata asks for {}", asked.join(", ")))
-    }
-}
-
-/// The numeric user and group of `user` in the container (a name, a UID
-/// or `uid:gid`), from its `/etc/passwd`; root if unset.
-async fn user_ids(engine: &super::engine::Engine, container_id: &str, user: &str) -> Result<(u64, u64), String> {
-    let (name, group) = user.split_once(':').map_or((user, None), |(u, g)| (u, Some(g)));
-    if name.is_empty() || name == "root" {
-        return Ok((0, 0));
-    }
-    let passwd = engine.read_file(container_id, "/etc/passwd").await?.unwrap_or_default();
-    let passwd = String::from_utf8_lossy(&passwd);
-    let entry = passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.len() > 3 && (fields[0] == name || fields[2] == name));
-    let uid = match (&entry, name.parse::<u64>()) {
-        (Some(fields), _) => fields[2].parse().map_err(|_| format!("the container's /etc/passwd has a bad entry for {name}"))?,
-        (None, Ok(uid)) => uid,
-        (None, Err(_)) => return Err(format!("the container has no user {name:?} (remoteUser or containerUser)")),
-    };
-    let gid = match (group.and_then(|g| g.parse().ok()), &entry) {
-        (Some(gid), _) => gid,
-        (None, Some(fields)) => fields[3].parse().unwrap_or(uid),
-        (None, None) => uid,
-    };
-    Ok((uid, gid))
-}
-
-/// Copies the clone into the container at `folder`, owned by the user the
-/// lifecycle runs as, through a tar archive in the runner's root.
-async fn copy_workspace_in(
-    engine: &super::engine::Engine,
-    shared: &Arc<JobShared>,
-    job: &PrebuildJob,
-    paths: &JobPaths,
-    container_id: &str,
-    user: &str,
-    folder: &str,
-) -> Result<(), String> {
-    let (uid, gid) = user_ids(engine, container_id, user).await?;
-    job.log.line(&format!(
-        "copying the workspace into the container at {folder} (owned by {}, uid {uid})",
-        if user.is_empty() { "root" } else { user }
-    ));
-    let (from, to, prefix, task_shared) =
-        (paths.workspace.clone(), paths.archive.clone(), folder.trim_start_matches('/').to_string(), shared.clone());
-    blocking(move || write_owned_tar(&from, &to, Path::new(&prefix), uid, gid, &task_shared))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot archive the workspace: {e}"))?;
-    let uploaded = engine.upload(container_id, &paths.archive).await;
-    let _ = tokio::fs::remove_file(&paths.archive).await;
-    uploaded.map_err(|e| format!("cannot copy the workspace into the container: {e}"))
-}
-
-/// A tar of `dir` under `prefix`, every entry owned by `uid:gid`.
-fn write_owned_tar(dir: &Path, target: &Path, prefix: &Path, uid: u64, gid: u64, shared: &JobShared) -> std::io::Result<()> {
-    let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(target)?));
-    builder.follow_symlinks(false);
-    let mut header = tar::Header::new_gnu();
-    header.set_metadata(&std::fs::metadata(dir)?);
-    header.set_uid(uid);
-    header.set_gid(gid);
-    builder.append_data(&mut header, prefix, std::io::empty())?;
-    append_owned(&mut builder, dir, prefix, uid, gid, shared)?;
-    builder.into_inner()?.into_inner().map_err(|e| e.into_error())?.sync_all()
-}
-
-fn append_owned<W: std::io::Write>(
-    builder: &mut tar::Builder<W>,
-    dir: &Path,
-    prefix: &Path,
-    uid: u64,
-    gid: u64,
-    shared: &JobShared,
-) -> std::io::Result<()> {
-    let mut entries = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        if shared.is_stopped() {
-            return Err(crate::runner::process::stopped_error());
-        }
-        let (path, name) = (entry.path(), prefix.join(entry.file_name()));
-        let metadata = std::fs::symlink_metadata(&path)?;
-        let mut header = tar::Header::new_gnu();
-        header.set_metadata(&metadata);
-        header.set_uid(uid);
-        header.set_gid(gid);
-        if metadata.is_dir() {
-            builder.append_data(&mut header, &name, std::io::empty())?;
-            append_owned(builder, &path, &name, uid, gid, shared)?;
-        } else if metadata.is_file() {
-            builder.append_data(&mut header, &name, std::fs::File::open(&path)?)?;
-        } else if metadata.file_type().is_symlink() {
-            builder.append_link(&mut header, &name, std::fs::read_link(&path)?)?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_workspace_archive_is_owned_by_the_containers_user() {
-        let dir = tempfile::tempdir().unwrap();
-        let workspace = dir.path().join("ws");
-        std::fs::create_dir_all(workspace.join("src")).unwrap();
-        std::fs::write(workspace.join("src/main.rs"), "fn main() {}\n").unwrap();
-        std::os::unix::fs::symlink("src/main.rs", workspace.join("link")).unwrap();
-        let archive = dir.path().join("ws.tar");
-        write_owned_tar(&workspace, &archive, Path::new("workspaces/app"), 1000, 1001, &JobShared::new()).unwrap();
-        let mut tar = tar::Archive::new(std::fs::File::open(&archive).unwrap());
-        let mut seen = Vec::new();
-        for entry in tar.entries().unwrap() {
-            let entry = entry.unwrap();
-            let header = entry.header();
-            assert_eq!((header.uid().unwrap(), header.gid().unwrap()), (1000, 1001));
-            seen.push(entry.path().unwrap().display().to_string());
-        }
-        assert_eq!(seen, vec!["workspaces/app", "workspaces/app/link", "workspaces/app/src", "workspaces/app/src/main.rs"]);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Files: `lifecycle.rs` (one prebuild, clone to snapshot), `config.rs` (the
 //! devcontainer.json the CLI gets), `cli.rs` (running the CLI), `pool.rs`
-//! (instances as containers), `engine.rs` (the Engine API calls), `labels.rs`
+//! (instances as containers), `workspace_copy.rs` (the clone into the
+//! container), `engine.rs` (the Engine API calls), `labels.rs`
 //! (what the runner writes on its containers and images).
 //!
 //! **Isolation.** No container gets a host mount: the workspace is cloned
@@ -26,6 +27,7 @@ mod engine;
 mod labels;
 mod lifecycle;
 mod pool;
+mod workspace_copy;
 
 use crate::catalog::DockerSettings;
 use crate::error::{Error, Result};
