@@ -1,116 +1,97 @@
 //! The `prebuildd` command line.
 
+mod cli;
+
+use clap::{Args, Parser, Subcommand};
 use prebuildd::clock::SystemClock;
 use prebuildd::config::{Config, Overrides, DEMO_API_KEY, DEMO_PROJECT_ID};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-const USAGE: &str = "usage:
-  prebuildd serve [--config FILE] [--listen ADDR] [--data-dir DIR]
-      --config FILE    TOML configuration (without it: the embedded demo configuration)
-      --listen ADDR    address to listen on, overriding [server] listen (default 127.0.0.1:8080)
-      --data-dir DIR   where prebuildd.db, logs and snapshots live (default ./data)
-  prebuildd bench [--duration 5s] [--concurrency 64] [--rows 1000000] [--active 10000] [--only SCENARIO]
-      runs the benchmark (see BENCHMARKS.md) against a prebuildd it starts itself
-  prebuildd bench --only docker
-      runs only the docker runner benchmark (needs a Docker daemon and the Dev Containers CLI)
-  prebuildd seed --data-dir DIR --count N
-      bulk-loads N prebuilds of the demo project into DIR (the server must be stopped)";
+/// prebuildd: the server, its benchmark, and a client of its API.
+#[derive(Parser)]
+#[command(name = "prebuildd", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    client: cli::Global,
+    #[command(subcommand)]
+    command: Command,
+}
 
+#[derive(Subcommand)]
 enum Command {
-    Serve { config: Option<PathBuf>, overrides: Overrides },
-    Bench(prebuildd::bench::Options),
-    Seed { data_dir: PathBuf, count: usize },
+    /// Runs the service.
+    Serve(ServeArgs),
+    /// Runs the benchmark (see BENCHMARKS.md) against a prebuildd it starts itself.
+    Bench(BenchArgs),
+    /// Bulk-loads prebuilds of the demo project into a data dir (the server must be stopped).
+    Seed(SeedArgs),
+    /// Creates, lists, follows, cancels and deletes prebuilds on a server.
+    #[command(subcommand)]
+    Prebuilds(cli::prebuilds::Command),
+    /// Creates, lists, updates, deletes and claims from warm pools on a server.
+    #[command(subcommand)]
+    WarmPools(cli::warm_pools::Command),
 }
 
-/// Splits `--flag=value` and `--flag value` forms into (flag, value) pairs.
-fn flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
-    let mut pairs = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "-h" || arg == "--help" {
-            return Err(String::new());
-        }
-        let (flag, value) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_string(), value.to_string()),
-            None => (arg.clone(), iter.next().cloned().ok_or_else(|| format!("{arg} needs a value"))?),
-        };
-        pairs.push((flag, value));
-    }
-    Ok(pairs)
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration (without it: the embedded demo configuration).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding [server] listen (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Where prebuildd.db, logs and snapshots live (default ./data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
-fn parse_args(args: &[String]) -> Result<Command, String> {
-    let (command, rest) = match args.split_first() {
-        Some((command, rest)) => (command.as_str(), rest),
-        None => return Err(String::new()),
-    };
-    let duration = |flag: &str, value: &str| humantime::parse_duration(value).map_err(|e| format!("{flag}: {e}"));
-    let number = |flag: &str, value: &str| value.parse::<usize>().map_err(|_| format!("{flag} takes a number, got {value:?}"));
-    match command {
-        "serve" => {
-            let (mut config, mut overrides) = (None, Overrides::default());
-            for (flag, value) in flags(rest)? {
-                match flag.as_str() {
-                    "--config" => config = Some(PathBuf::from(value)),
-                    "--listen" => overrides.listen = Some(value),
-                    "--data-dir" => overrides.data_dir = Some(PathBuf::from(value)),
-                    other => return Err(format!("unknown option {other:?}")),
-                }
-            }
-            Ok(Command::Serve { config, overrides })
-        }
-        "bench" => {
-            let mut options = prebuildd::bench::Options::default();
-            for (flag, value) in flags(rest)? {
-                match flag.as_str() {
-                    "--duration" => options.duration = duration(&flag, &value)?,
-                    "--concurrency" => options.concurrency = number(&flag, &value)?.max(1),
-                    "--rows" => options.large_rows = number(&flag, &value)?.max(1000),
-                    "--active" => options.active_prebuilds = number(&flag, &value)?.max(1),
-                    "--only" => options.only = Some(value),
-                    other => return Err(format!("unknown option {other:?}")),
-                }
-            }
-            Ok(Command::Bench(options))
-        }
-        "seed" => {
-            let (mut data_dir, mut count) = (None, None);
-            for (flag, value) in flags(rest)? {
-                match flag.as_str() {
-                    "--data-dir" => data_dir = Some(PathBuf::from(value)),
-                    "--count" => count = Some(number(&flag, &value)?),
-                    other => return Err(format!("unknown option {other:?}")),
-                }
-            }
-            Ok(Command::Seed { data_dir: data_dir.ok_or("seed needs --data-dir")?, count: count.ok_or("seed needs --count")? })
-        }
-        "-h" | "--help" | "help" => Err(String::new()),
-        other => Err(format!("unknown command {other:?}")),
-    }
+#[derive(Args)]
+struct BenchArgs {
+    /// How long each measurement runs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent requests (at least 1).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Rows in the table of the large list measurement (at least 1000).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+    /// Active prebuilds of the reconciler measurement (at least 1).
+    #[arg(long, default_value_t = 10_000)]
+    active: usize,
+    /// Runs only this scenario (`GetPrebuild`, ...); `docker` runs only the
+    /// docker runner benchmark (needs a Docker daemon and the Dev Containers CLI).
+    #[arg(long, value_name = "SCENARIO")]
+    only: Option<String>,
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    /// The data dir to load into.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// How many prebuilds.
+    #[arg(long)]
+    count: usize,
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The client's stderr is for its errors and progress: only warnings
+    // from the libraries underneath, unless PREBUILDD_LOG says otherwise.
+    let default_level = if matches!(cli.command, Command::Prebuilds(_) | Command::WarmPools(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PREBUILDD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("PREBUILDD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match parse_args(&args) {
-        Ok(command) => command,
-        Err(message) if message.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("prebuildd: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -118,9 +99,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match command {
-        Command::Serve { config: path, overrides } => {
-            let config = match &path {
+    match cli.command {
+        Command::Serve(args) => {
+            let overrides = Overrides { listen: args.listen, data_dir: args.data_dir };
+            let config = match &args.config {
                 Some(path) => match Config::load(path, &overrides) {
                     Ok(config) => config,
                     Err(error) => {
@@ -130,18 +112,27 @@ fn main() -> ExitCode {
                 },
                 None => Config::demo(&overrides),
             };
-            runtime.block_on(run(config, path, overrides))
+            runtime.block_on(run(config, args.config, overrides))
         }
-        Command::Bench(options) => match runtime.block_on(prebuildd::bench::run(options)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("prebuildd bench: {error}");
-                ExitCode::FAILURE
+        Command::Bench(args) => {
+            let options = prebuildd::bench::Options {
+                duration: args.duration,
+                concurrency: args.concurrency.max(1),
+                large_rows: args.rows.max(1000),
+                active_prebuilds: args.active.max(1),
+                only: args.only,
+            };
+            match runtime.block_on(prebuildd::bench::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("prebuildd bench: {error}");
+                    ExitCode::FAILURE
+                }
             }
-        },
-        Command::Seed { data_dir, count } => match prebuildd::bench::seed(&data_dir, count) {
+        }
+        Command::Seed(args) => match prebuildd::bench::seed(&args.data_dir, args.count) {
             Ok(count) => {
-                println!("seeded {count} prebuilds into {}", data_dir.display());
+                println!("seeded {count} prebuilds into {}", args.data_dir.display());
                 ExitCode::SUCCESS
             }
             Err(error) => {
@@ -149,6 +140,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Prebuilds(command) => runtime.block_on(cli::run(cli.client, cli::Request::Prebuilds(command))),
+        Command::WarmPools(command) => runtime.block_on(cli::run(cli.client, cli::Request::WarmPools(command))),
     }
 }
 
