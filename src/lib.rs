@@ -28,6 +28,7 @@ use crate::auth::Authenticator;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::logs::Logs;
+use crate::reconciler::replicas::Replicas;
 use crate::reconciler::Reconciler;
 use crate::runner::{Runners, ServerFiles};
 use crate::service::{Service, ServiceParts};
@@ -49,6 +50,8 @@ pub struct Server {
     shutdown: Option<watch::Sender<bool>>,
     task: JoinHandle<()>,
     reconciler: JoinHandle<()>,
+    /// Leadership and wake-ups among replicas (a no-op task on SQLite).
+    replicas: JoinHandle<()>,
 }
 
 impl Server {
@@ -60,12 +63,14 @@ impl Server {
         }
         let _ = (&mut self.task).await;
         let _ = (&mut self.reconciler).await;
+        let _ = (&mut self.replicas).await;
     }
 
     /// Waits until the server stops (after a shutdown trigger).
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
         let _ = (&mut self.reconciler).await;
+        let _ = (&mut self.replicas).await;
     }
 
     /// A handle that can trigger shutdown from elsewhere (signal handlers).
@@ -117,20 +122,33 @@ async fn triggered(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// The configured store: PostgreSQL when `[storage] postgres_url` is set,
+/// The configured store: PostgreSQL when `[storage] postgres_url` is set
+/// (returned a second time as itself, for what replicas share through it),
 /// else SQLite in the data dir. Errors name the database (a URL without its
 /// password).
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Box<dyn std::error::Error + Send + Sync>> {
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<PostgresStore>), Box<dyn std::error::Error + Send + Sync>> {
     match &config.postgres_url {
         Some(url) => {
             let store = PostgresStore::open(url).await?;
             tracing::info!(url = %url, "storage: PostgreSQL");
-            Ok(Arc::new(store))
+            Ok((Arc::new(store.clone()), Some(store)))
         }
         None => {
             let data_dir = config.data_dir.clone();
-            Ok(Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??))
+            Ok((Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??), None))
         }
+    }
+}
+
+/// The token secret: in the database on PostgreSQL, so that every replica
+/// verifies the tokens any other minted; else in the data dir.
+async fn token_key(config: &Config, postgres: Option<&PostgresStore>) -> Result<TokenKey, Box<dyn std::error::Error + Send + Sync>> {
+    match postgres {
+        Some(store) => Ok(TokenKey::from_bytes(
+            store.shared_token_secret().await.map_err(|e| format!("cannot read or create the token secret in the database: {e}"))?,
+        )),
+        None => Ok(TokenKey::load_or_create(&config.data_dir)
+            .map_err(|e| format!("cannot read or create the token secret in {}: {e}", config.data_dir.display()))?),
     }
 }
 
@@ -154,9 +172,8 @@ pub async fn start_with_private_files(
     private_files: Vec<PathBuf>,
 ) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let store = open_store(&config).await?;
-    let tokens = TokenKey::load_or_create(&config.data_dir)
-        .map_err(|e| format!("cannot read or create the token secret in {}: {e}", config.data_dir.display()))?;
+    let (store, postgres) = open_store(&config).await?;
+    let tokens = token_key(&config, postgres.as_ref()).await?;
     let logs = Logs::new(&config.data_dir).map_err(|e| format!("cannot create the log dir in {}: {e}", config.data_dir.display()))?;
     let changes = Arc::new(Notify::new());
     let files = ServerFiles { data_dir: config.data_dir.clone(), private_files };
@@ -180,14 +197,24 @@ pub async fn start_with_private_files(
     let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(transport::serve(listener, grpc, http, config.header_read_timeout, triggered(shutdown_rx.clone())));
-    let reconciler =
-        Arc::new(Reconciler::new(service.clone(), runners, logs, changes, config.reconcile_interval, config.retention, metrics));
-    let reconciler = if config.reconcile {
-        tokio::spawn(reconciler.run(triggered(shutdown_rx)))
+    let reconciler = Reconciler::new(service.clone(), runners, logs, changes, config.reconcile_interval, config.retention, metrics.clone());
+    let (reconciler, replicas) = if config.reconcile {
+        let (reconciler, replicas) = match postgres {
+            // Replicas may share the database: one leads the reconciler.
+            Some(store) => {
+                let (replicas, task) = Replicas::on_postgres(store, metrics, triggered(shutdown_rx.clone()));
+                (reconciler.with_replicas(replicas), task)
+            }
+            None => {
+                metrics.set_leader(true);
+                (reconciler, tokio::spawn(async {}))
+            }
+        };
+        (tokio::spawn(Arc::new(reconciler).run(triggered(shutdown_rx))), replicas)
     } else {
         tracing::warn!("the reconciler is disabled ([reconciler] enabled = false): nothing will run");
-        tokio::spawn(async {})
+        (tokio::spawn(async {}), tokio::spawn(async {}))
     };
     tracing::info!(%addr, "prebuildd listening (gRPC, gRPC-Web, Connect and HTTP on one port)");
-    Ok(Server { addr, service, auth, shutdown: Some(shutdown_tx), task, reconciler })
+    Ok(Server { addr, service, auth, shutdown: Some(shutdown_tx), task, reconciler, replicas })
 }

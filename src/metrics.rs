@@ -1,9 +1,10 @@
 //! A few counters in the Prometheus text format at `GET /metrics`: how long
-//! reconciler passes take and how much they see. (A full metrics endpoint
+//! reconciler passes take, how much they see, and whether this replica
+//! leads the reconciler. (A full metrics endpoint
 //! is on the roadmap; these are what the benchmark reads today.)
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Default)]
@@ -13,6 +14,7 @@ pub struct Metrics {
     max_pass_micros: AtomicU64,
     active_prebuilds: AtomicU64,
     warm_pools: AtomicU64,
+    leader: AtomicBool,
 }
 
 impl Metrics {
@@ -23,6 +25,12 @@ impl Metrics {
         self.max_pass_micros.fetch_max(micros, Ordering::Relaxed);
         self.active_prebuilds.store(active_prebuilds as u64, Ordering::Relaxed);
         self.warm_pools.store(warm_pools as u64, Ordering::Relaxed);
+    }
+
+    /// Whether this process leads the reconciler (always, on SQLite with
+    /// the reconciler on; on PostgreSQL, while it holds the lease).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -38,6 +46,8 @@ impl Metrics {
         let _ = writeln!(out, "prebuildd_active_prebuilds {}", self.active_prebuilds.load(Ordering::Relaxed));
         let _ = writeln!(out, "# TYPE prebuildd_warm_pools gauge");
         let _ = writeln!(out, "prebuildd_warm_pools {}", self.warm_pools.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# TYPE prebuildd_reconciler_leader gauge");
+        let _ = writeln!(out, "prebuildd_reconciler_leader {}", u8::from(self.leader.load(Ordering::Relaxed)));
         out
     }
 }

@@ -10,6 +10,7 @@
 //! race changes nothing and the next pass decides again.
 
 pub mod prebuild;
+pub mod replicas;
 mod retention;
 mod schedule;
 pub mod warm_pool;
@@ -26,6 +27,7 @@ use crate::service::{phase_of, Service};
 use crate::store::{Change, Store};
 use futures::{FutureExt, StreamExt};
 use prebuild::{next_step, occupies_slot, Step};
+use replicas::Replicas;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,8 @@ pub struct Reconciler {
     /// pass; the store's unique key is what guarantees once per day.
     schedules_done: Mutex<std::collections::HashSet<(String, String, String)>>,
     metrics: Arc<Metrics>,
+    /// Whether this process leads, and wake-ups from other replicas.
+    replicas: Replicas,
 }
 
 /// What one pass did, for tests and the benchmark.
@@ -83,20 +87,46 @@ impl Reconciler {
             backoff: Mutex::new(HashMap::new()),
             last_retention: Mutex::new(None),
             schedules_done: Default::default(),
+            replicas: Replicas::single(),
         }
     }
 
-    /// Runs passes until `shutdown` resolves.
+    /// Runs as one of several replicas: passes only while `replicas` says
+    /// this one leads (the default is the only process, always leading).
+    pub fn with_replicas(mut self, replicas: Replicas) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Runs passes until `shutdown` resolves, while this replica leads; a
+    /// follower passes its writes' wake-ups on to the leader instead.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut leadership = self.replicas.leadership();
         loop {
+            if !*leadership.borrow_and_update() {
+                tokio::select! {
+                    changed = leadership.changed() => {
+                        if changed.is_err() {
+                            // No one decides leadership any more (shutting down).
+                            (&mut shutdown).await;
+                            return;
+                        }
+                    }
+                    _ = self.changes.notified() => self.replicas.announce().await,
+                    _ = &mut shutdown => return,
+                }
+                continue;
+            }
             let report = self.pass().await;
             if report.failures > 0 {
                 tracing::debug!(?report, "reconciler pass had failures");
             }
             tokio::select! {
                 _ = self.changes.notified() => {}
+                _ = self.replicas.remote_changes().notified() => {}
                 _ = tokio::time::sleep(self.interval) => {}
+                _ = leadership.changed() => {}
                 _ = &mut shutdown => return,
             }
         }

@@ -19,6 +19,7 @@ mod pagination;
 mod postgres;
 mod prebuilds;
 mod reference_examples;
+mod replicas;
 mod restart;
 mod warm_pools;
 mod wire_compat;

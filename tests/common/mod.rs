@@ -195,6 +195,39 @@ impl TestServer {
         TestServer { addr: server.addr, server: Some(server), config_toml, clock, data_dir, postgres_url }
     }
 
+    /// Another server on this one's PostgreSQL database, as a second
+    /// replica would run: the same configuration, its own data dir and
+    /// clock.
+    pub async fn start_replica(&self) -> TestServer {
+        self.start_replica_with(self.config_toml.clone()).await
+    }
+
+    /// [`Self::start_replica`] with a configuration of its own.
+    pub async fn start_replica_with(&self, config_toml: String) -> TestServer {
+        let postgres_url = Some(self.postgres_url.clone().expect("replicas share a PostgreSQL database"));
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(OffsetClock::default());
+        let server = launch(&config_toml, data_dir.path(), postgres_url.as_deref(), clock.clone()).await;
+        TestServer { addr: server.addr, server: Some(server), config_toml, clock, data_dir, postgres_url }
+    }
+
+    /// Stops the server gracefully (it can be started again with
+    /// [`Self::restart`]).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// The value of a gauge or counter at `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base_url())).await.expect("GET /metrics").text().await.expect("metrics text");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
+
     pub fn backend(&self) -> Backend {
         if self.postgres_url.is_some() {
             Backend::Postgres
@@ -274,6 +307,11 @@ pub mod on_postgres {
 
         pub async fn start_with(config_toml: String) -> TestServer {
             TestServer(super::TestServer::start_with_store(config_toml, Backend::Postgres).await)
+        }
+
+        /// The server itself, to keep beside its replicas.
+        pub fn into_inner(self) -> super::TestServer {
+            self.0
         }
     }
 

@@ -16,6 +16,7 @@
 //! or Unix sockets (no TLS yet).
 
 mod migrate;
+mod replicas;
 mod url;
 
 pub use url::PostgresUrl;

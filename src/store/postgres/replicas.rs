@@ -1,0 +1,130 @@
+//! What replicas sharing one database coordinate through it, besides the
+//! resources: the token secret, the reconciler's lease, and wake-ups
+//! (NOTIFY on writes, LISTEN on a dedicated connection).
+//!
+//! Everything but LISTEN is a single statement on a pooled connection and
+//! holds nothing across statements, so it works unchanged behind a
+//! transaction-mode pooler such as PgBouncer. LISTEN needs a session of its
+//! own: behind such a pooler it receives nothing, and the reconciler's
+//! interval is what picks up other replicas' writes.
+
+use super::{describe, PostgresStore};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// The channel writes are announced on.
+const CHANNEL: &str = "prebuildd_changes";
+/// How long the listener waits before connecting again after losing its
+/// connection.
+const RELISTEN_DELAY: Duration = Duration::from_secs(1);
+
+impl PostgresStore {
+    /// The secret that signs tokens, shared by every process on this
+    /// database: the first to ask creates it; everyone reads the row back.
+    pub async fn shared_token_secret(&self) -> Result<[u8; 32]> {
+        let client = self.client().await?;
+        let candidate: [u8; 32] = rand::random();
+        client
+            .execute("INSERT INTO token_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING", &[&candidate.as_slice()])
+            .await?;
+        let row = client.query_one("SELECT secret FROM token_secret WHERE id = 1", &[]).await?;
+        let secret: &[u8] = row.try_get(0)?;
+        secret.try_into().map_err(|_| Error::Internal("the token_secret row does not hold a 32-byte secret".into()))
+    }
+
+    /// Takes or renews the reconciler's lease for `holder` until the
+    /// database's `now() + lease`, if it is free, expired, or already
+    /// `holder`'s. Returns the term held, or `None` when another holder's
+    /// lease still runs. The term changes whenever the lease changes hands,
+    /// or `holder` comes back after its lease ran out.
+    pub async fn acquire_lease(&self, holder: &str, lease: Duration) -> Result<Option<i64>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO reconciler_lease AS lease (id, holder, term, expires_at)
+                 VALUES (1, $1, 1, now() + make_interval(secs => $2))
+                 ON CONFLICT (id) DO UPDATE SET
+                     term = CASE WHEN lease.holder = EXCLUDED.holder AND lease.expires_at > now()
+                                 THEN lease.term ELSE lease.term + 1 END,
+                     holder = EXCLUDED.holder,
+                     expires_at = EXCLUDED.expires_at
+                 WHERE lease.holder = EXCLUDED.holder OR lease.expires_at <= now()
+                 RETURNING term",
+            )
+            .await?;
+        let row = client.query_opt(&statement, &[&holder, &lease.as_secs_f64()]).await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    /// Gives the lease up (a graceful stop), so another replica takes it at
+    /// its next attempt instead of waiting for it to run out.
+    pub async fn release_lease(&self, holder: &str) -> Result<()> {
+        let client = self.client().await?;
+        client.execute("UPDATE reconciler_lease SET expires_at = now() - interval '1 second' WHERE holder = $1", &[&holder]).await?;
+        Ok(())
+    }
+
+    /// Wakes the reconciler of every process listening on this database.
+    pub async fn announce_change(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+        Ok(())
+    }
+
+    /// Listens for announced changes on a connection of its own and wakes
+    /// `wake` for each, until the returned task is aborted. A lost
+    /// connection is made again; `wake` is woken once after each reconnect,
+    /// for what may have been announced in between.
+    pub fn listen(&self, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+        let config = self.url.config().clone();
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            let mut connected_before = false;
+            loop {
+                match config.connect(NoTls).await {
+                    Ok((client, mut connection)) => {
+                        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        let listening = async {
+                            use futures::StreamExt;
+                            // The connection must be polled for LISTEN to be sent.
+                            let listen_sql = format!("LISTEN {CHANNEL}");
+                            let listen = client.batch_execute(&listen_sql);
+                            tokio::pin!(listen);
+                            let mut listened = false;
+                            loop {
+                                tokio::select! {
+                                    result = &mut listen, if !listened => {
+                                        result?;
+                                        listened = true;
+                                        if connected_before {
+                                            wake.notify_one();
+                                        }
+                                        connected_before = true;
+                                    }
+                                    message = messages.next() => match message {
+                                        Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
+                                        Some(Ok(_)) => {}
+                                        Some(Err(error)) => return Err(error),
+                                        None => return Ok(()),
+                                    }
+                                }
+                            }
+                        };
+                        let outcome: std::result::Result<(), tokio_postgres::Error> = listening.await;
+                        match outcome {
+                            Ok(()) => tracing::warn!(url = %url, "the PostgreSQL listener's connection closed; reconnecting"),
+                            Err(error) => {
+                                tracing::warn!(url = %url, error = %describe(&error), "the PostgreSQL listener failed; reconnecting")
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(url = %url, error = %describe(&error), "cannot connect the PostgreSQL listener"),
+                }
+                tokio::time::sleep(RELISTEN_DELAY).await;
+            }
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! Several replicas on one PostgreSQL database: any replica serves any
+//! request (tokens minted by one verify on another), exactly one leads the
+//! reconciler, a write on a follower wakes the leader at once, and when the
+//! leader stops another takes over.
+
+use crate::common::on_postgres;
+use crate::common::*;
+use prebuildd::proto::gitpod::v1::*;
+use std::time::{Duration, Instant};
+
+const OK: &str = "0c000000-0000-4000-8000-0000000000a1";
+
+/// The reconciler on with passes every `interval` (and on wake-ups), a fast
+/// simulated runner and a project whose prebuilds succeed. The runner's
+/// progress is seen at the next pass: a prebuild goes one phase further per
+/// interval.
+fn reconciling_config(interval: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://prebuildd.test"
+[reconciler]
+interval = "{interval}"
+[[organizations]]
+id = "{ORG_A}"
+name = "Org A"
+[[api_keys]]
+token = "{TOKEN_A}"
+organization_id = "{ORG_A}"
+subject_id = "{ALICE}"
+[[runners]]
+id = "{RUNNER}"
+kind = "simulated"
+step_duration = "50ms"
+[[environment_classes]]
+id = "{CLASS_SMALL}"
+runner_id = "{RUNNER}"
+name = "small"
+[[projects]]
+id = "{OK}"
+organization_id = "{ORG_A}"
+name = "ok"
+repository = "sim://ok"
+default_environment_class_id = "{CLASS_SMALL}"
+[projects.prebuilds]
+enabled = true
+environment_class_ids = ["{CLASS_SMALL}"]
+"#
+    )
+}
+
+fn list(page_size: i32, token: &str) -> ListPrebuildsRequest {
+    ListPrebuildsRequest { pagination: Some(PaginationRequest { page_size, token: token.into() }), filter: None }
+}
+
+async fn logs_token(client: &mut Client, id: &str) -> String {
+    client.create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: id.into() }).await.unwrap().into_inner().access_token
+}
+
+fn phase(prebuild: &Prebuild) -> PrebuildPhase {
+    PrebuildPhase::try_from(prebuild.status.as_ref().unwrap().phase).unwrap()
+}
+
+/// Waits until exactly one of `servers` reports itself leader; returns its
+/// index.
+async fn the_leader(servers: &[&TestServer], patience: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let mut leaders = Vec::new();
+        for (index, server) in servers.iter().enumerate() {
+            if server.metric("prebuildd_reconciler_leader").await == 1.0 {
+                leaders.push(index);
+            }
+        }
+        assert!(leaders.len() <= 1, "more than one leader: replicas {leaders:?}");
+        if let [leader] = leaders[..] {
+            return leader;
+        }
+        assert!(started.elapsed() < patience, "no replica became leader within {patience:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn page_tokens_and_logs_tokens_from_one_replica_work_on_another() {
+    let one = on_postgres::TestServer::start().await.into_inner();
+    let two = one.start_replica().await;
+    let mut on_one = one.client(Some(TOKEN_A)).await;
+    let mut on_two = two.client(Some(TOKEN_A)).await;
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(create_prebuild(&mut on_one, PROJECT_BACKEND).await.id);
+    }
+    created.reverse(); // lists are newest first
+
+    // Created on one, read on two.
+    let read = on_two.get_prebuild(GetPrebuildRequest { prebuild_id: created[0].clone() }).await.unwrap().into_inner();
+    assert_eq!(read.prebuild.unwrap().id, created[0]);
+
+    // A page token from one continues on two, and one from two on one.
+    let first = on_one.list_prebuilds(list(1, "")).await.unwrap().into_inner();
+    assert_eq!(first.prebuilds[0].id, created[0]);
+    let second = on_two.list_prebuilds(list(1, &first.pagination.unwrap().next_token)).await.unwrap().into_inner();
+    assert_eq!(second.prebuilds[0].id, created[1]);
+    let third = on_one.list_prebuilds(list(1, &second.pagination.unwrap().next_token)).await.unwrap().into_inner();
+    assert_eq!(third.prebuilds[0].id, created[2]);
+
+    // A logs token from one opens the log on two.
+    let token = logs_token(&mut on_one, &created[0]).await;
+    let url = format!("{}/logs/prebuilds/{}", two.base_url(), created[0]);
+    let response = reqwest::Client::new().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    drop(response); // the prebuild never ends here: the log would stream forever
+    let forged = reqwest::Client::new().get(&url).bearer_auth(format!("{token}x")).send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+
+    // The secret is created once: a third replica, started later, agrees.
+    let three = one.start_replica().await;
+    let mut on_three = three.client(Some(TOKEN_A)).await;
+    let first = on_two.list_prebuilds(list(2, "")).await.unwrap().into_inner();
+    let rest = on_three.list_prebuilds(list(2, &first.pagination.unwrap().next_token)).await.unwrap().into_inner();
+    assert_eq!(rest.prebuilds.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![created[2].clone()]);
+}
+
+#[tokio::test]
+async fn exactly_one_replica_leads_and_a_survivor_takes_over() {
+    let first = on_postgres::TestServer::start_with(reconciling_config("200ms")).await.into_inner();
+    let mut replicas = vec![first.start_replica().await, first.start_replica().await];
+    replicas.insert(0, first);
+    let all: Vec<&TestServer> = replicas.iter().collect();
+    let leader = the_leader(&all, Duration::from_secs(5)).await;
+    // Stays one for a few renewals.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let all: Vec<&TestServer> = replicas.iter().collect();
+        assert_eq!(the_leader(&all, Duration::ZERO).await, leader);
+    }
+
+    // The leader stops; one of the others leads within a few seconds.
+    let stopped = Instant::now();
+    replicas[leader].stop().await;
+    let survivors: Vec<&TestServer> = replicas.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, server)| server).collect();
+    let new_leader = the_leader(&survivors, Duration::from_secs(5)).await;
+    eprintln!("a survivor took over {:?} after the leader stopped", stopped.elapsed());
+
+    // A new prebuild completes there (created on the other survivor).
+    let follower = survivors[1 - new_leader];
+    let mut client = follower.client(Some(TOKEN_A)).await;
+    let created = create_prebuild(&mut client, OK).await;
+    let done = wait_for_phase(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed], Duration::from_secs(20)).await;
+    assert_eq!(phase(&done), PrebuildPhase::Completed, "{done:?}");
+}
+
+#[tokio::test]
+async fn a_prebuild_created_on_a_follower_starts_at_once() {
+    // Only a wake-up makes the leader pass before 30 s.
+    let one = on_postgres::TestServer::start_with(reconciling_config("30s")).await.into_inner();
+    let two = one.start_replica().await;
+    let leader = the_leader(&[&one, &two], Duration::from_secs(5)).await;
+    let follower = if leader == 0 { &two } else { &one };
+    // Let the leader's first pass (on taking the lease) go by: from now on
+    // only a wake-up makes it pass before the 30 s interval.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut client = follower.client(Some(TOKEN_A)).await;
+    let created = create_prebuild(&mut client, OK).await;
+    let started = Instant::now();
+    let moved = wait_for_phase(
+        &mut client,
+        &created.id,
+        &[PrebuildPhase::Starting, PrebuildPhase::Running, PrebuildPhase::Completed],
+        Duration::from_secs(2),
+    )
+    .await;
+    eprintln!("left PENDING after {:?} ({:?})", started.elapsed(), phase(&moved));
+}
