@@ -226,6 +226,8 @@ fn print_demo_hint(addr: std::net::SocketAddr) {
          \x20   {addr} gitpod.v1.PrebuildService/CreatePrebuild\n\n\
          \x20 curl http://{addr}/gitpod.v1.PrebuildService/CreatePrebuild \\\n\
          \x20   -H 'Content-Type: application/json' -H 'Authorization: Bearer {DEMO_API_KEY}' \\\n\
-         \x20   -d '{{\"projectId\": \"{DEMO_PROJECT_ID}\", \"spec\": {{\"timeout\": \"3600s\"}}}}'\n"
+         \x20   -d '{{\"projectId\": \"{DEMO_PROJECT_ID}\", \"spec\": {{\"timeout\": \"3600s\"}}}}'\n\n\
+         \x20 prebuildd --server http://{addr} --api-key {DEMO_API_KEY} \\\n\
+         \x20   prebuilds create --project {DEMO_PROJECT_ID} --watch\n"
     );
 }

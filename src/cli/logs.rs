@@ -11,7 +11,8 @@
 use super::client::{Client, Error, Result};
 use super::output::prebuild_phase;
 use super::prebuilds::get;
-use prebuildd::proto::gitpod::v1::{CreatePrebuildLogsTokenRequest, PrebuildPhase};
+use super::watch::is_final;
+use prebuildd::proto::gitpod::v1::CreatePrebuildLogsTokenRequest;
 use std::io::Write;
 use std::time::Duration;
 
@@ -20,10 +21,7 @@ use std::time::Duration;
 const QUIET: Duration = Duration::from_millis(500);
 
 pub async fn print(client: &mut Client, id: &str, follow: bool) -> Result<()> {
-    let running = !matches!(
-        prebuild_phase(&get(client, id).await?),
-        PrebuildPhase::Completed | PrebuildPhase::Failed | PrebuildPhase::Cancelled | PrebuildPhase::Deleting
-    );
+    let running = !is_final(prebuild_phase(&get(client, id).await?));
     let request = CreatePrebuildLogsTokenRequest { prebuild_id: id.into() };
     let token = client.prebuilds.create_prebuild_logs_token(request).await?.into_inner().access_token;
     let url = format!("{}/logs/prebuilds/{id}", client.server);

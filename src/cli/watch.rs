@@ -56,7 +56,7 @@ pub async fn follow(client: &mut Client, mut prebuild: Prebuild) -> Result<ExitC
 
 /// The phases a prebuild does not leave by itself running (or the runner
 /// being done with it): the watch ends there.
-fn is_final(phase: PrebuildPhase) -> bool {
+pub fn is_final(phase: PrebuildPhase) -> bool {
     matches!(
         phase,
         PrebuildPhase::Completed | PrebuildPhase::Failed | PrebuildPhase::Cancelled | PrebuildPhase::Deleting | PrebuildPhase::Deleted
