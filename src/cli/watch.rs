@@ -14,6 +14,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(250);
+/// How long the server may be unreachable (a restart, a blip) before the
+/// watch gives up: the prebuild goes on without us either way.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Follows `prebuild` to its end; success only for COMPLETED.
 pub async fn follow(client: &mut Client, mut prebuild: Prebuild) -> Result<ExitCode> {
@@ -38,7 +41,27 @@ pub async fn follow(client: &mut Client, mut prebuild: Prebuild) -> Result<ExitC
             break;
         }
         tokio::time::sleep(POLL).await;
-        prebuild = get(client, &prebuild.id).await?;
+        let mut unreachable_since: Option<Instant> = None;
+        prebuild = loop {
+            match get(client, &prebuild.id).await {
+                Ok(fresh) => break fresh,
+                Err(error) if error.code == "unavailable" => {
+                    let first = unreachable_since.is_none();
+                    if unreachable_since.get_or_insert_with(Instant::now).elapsed() > PATIENCE {
+                        return Err(error);
+                    }
+                    let note = format!("{} (server unreachable, retrying: {})", progress_line(&prebuild, started.elapsed()), error.message);
+                    match &spinner {
+                        Some(bar) => bar.set_message(note),
+                        // Once per outage in a log.
+                        None if first => eprintln!("{note}"),
+                        None => {}
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
     }
     if let Some(bar) = spinner {
         bar.finish_and_clear();

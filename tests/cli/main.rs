@@ -274,3 +274,26 @@ async fn serve_bench_and_seed_keep_their_flags() {
         assert_eq!(output.status.code(), Some(2), "{bad:?} is a usage error");
     }
 }
+
+#[tokio::test]
+async fn watch_rides_out_a_server_restart() {
+    // A fixed port, so the restarted server is where the watch looks.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = running_config("500ms").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let mut server = TestServer::start_with(config).await;
+    let watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_prebuildd"))
+        .args(["prebuilds", "create", "--project", PROJECT_BACKEND, "--watch", "--server", &server.base_url(), "--api-key", TOKEN_A])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server.restart().await;
+    let output = tokio::time::timeout(Duration::from_secs(60), watch.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("server unreachable, retrying"), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("COMPLETED"));
+}
