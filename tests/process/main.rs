@@ -277,3 +277,114 @@ async fn sighup_reloads_the_config_and_drops_pools_it_no_longer_allows() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     client.list_prebuilds(ListPrebuildsRequest::default()).await.expect("still serving after an invalid reload");
 }
+
+// ---- replicas on one PostgreSQL database -------------------------------------
+
+/// The test configuration with the reconciler on, fast successful
+/// prebuilds, and the store on `postgres_url`: every process started with it
+/// is a replica of the others.
+fn replica_config(postgres_url: &str) -> String {
+    let config = listen_anywhere(test_config_toml())
+        .replacen("enabled = false", "enabled = true\ninterval = \"100ms\"", 1)
+        .replace("step_duration = \"1h\"", "step_duration = \"20ms\"\nmax_concurrent_prebuilds = 64")
+        .replace("sim://hang", "sim://ok");
+    format!("{config}\n[storage]\npostgres_url = \"{postgres_url}\"\n")
+}
+
+async fn leads(process: &Process) -> bool {
+    let Ok(response) = reqwest::get(format!("{}/metrics", process.base_url())).await else { return false };
+    let text = response.text().await.unwrap_or_default();
+    text.lines().any(|line| line.trim() == "prebuildd_reconciler_leader 1")
+}
+
+/// Waits until exactly one of `processes` leads; returns its index.
+async fn the_leader(processes: &[&Process], patience: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let mut leaders = Vec::new();
+        for (index, process) in processes.iter().enumerate() {
+            if leads(process).await {
+                leaders.push(index);
+            }
+        }
+        assert!(leaders.len() <= 1, "more than one leader: {leaders:?}");
+        if let [leader] = leaders[..] {
+            return leader;
+        }
+        assert!(started.elapsed() < patience, "no process led within {patience:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every prebuild ID a ListPrebuilds walk returns, duplicates included.
+async fn list_all(client: &mut Client) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_prebuilds(ListPrebuildsRequest { pagination: Some(PaginationRequest { page_size: 100, token }), filter: None })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(page.prebuilds.into_iter().map(|p| p.id));
+        token = page.pagination.unwrap().next_token;
+        if token.is_empty() {
+            return ids;
+        }
+    }
+}
+
+#[tokio::test]
+async fn kill_9_of_the_leader_hands_the_reconciler_to_a_survivor() {
+    let config = replica_config(&postgres::fresh_database().await);
+    let (data_one, data_two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut processes = [Some(Process::start(&config, data_one.path())), Some(Process::start(&config, data_two.path()))];
+    let both: Vec<&Process> = processes.iter().flatten().collect();
+    let leader = the_leader(&both, Duration::from_secs(10)).await;
+
+    processes[leader].take().unwrap().signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let survivor = processes[1 - leader].as_ref().unwrap();
+    the_leader(&[survivor], Duration::from_secs(8)).await;
+    eprintln!("the survivor led {:?} after kill -9 of the leader", killed.elapsed());
+
+    let mut client = survivor.client().await;
+    let created = create_prebuild(&mut client, PROJECT_BACKEND).await;
+    let done = wait_for_phase(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed], Duration::from_secs(20)).await;
+    assert_eq!(done.status.unwrap().phase, PrebuildPhase::Completed as i32);
+}
+
+#[tokio::test]
+async fn creates_from_24_clients_across_two_replicas_are_each_listed_once() {
+    let config = replica_config(&postgres::fresh_database().await);
+    let (data_one, data_two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = Process::start(&config, data_one.path());
+    let two = Process::start(&config, data_two.path());
+    let (acknowledged_one, errors_one, tasks_one) = create_load(&one, 12);
+    let (acknowledged_two, errors_two, tasks_two) = create_load(&two, 12);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stopping a client mid-call may leave a create committed but not
+    // acknowledged: listed, but not counted.
+    for task in tasks_one.into_iter().chain(tasks_two) {
+        task.abort();
+        let _ = task.await;
+    }
+    let errors: Vec<tonic::Code> = errors_one.lock().unwrap().iter().chain(errors_two.lock().unwrap().iter()).copied().collect();
+    assert!(errors.is_empty(), "no create failed: {errors:?}");
+    let acknowledged: Vec<String> =
+        acknowledged_one.lock().unwrap().iter().chain(acknowledged_two.lock().unwrap().iter()).cloned().collect();
+    eprintln!("{} creates acknowledged in 3 s across two replicas", acknowledged.len());
+    assert!(acknowledged.len() > 100, "the load ran ({} creates)", acknowledged.len());
+
+    for process in [&one, &two] {
+        let listed = list_all(&mut process.client().await).await;
+        let mut times: std::collections::HashMap<&str, usize> = Default::default();
+        for id in &listed {
+            *times.entry(id.as_str()).or_default() += 1;
+        }
+        let twice: Vec<&&str> = times.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+        assert!(twice.is_empty(), "listed more than once: {twice:?}");
+        let missing: Vec<&String> = acknowledged.iter().filter(|id| !times.contains_key(id.as_str())).collect();
+        assert!(missing.is_empty(), "{} acknowledged creates are not listed, e.g. {:?}", missing.len(), missing.first());
+    }
+}
