@@ -297,3 +297,28 @@ async fn watch_rides_out_a_server_restart() {
     assert!(stderr.contains("server unreachable, retrying"), "{stderr}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("COMPLETED"));
 }
+
+#[tokio::test]
+async fn watch_on_a_terminal_redraws_one_spinner_line() {
+    let server = TestServer::start_with(running_config("100ms")).await;
+    // script(1) (util-linux) runs the command on a pseudo-terminal.
+    let command = format!("{} prebuilds create --project {PROJECT_BACKEND} --watch", env!("CARGO_BIN_EXE_prebuildd"));
+    let output = tokio::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("PREBUILDD_SERVER", server.base_url())
+        .env("PREBUILDD_API_KEY", TOKEN_A)
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    // The spinner line is rewritten in place (carriage return, erase line)...
+    let redraws = screen.matches("\r\x1b[2K").count();
+    assert!(redraws > 3, "{screen:?}");
+    assert!(screen.contains(" PENDING  0s"), "{screen:?}");
+    // ...and cleared before the final prebuild is printed.
+    let table = screen.rsplit("\r\x1b[2K").next().unwrap();
+    assert!(table.starts_with("ID ") && table.contains("COMPLETED"), "{screen:?}");
+}
