@@ -52,6 +52,8 @@ pub struct Server {
     reconciler: JoinHandle<()>,
     /// Leadership and wake-ups among replicas (a no-op task on SQLite).
     replicas: JoinHandle<()>,
+    /// Copies log files into PostgreSQL (a no-op task on SQLite).
+    log_copier: JoinHandle<()>,
 }
 
 impl Server {
@@ -64,6 +66,7 @@ impl Server {
         let _ = (&mut self.task).await;
         let _ = (&mut self.reconciler).await;
         let _ = (&mut self.replicas).await;
+        let _ = (&mut self.log_copier).await;
     }
 
     /// Waits until the server stops (after a shutdown trigger).
@@ -71,6 +74,7 @@ impl Server {
         let _ = (&mut self.task).await;
         let _ = (&mut self.reconciler).await;
         let _ = (&mut self.replicas).await;
+        let _ = (&mut self.log_copier).await;
     }
 
     /// A handle that can trigger shutdown from elsewhere (signal handlers).
@@ -175,6 +179,10 @@ pub async fn start_with_private_files(
     let (store, postgres) = open_store(&config).await?;
     let tokens = token_key(&config, postgres.as_ref()).await?;
     let logs = Logs::new(&config.data_dir).map_err(|e| format!("cannot create the log dir in {}: {e}", config.data_dir.display()))?;
+    let logs = match &postgres {
+        Some(store) => logs.shared_through(store.clone()),
+        None => logs,
+    };
     let changes = Arc::new(Notify::new());
     let files = ServerFiles { data_dir: config.data_dir.clone(), private_files };
     let runners = Arc::new(Runners::new(files, &config.catalog));
@@ -197,6 +205,12 @@ pub async fn start_with_private_files(
     let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(transport::serve(listener, grpc, http, config.header_read_timeout, triggered(shutdown_rx.clone())));
+    // Every replica copies its log files, also one that no longer leads (a
+    // pass may have written after its last copy).
+    let log_copier = match &postgres {
+        Some(store) => tokio::spawn(logs::copy_to_database(logs.clone(), store.clone(), triggered(shutdown_rx.clone()))),
+        None => tokio::spawn(async {}),
+    };
     let reconciler = Reconciler::new(service.clone(), runners, logs, changes, config.reconcile_interval, config.retention, metrics.clone());
     let (reconciler, replicas) = if config.reconcile {
         let (reconciler, replicas) = match postgres {
@@ -216,5 +230,5 @@ pub async fn start_with_private_files(
         (tokio::spawn(async {}), tokio::spawn(async {}))
     };
     tracing::info!(%addr, "prebuildd listening (gRPC, gRPC-Web, Connect and HTTP on one port)");
-    Ok(Server { addr, service, auth, shutdown: Some(shutdown_tx), task, reconciler, replicas })
+    Ok(Server { addr, service, auth, shutdown: Some(shutdown_tx), task, reconciler, replicas, log_copier })
 }

@@ -340,7 +340,7 @@ impl Reconciler {
                 if let Some(runner) = &runner {
                     runner.remove(&prebuild.id).await?;
                 }
-                self.logs.remove(&prebuild.id).map_err(|e| Error::Internal(format!("cannot remove the log of {}: {e}", prebuild.id)))?;
+                self.logs.remove(&prebuild.id).await?;
                 self.store().remove_prebuild(&prebuild.id).await.map(|_| ())
             }
         }

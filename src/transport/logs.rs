@@ -77,6 +77,9 @@ async fn open(state: &LogState, prebuild_id: &str, query: &HashMap<String, Strin
     if store.get_prebuild(&grant.organization_id, &prebuild_id).await?.is_none() {
         return Err(Error::NotFound(format!("prebuild {prebuild_id} not found")));
     }
+    if let Some(shared) = state.logs.shared() {
+        return Ok(text_response(Body::from_stream(follow_shared(shared.clone(), store, grant))));
+    }
     let path = state.logs.path(&prebuild_id);
 
     // Follow the file: send what is new; when at the end, stop if the
@@ -143,11 +146,77 @@ async fn open(state: &LogState, prebuild_id: &str, query: &HashMap<String, Strin
             }
         }
     });
-    Ok(Response::builder()
+    Ok(text_response(Body::from_stream(stream)))
+}
+
+fn text_response(body: Body) -> Response {
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
         .header("x-content-type-options", "nosniff")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Chunks read from the database at once.
+const SHARED_CHUNKS: i64 = 64;
+
+/// Follows a log shared through PostgreSQL (whichever replica runs the
+/// prebuild copies it there every [`crate::logs::COPY_INTERVAL`]): sends
+/// what is there, then looks again every [`FOLLOW_INTERVAL`] until the
+/// prebuild has finished and a few copy intervals have brought nothing more
+/// (the lines its runner wrote last are copied after it finished).
+fn follow_shared(
+    shared: crate::store::postgres::PostgresStore,
+    store: Arc<dyn crate::store::Store>,
+    grant: crate::tokens::LogsGrant,
+) -> impl futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> {
+    struct Follow {
+        after_seq: i64,
+        /// Empty looks since the prebuild was seen finished.
+        quiet_since_finished: Option<u32>,
+    }
+    const QUIET_LOOKS: u32 = 4;
+    futures::stream::unfold(Follow { after_seq: 0, quiet_since_finished: None }, move |mut follow| {
+        let (shared, store, grant) = (shared.clone(), store.clone(), grant.clone());
+        async move {
+            loop {
+                let chunks = match shared.log_chunks_after(&grant.prebuild_id, follow.after_seq, SHARED_CHUNKS).await {
+                    Ok(chunks) => chunks,
+                    Err(error) => {
+                        return Some((
+                            Err(std::io::Error::other(error.to_string())),
+                            Follow { quiet_since_finished: Some(QUIET_LOOKS), ..follow },
+                        ))
+                    }
+                };
+                if let Some((last, _)) = chunks.last() {
+                    follow.after_seq = *last;
+                    let mut bytes = Vec::new();
+                    for (_, chunk) in chunks {
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    return Some((Ok(Bytes::from(bytes)), follow));
+                }
+                match follow.quiet_since_finished {
+                    Some(looks) if looks >= QUIET_LOOKS => return None,
+                    Some(looks) => follow.quiet_since_finished = Some(looks + 1),
+                    None => {
+                        let finished = match store.get_prebuild(&grant.organization_id, &grant.prebuild_id).await {
+                            Ok(Some(prebuild)) => matches!(
+                                phase_of(&prebuild),
+                                PrebuildPhase::Completed | PrebuildPhase::Failed | PrebuildPhase::Cancelled | PrebuildPhase::Deleting
+                            ),
+                            _ => true,
+                        };
+                        if finished {
+                            follow.quiet_since_finished = Some(0);
+                        }
+                    }
+                }
+                tokio::time::sleep(FOLLOW_INTERVAL).await;
+            }
+        }
+    })
 }

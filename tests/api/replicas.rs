@@ -175,3 +175,35 @@ async fn a_prebuild_created_on_a_follower_starts_at_once() {
     .await;
     eprintln!("left PENDING after {:?} ({:?})", started.elapsed(), phase(&moved));
 }
+
+#[tokio::test]
+async fn a_follower_streams_the_log_of_a_prebuild_the_leader_runs() {
+    // Slower steps, so the prebuild runs for a while.
+    let config = reconciling_config("50ms").replace("step_duration = \"50ms\"", "step_duration = \"400ms\"");
+    let one = on_postgres::TestServer::start_with(config).await.into_inner();
+    let two = one.start_replica().await;
+    let leader = the_leader(&[&one, &two], Duration::from_secs(5)).await;
+    let follower = if leader == 0 { &two } else { &one };
+
+    let mut client = follower.client(Some(TOKEN_A)).await;
+    let created = create_prebuild(&mut client, OK).await;
+    let token = logs_token(&mut client, &created.id).await;
+    let url = format!("{}/logs/prebuilds/{}", follower.base_url(), created.id);
+    let mut response = reqwest::Client::new().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk()).await.expect("a first chunk").unwrap().expect("not the end");
+    let mut log = String::from_utf8_lossy(&first).into_owned();
+    let now = client.get_prebuild(GetPrebuildRequest { prebuild_id: created.id.clone() }).await.unwrap().into_inner().prebuild.unwrap();
+    assert_ne!(phase(&now), PrebuildPhase::Completed, "the first lines arrive while it runs: {log}");
+    // Then it follows to the end, and ends.
+    let rest = tokio::time::timeout(Duration::from_secs(20), response.text()).await.expect("the log ends after the prebuild").unwrap();
+    log.push_str(&rest);
+    assert!(log.contains("starting in environment") && log.contains("[simulated] completed"), "{log}");
+
+    // After the run, either replica serves all of it.
+    for server in [&one, &two] {
+        let url = format!("{}/logs/prebuilds/{}", server.base_url(), created.id);
+        let again = reqwest::Client::new().get(&url).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+        assert_eq!(again, log);
+    }
+}

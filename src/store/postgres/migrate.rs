@@ -10,8 +10,11 @@ use crate::error::{Error, Result};
 
 /// The migrations in order; `schema_migrations` records which have run.
 /// Never edit one that has shipped: add the next number.
-const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_initial.sql")), (2, include_str!("../migrations/postgres/0002_replicas.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_initial.sql")),
+    (2, include_str!("../migrations/postgres/0002_replicas.sql")),
+    (3, include_str!("../migrations/postgres/0003_logs.sql")),
+];
 
 /// The advisory lock key serializing migrations ("prebuild" in ASCII).
 /// Advisory locks are per database, so unrelated databases on the same

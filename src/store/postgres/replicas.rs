@@ -128,3 +128,51 @@ impl PostgresStore {
         })
     }
 }
+
+impl PostgresStore {
+    /// How much of `source`'s log file of a prebuild is already copied.
+    pub async fn copied_log_length(&self, prebuild_id: &str, source: &str) -> Result<u64> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT COALESCE(MAX(source_offset + length(chunk)), 0)::BIGINT FROM prebuild_log_chunks WHERE prebuild_id = $1 AND source = $2",
+            )
+            .await?;
+        let length: i64 = client.query_one(&statement, &[&prebuild_id, &source]).await?.try_get(0)?;
+        Ok(length as u64)
+    }
+
+    /// Copies a chunk of `source`'s log file of a prebuild, starting at
+    /// `offset` in it. A chunk already there, or a prebuild that is gone,
+    /// changes nothing.
+    pub async fn append_log_chunk(&self, prebuild_id: &str, source: &str, offset: u64, chunk: &[u8]) -> Result<()> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO prebuild_log_chunks (prebuild_id, source, source_offset, chunk)
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM prebuilds WHERE id = $1)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        client.execute(&statement, &[&prebuild_id, &source, &(offset as i64), &chunk]).await?;
+        Ok(())
+    }
+
+    /// A prebuild's log chunks after `after_seq`, in the order they were
+    /// copied, with their positions (at most `limit`).
+    pub async fn log_chunks_after(&self, prebuild_id: &str, after_seq: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT seq, chunk FROM prebuild_log_chunks WHERE prebuild_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            .await?;
+        let rows = client.query(&statement, &[&prebuild_id, &after_seq, &limit]).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    /// Removes a prebuild's copied log (idempotent).
+    pub async fn remove_log(&self, prebuild_id: &str) -> Result<()> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM prebuild_log_chunks WHERE prebuild_id = $1", &[&prebuild_id]).await?;
+        Ok(())
+    }
+}
