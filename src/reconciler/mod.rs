@@ -212,6 +212,11 @@ impl Reconciler {
     /// Runs one object's step, catching panics so one bad object cannot stop
     /// the others; failures back off exponentially.
     async fn guarded(&self, id: &str, step: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+        // A replica that lost the lease during the pass starts no more
+        // steps: the new leader may already be taking them.
+        if !self.replicas.is_leader() {
+            return Ok(());
+        }
         let result = match AssertUnwindSafe(step).catch_unwind().await {
             Ok(result) => result,
             Err(_) => Err(Error::Internal(format!("a reconcile step for {id} panicked"))),

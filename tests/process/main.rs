@@ -336,11 +336,15 @@ async fn list_all(client: &mut Client) -> Vec<String> {
 
 #[tokio::test]
 async fn kill_9_of_the_leader_hands_the_reconciler_to_a_survivor() {
-    let config = replica_config(&postgres::fresh_database().await);
+    // Steps slow enough that a prebuild is still running at the kill.
+    let config = replica_config(&postgres::fresh_database().await).replace("step_duration = \"20ms\"", "step_duration = \"300ms\"");
     let (data_one, data_two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut processes = [Some(Process::start(&config, data_one.path())), Some(Process::start(&config, data_two.path()))];
     let both: Vec<&Process> = processes.iter().flatten().collect();
     let leader = the_leader(&both, Duration::from_secs(10)).await;
+    let mut on_leader = processes[leader].as_ref().unwrap().client().await;
+    let running = create_prebuild(&mut on_leader, PROJECT_BACKEND).await;
+    wait_for_phase(&mut on_leader, &running.id, &[PrebuildPhase::Running], Duration::from_secs(10)).await;
 
     processes[leader].take().unwrap().signal(libc::SIGKILL);
     let killed = Instant::now();
@@ -348,10 +352,23 @@ async fn kill_9_of_the_leader_hands_the_reconciler_to_a_survivor() {
     the_leader(&[survivor], Duration::from_secs(8)).await;
     eprintln!("the survivor led {:?} after kill -9 of the leader", killed.elapsed());
 
+    // The prebuild the dead leader was running is started again there and
+    // completes, and so does a new one.
     let mut client = survivor.client().await;
     let created = create_prebuild(&mut client, PROJECT_BACKEND).await;
-    let done = wait_for_phase(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed], Duration::from_secs(20)).await;
-    assert_eq!(done.status.unwrap().phase, PrebuildPhase::Completed as i32);
+    for id in [&running.id, &created.id] {
+        let done = wait_for_phase(&mut client, id, &[PrebuildPhase::Completed, PrebuildPhase::Failed], Duration::from_secs(30)).await;
+        assert_eq!(done.status.unwrap().phase, PrebuildPhase::Completed as i32);
+    }
+    let token = client
+        .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: running.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let url = format!("{}/logs/prebuilds/{}", survivor.base_url(), running.id);
+    let log = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().text().await.unwrap();
+    assert!(log.contains("starting it again") && log.contains("[simulated] completed"), "{log}");
 }
 
 #[tokio::test]
