@@ -149,3 +149,35 @@ async fn pages_are_read_through_their_filters_index() {
         assert!(used && !plan.contains("Seq Scan"), "{sql}\nexpected one of {indexes:?}:\n{plan}");
     }
 }
+
+#[tokio::test]
+async fn the_token_secret_is_made_once_and_shared() {
+    let url = super::postgres::fresh_database().await;
+    let (one, two) = (open(&url).await.unwrap(), open(&url).await.unwrap());
+    let (a, b) = tokio::join!(one.shared_token_secret(), two.shared_token_secret());
+    let secret = a.unwrap();
+    assert_eq!(secret, b.unwrap());
+    assert_eq!(one.shared_token_secret().await.unwrap(), secret, "read back, not made again");
+}
+
+#[tokio::test]
+async fn the_reconciler_lease_has_one_holder_and_a_new_term_per_change_of_hands() {
+    let url = super::postgres::fresh_database().await;
+    let store = open(&url).await.unwrap();
+    let long = Duration::from_secs(30);
+    assert_eq!(store.acquire_lease("a", long).await.unwrap(), Some(1), "free: taken");
+    assert_eq!(store.acquire_lease("a", long).await.unwrap(), Some(1), "renewed in the same term");
+    assert_eq!(store.acquire_lease("b", long).await.unwrap(), None, "held by another");
+    store.release_lease("b").await.unwrap();
+    assert_eq!(store.acquire_lease("b", long).await.unwrap(), None, "only the holder releases");
+    store.release_lease("a").await.unwrap();
+    assert_eq!(store.acquire_lease("b", Duration::from_millis(100)).await.unwrap(), Some(2), "released: taken in a new term");
+    assert_eq!(store.acquire_lease("a", long).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.acquire_lease("a", long).await.unwrap(), Some(3), "expired: taken in a new term");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The same holder coming back after its lease ran out also gets a new term.
+    assert_eq!(store.acquire_lease("a", Duration::from_millis(50)).await.unwrap(), Some(3));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.acquire_lease("a", long).await.unwrap(), Some(4));
+}
