@@ -32,6 +32,19 @@ impl Stats {
     pub fn max_ms(&self) -> f64 {
         self.latencies.last().copied().unwrap_or(0) as f64 / 1000.0
     }
+
+    /// Runs made side by side, as one: requests add up, latencies merge.
+    pub fn combine(all: Vec<Stats>) -> Stats {
+        let mut combined = Stats::default();
+        for stats in all {
+            combined.requests += stats.requests;
+            combined.errors += stats.errors;
+            combined.elapsed = combined.elapsed.max(stats.elapsed);
+            combined.latencies.extend(stats.latencies);
+        }
+        combined.latencies.sort_unstable();
+        combined
+    }
 }
 
 /// Runs `call(n)` from `concurrency` tasks for `duration`. `call` returns

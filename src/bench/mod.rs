@@ -19,6 +19,7 @@
 
 mod docker;
 mod load;
+mod postgres;
 pub mod raw;
 
 use crate::config::DEMO_API_KEY;
@@ -314,6 +315,11 @@ pub async fn run(options: Options) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&work);
     if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("docker")) {
         let result = docker::run(&work).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        return result;
+    }
+    if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("postgres")) {
+        let result = postgres::run(&work, &options).await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         return result;
     }
