@@ -32,6 +32,18 @@ async fn kill_9_under_write_load_loses_no_acknowledged_create() {
 
     let load = Load::start(&process.base_url(), 32);
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The precondition below, before the kill: some prebuild is in progress
+    // (on a busy machine the first passes can lag behind the load).
+    let mut watcher = process.client(TOKEN_A).await;
+    let started = Instant::now();
+    loop {
+        let filter = list_prebuilds_request::Filter { phases: IN_PROGRESS.iter().map(|p| *p as i32).collect(), ..Default::default() };
+        let page = watcher.list_prebuilds(ListPrebuildsRequest { pagination: None, filter: Some(filter) }).await;
+        if page.is_ok_and(|page| !page.into_inner().prebuilds.is_empty()) || started.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     load.stopping();
     process.kill9();
     let outcomes = load.finish(Duration::from_secs(20)).await;
