@@ -126,3 +126,22 @@ fn source_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Every page of a list call, in order: `page(pagination)` fetches one and
+/// returns its items and the next page token (empty on the last page).
+pub async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(prebuildd::proto::gitpod::v1::PaginationRequest) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = page(prebuildd::proto::gitpod::v1::PaginationRequest { page_size: 100, token }).await?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
+}

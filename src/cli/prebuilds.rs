@@ -75,20 +75,15 @@ pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
         }
         Command::List { project, phase } => {
             let filter = list_filter(project, phase);
-            let mut all = Vec::new();
-            let mut token = String::new();
-            loop {
-                let request = ListPrebuildsRequest {
-                    pagination: Some(PaginationRequest { page_size: 100, token: token.clone() }),
-                    filter: Some(filter.clone()),
-                };
-                let response = client.prebuilds.list_prebuilds(request).await?.into_inner();
-                all.extend(response.prebuilds);
-                token = response.pagination.map(|p| p.next_token).unwrap_or_default();
-                if token.is_empty() {
-                    break;
+            let all = super::client::all_pages(|pagination| {
+                let (mut prebuilds, filter) = (client.prebuilds.clone(), filter.clone());
+                async move {
+                    let request = ListPrebuildsRequest { pagination: Some(pagination), filter: Some(filter) };
+                    let response = prebuilds.list_prebuilds(request).await?.into_inner();
+                    Ok((response.prebuilds, response.pagination.map(|p| p.next_token).unwrap_or_default()))
                 }
-            }
+            })
+            .await?;
             match client.format {
                 Format::Json => output::print_json(&all),
                 Format::Table => output::print_table(PREBUILD_HEADERS, &all.iter().map(prebuild_row).collect::<Vec<_>>()),

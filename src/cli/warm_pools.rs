@@ -65,20 +65,15 @@ pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
         }
         Command::List { project, environment_class } => {
             let filter = list_warm_pools_request::Filter { project_ids: project, environment_class_ids: environment_class };
-            let mut all = Vec::new();
-            let mut token = String::new();
-            loop {
-                let request = ListWarmPoolsRequest {
-                    pagination: Some(PaginationRequest { page_size: 100, token: token.clone() }),
-                    filter: Some(filter.clone()),
-                };
-                let response = client.prebuilds.list_warm_pools(request).await?.into_inner();
-                all.extend(response.warm_pools);
-                token = response.pagination.map(|p| p.next_token).unwrap_or_default();
-                if token.is_empty() {
-                    break;
+            let all = super::client::all_pages(|pagination| {
+                let (mut prebuilds, filter) = (client.prebuilds.clone(), filter.clone());
+                async move {
+                    let request = ListWarmPoolsRequest { pagination: Some(pagination), filter: Some(filter) };
+                    let response = prebuilds.list_warm_pools(request).await?.into_inner();
+                    Ok((response.warm_pools, response.pagination.map(|p| p.next_token).unwrap_or_default()))
                 }
-            }
+            })
+            .await?;
             match format {
                 Format::Json => output::print_json(&all),
                 Format::Table => output::print_table(WARM_POOL_HEADERS, &all.iter().map(warm_pool_row).collect::<Vec<_>>()),
