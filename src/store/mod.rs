@@ -112,3 +112,11 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets claims older than `before`: they no longer count as demand.
     async fn prune_claims(&self, before: i64) -> Result<()>;
 }
+
+/// The error of a second warm pool for the same (project, class), as both
+/// stores report it when their unique index refuses the insert.
+pub(crate) fn duplicate_warm_pool(project_id: &str, environment_class_id: &str) -> crate::error::Error {
+    crate::error::Error::AlreadyExists(format!(
+        "a warm pool for project {project_id} and environment class {environment_class_id} already exists; update or delete it instead"
+    ))
+}

@@ -358,10 +358,7 @@ impl Store for PostgresStore {
             [&warm_pool.id, &metadata.organization_id, &metadata.project_id, &metadata.environment_class_id, &warm_pool.encode_to_vec()];
         client.execute(&statement, &params).await.map_err(|e| {
             if is_unique_violation(&e) {
-                Error::AlreadyExists(format!(
-                    "a warm pool for project {} and environment class {} already exists; update or delete it instead",
-                    metadata.project_id, metadata.environment_class_id
-                ))
+                crate::store::duplicate_warm_pool(&metadata.project_id, &metadata.environment_class_id)
             } else {
                 e.into()
             }
