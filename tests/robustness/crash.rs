@@ -36,20 +36,25 @@ async fn kill_9_under_write_load_loses_no_acknowledged_create() {
     // (on a busy machine the first passes can lag behind the load).
     let mut watcher = process.client(TOKEN_A).await;
     let started = Instant::now();
-    loop {
+    let seen_in_progress = loop {
         let filter = list_prebuilds_request::Filter { phases: IN_PROGRESS.iter().map(|p| *p as i32).collect(), ..Default::default() };
         let page = watcher.list_prebuilds(ListPrebuildsRequest { pagination: None, filter: Some(filter) }).await;
-        if page.is_ok_and(|page| !page.into_inner().prebuilds.is_empty()) || started.elapsed() > Duration::from_secs(15) {
-            break;
+        let seen = page.map(|page| page.into_inner().prebuilds.len()).unwrap_or(0);
+        if seen > 0 || started.elapsed() > Duration::from_secs(15) {
+            break seen;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    let waited = started.elapsed();
     load.stopping();
     process.kill9();
     let outcomes = load.finish(Duration::from_secs(20)).await;
+    let crash_log = process.log_text();
     drop(process);
 
-    assert_eq!(outcomes.hung_workers, 0, "every client noticed the crash");
+    assert_eq!(outcomes.hung_workers, 0, "every worker ends within its own request limit");
+    let unnoticed: Vec<&LoadError> = outcomes.errors.iter().filter(|e| e.timed_out).collect();
+    assert!(unnoticed.is_empty(), "every client noticed the crash: {unnoticed:?}");
     let early: Vec<&LoadError> = outcomes.errors.iter().filter(|e| !e.after_stop).collect();
     assert!(early.is_empty(), "creates failed before the kill: {early:?}");
     let acknowledged = outcomes.acknowledged;
@@ -77,7 +82,11 @@ async fn kill_9_under_write_load_loses_no_acknowledged_create() {
         let ids = statement.query_map([], |row| row.get::<_, String>(0)).unwrap().map(Result::unwrap).collect();
         ids
     };
-    assert!(!in_progress.is_empty(), "the reconciler was working when the process was killed (a test precondition)");
+    assert!(
+        !in_progress.is_empty(),
+        "the reconciler was working when the process was killed (a test precondition; the API showed {seen_in_progress} in progress \
+         {waited:?} after the load started); log:\n{crash_log}"
+    );
 
     eprintln!("kill -9: {} creates acknowledged, {} prebuilds in progress at the crash", acknowledged.len(), in_progress.len());
 

@@ -180,6 +180,8 @@ pub struct LoadError {
     pub from_transport: bool,
     /// It happened after the test had started to stop or kill the server.
     pub after_stop: bool,
+    /// No answer and no error came within the worker's own per-request limit.
+    pub timed_out: bool,
 }
 
 impl LoadError {
@@ -199,6 +201,11 @@ pub struct Outcomes {
     pub hung_workers: usize,
 }
 
+/// How long a worker waits for one CreatePrebuild. Creates take
+/// milliseconds; the limit is far above that even on a loaded machine, and
+/// below the 20 s the tests give `finish`, so a worker always ends on its own.
+const REQUEST_LIMIT: Duration = Duration::from_secs(12);
+
 /// `workers` concurrent gRPC clients (a connection each) creating prebuilds
 /// on PROJECT_BACKEND as TOKEN_A until their first error.
 pub struct Load {
@@ -215,7 +222,7 @@ impl Load {
             .map(|_| {
                 let (stopping, outcomes, base_url) = (stopping.clone(), outcomes.clone(), base_url.to_string());
                 tokio::spawn(async move {
-                    let record_error = |status: tonic::Status| {
+                    let record_error = |status: tonic::Status, timed_out: bool| {
                         let from_transport = std::error::Error::source(&status).is_some();
                         let mut message = status.message().to_string();
                         let mut source = std::error::Error::source(&status);
@@ -228,11 +235,12 @@ impl Load {
                             message,
                             from_transport,
                             after_stop: stopping.load(Ordering::SeqCst),
+                            timed_out,
                         });
                     };
                     let channel = match endpoint(&base_url).connect().await {
                         Ok(channel) => channel,
-                        Err(error) => return record_error(tonic::Status::from_error(Box::new(error))),
+                        Err(error) => return record_error(tonic::Status::from_error(Box::new(error)), false),
                     };
                     let mut client = PrebuildServiceClient::with_interceptor(channel, bearer(TOKEN_A));
                     loop {
@@ -241,13 +249,13 @@ impl Load {
                             environment_class_id: None,
                             spec: Some(PrebuildSpec::default()),
                         };
-                        match tokio::time::timeout(Duration::from_secs(40), client.create_prebuild(request)).await {
+                        match tokio::time::timeout(REQUEST_LIMIT, client.create_prebuild(request)).await {
                             Ok(Ok(response)) => {
                                 let id = response.into_inner().prebuild.expect("a prebuild in the response").id;
                                 outcomes.lock().unwrap().acknowledged.push(id);
                             }
-                            Ok(Err(status)) => return record_error(status),
-                            Err(_) => return record_error(tonic::Status::deadline_exceeded("the test's 40 s limit per request")),
+                            Ok(Err(status)) => return record_error(status, false),
+                            Err(_) => return record_error(tonic::Status::deadline_exceeded("the test's limit per request"), true),
                         }
                     }
                 })
