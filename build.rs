@@ -7,8 +7,13 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] =
-    &["gitpod/v1/identity.proto", "gitpod/v1/pagination.proto", "gitpod/v1/prebuild.proto", "prebuildd/v1/warm_pool_instance.proto"];
+const PROTOS: &[&str] = &[
+    "gitpod/v1/identity.proto",
+    "gitpod/v1/pagination.proto",
+    "gitpod/v1/prebuild.proto",
+    "prebuildd/v1/warm_pool_instance.proto",
+    "prebuildd/v1/runner.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -49,6 +49,29 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Checks a remote runner's `Authorization` header against the runner
+    /// tokens in `catalog`; returns the runner's ID. A user's API key is
+    /// known but refused (`permission_denied`): it can never fetch work.
+    pub fn authenticate_runner(&self, catalog: &crate::catalog::Catalog, authorization: Option<&[u8]>) -> Result<String> {
+        let header = authorization.ok_or_else(|| {
+            Error::Unauthenticated("missing runner token: send the header \"Authorization: Bearer <runner token>\"".into())
+        })?;
+        let token = bearer_token(header)
+            .ok_or_else(|| Error::Unauthenticated("malformed Authorization header: expected \"Bearer <runner token>\"".into()))?;
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        if let Some(runner) = catalog.runners.values().find(|runner| runner.remote.token_sha256 == Some(digest)) {
+            return Ok(runner.id.clone());
+        }
+        if self.by_digest.read().unwrap_or_else(|e| e.into_inner()).contains_key(&digest) {
+            return Err(Error::PermissionDenied(
+                "this is an API key, not a runner token: runners authenticate with the token of their [[runners]] entry".into(),
+            ));
+        }
+        Err(Error::Unauthenticated("unknown runner token".into()))
+    }
+}
+
 /// The token of a `Bearer` header; the scheme name is case-insensitive (RFC 7235).
 fn bearer_token(header: &[u8]) -> Option<&[u8]> {
     let header = header.trim_ascii();

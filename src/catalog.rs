@@ -27,6 +27,8 @@ pub enum RunnerKind {
     Simulated,
     Local,
     Docker,
+    /// On another machine: `prebuildd runner` connects to the server.
+    Remote,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,24 @@ pub struct RunnerConfig {
     pub sandbox: bool,
     /// Docker runner settings (defaults for other kinds).
     pub docker: DockerSettings,
+    /// Remote runner settings (defaults for other kinds).
+    pub remote: RemoteSettings,
+}
+
+/// How a remote runner authenticates, and how long it may stay away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSettings {
+    /// SHA-256 of the runner's token (the runner sends the token itself).
+    pub token_sha256: Option<[u8; 32]>,
+    /// How long the runner may be disconnected before its running prebuilds
+    /// fail and its pools are DEGRADED.
+    pub grace: Duration,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        RemoteSettings { token_sha256: None, grace: Duration::from_secs(60) }
+    }
 }
 
 /// Where and how the docker runner works.

@@ -23,6 +23,9 @@ pub enum Error {
     FailedPrecondition(String),
     AlreadyExists(String),
     Unauthenticated(String),
+    /// The caller is known but may not do this (a user's API key on the
+    /// runner service, say).
+    PermissionDenied(String),
     ResourceExhausted(String),
     DeadlineExceeded(String),
     Unavailable(String),
@@ -135,6 +138,7 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
@@ -165,6 +169,7 @@ impl fmt::Display for Error {
             | Error::FailedPrecondition(m)
             | Error::AlreadyExists(m)
             | Error::Unauthenticated(m)
+            | Error::PermissionDenied(m)
             | Error::ResourceExhausted(m)
             | Error::DeadlineExceeded(m)
             | Error::Unavailable(m)

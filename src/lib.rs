@@ -199,11 +199,11 @@ pub async fn start_with_private_files(
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
-    let grpc = transport::grpc_router(service.clone(), auth.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let grpc = transport::grpc_router(service.clone(), auth.clone(), shutdown_rx.clone());
     let metrics = Arc::new(metrics::Metrics::default());
     let http = transport::http::router(service.clone(), auth.clone(), logs.clone(), metrics.clone());
     let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(transport::serve(listener, grpc, http, config.header_read_timeout, triggered(shutdown_rx.clone())));
     // Every replica copies its log files, also one that no longer leads (a
     // pass may have written after its last copy).

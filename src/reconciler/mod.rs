@@ -262,8 +262,14 @@ impl Reconciler {
             };
             let observed = if prebuild::is_running(phase) { runner.observe(&prebuild.id).await } else { None };
             let limit = catalog.runners.get(&runner_id).map_or(1, |r| r.max_concurrent_prebuilds);
+            let available = runner.is_available();
             let used = busy.entry(runner_id).or_default();
-            let step = next_step(&prebuild, observed.as_ref(), now, *used < limit);
+            let step = next_step(&prebuild, observed.as_ref(), now, available && *used < limit);
+            // An unavailable runner (one on another machine, not connected)
+            // gets no work, and a job it has not reported is not lost: wait.
+            if !available && matches!(step, Step::Start { .. }) {
+                continue;
+            }
             if matches!(step, Step::Start { fresh: true, .. }) && matches!(phase, PrebuildPhase::Pending | PrebuildPhase::Unspecified) {
                 *used += 1;
             }

@@ -6,8 +6,8 @@
 //! Every call is idempotent, so a pass that runs twice does no harm.
 //!
 //! Implementations: `simulated` (tests and demos), `local` (a real prebuild
-//! on this machine, sandboxed) and `docker` (the project's dev container).
-//! Remote runners will implement the same trait.
+//! on this machine, sandboxed), `docker` (the project's dev container) and
+//! `remote` (any of those on another machine, through `prebuildd runner`).
 
 pub mod devcontainer;
 pub mod docker;
@@ -15,6 +15,7 @@ mod job;
 pub mod local;
 mod pool_plan;
 mod process;
+pub mod remote;
 pub mod simulated;
 mod workspace;
 
@@ -102,6 +103,13 @@ pub struct ClaimedInstance {
 
 #[async_trait]
 pub trait Runner: Send + Sync + 'static {
+    /// Whether the runner can take work and report on it now. A runner on
+    /// another machine is unavailable while it is not connected: the
+    /// reconciler then starts nothing on it, and does not take its silence
+    /// for a lost job.
+    fn is_available(&self) -> bool {
+        true
+    }
     /// Starts the job unless the runner already has it (idempotent).
     async fn start(&self, job: PrebuildJob) -> Result<()>;
     /// The job's state, or `None` if the runner does not know it (never
@@ -169,6 +177,8 @@ pub struct Runners {
     data_dir: PathBuf,
     private_files: Vec<PathBuf>,
     by_id: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<dyn Runner>>>,
+    /// The remote ones again, as themselves, for their connections.
+    remote: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<remote::RemoteRunner>>>,
 }
 
 impl std::fmt::Debug for Runners {
@@ -179,7 +189,8 @@ impl std::fmt::Debug for Runners {
 
 impl Runners {
     pub fn new(files: ServerFiles, catalog: &crate::catalog::Catalog) -> Self {
-        let runners = Runners { data_dir: files.data_dir, private_files: files.private_files, by_id: Default::default() };
+        let runners =
+            Runners { data_dir: files.data_dir, private_files: files.private_files, by_id: Default::default(), remote: Default::default() };
         runners.sync(catalog);
         runners
     }
@@ -205,6 +216,17 @@ impl Runners {
                         }
                     }
                 }
+                crate::catalog::RunnerKind::Remote => match crate::logs::Logs::new(&self.data_dir) {
+                    Ok(logs) => {
+                        let runner = std::sync::Arc::new(remote::RemoteRunner::new(&config.id, config.remote.grace, logs));
+                        self.remote.write().unwrap_or_else(|e| e.into_inner()).insert(config.id.clone(), runner.clone());
+                        runner
+                    }
+                    Err(error) => {
+                        tracing::error!(runner = %config.id, %error, "cannot create the log dir; the remote runner's prebuilds will fail");
+                        continue;
+                    }
+                },
                 crate::catalog::RunnerKind::Local => match local::LocalRunner::new(
                     &self.data_dir.join("local").join(&config.id),
                     local::SandboxSettings::new(config.sandbox, self.paths_to_hide(catalog)),
@@ -233,5 +255,10 @@ impl Runners {
 
     pub fn get(&self, runner_id: &str) -> Option<std::sync::Arc<dyn Runner>> {
         self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(runner_id).cloned()
+    }
+
+    /// A remote runner, for its connection.
+    pub fn remote(&self, runner_id: &str) -> Option<std::sync::Arc<remote::RemoteRunner>> {
+        self.remote.read().unwrap_or_else(|e| e.into_inner()).get(runner_id).cloned()
     }
 }

@@ -15,9 +15,11 @@ pub mod grpc;
 pub mod http;
 pub mod json;
 pub mod logs;
+pub mod runner_service;
 
 use crate::auth::Authenticator;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildServiceServer;
+use crate::proto::prebuildd::v1::runner_service_server::RunnerServiceServer;
 use crate::proto::prebuildd::v1::warm_pool_instance_service_server::WarmPoolInstanceServiceServer;
 use crate::service::Service;
 use axum::Router;
@@ -39,10 +41,12 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Builds the gRPC side: PrebuildService, our WarmPoolInstanceService,
 /// grpc.health.v1 and reflection
 /// (v1 and v1alpha) for everything we serve.
-pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
+pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>, shutdown: tokio::sync::watch::Receiver<bool>) -> Router {
     let prebuilds = PrebuildServiceServer::new(grpc::GrpcPrebuildService::new(service.clone(), auth.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let runners = RunnerServiceServer::new(runner_service::GrpcRunnerService::new(service.clone(), auth.clone(), shutdown))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let claims = WarmPoolInstanceServiceServer::new(grpc::GrpcWarmPoolInstanceService::new(service, auth))
         .accept_compressed(CompressionEncoding::Gzip)
@@ -68,6 +72,7 @@ pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
 
     tonic::service::Routes::new(prebuilds)
         .add_service(claims)
+        .add_service(runners)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -5,14 +5,15 @@
 //! (`projects[0].prebuilds.environment_class_ids[1]: ...`), so nothing
 //! downstream re-parses or re-checks a string.
 
-use crate::catalog::{
-    Catalog, DockerSettings, EnvironmentClass, Organization, PrebuildSettings, Project, Resources, RunnerConfig, RunnerKind,
-};
+mod runners;
+
+pub use runners::{engine_config, RawEngine};
+
+use crate::catalog::{Catalog, EnvironmentClass, Organization, PrebuildSettings, Project, Resources};
 use crate::proto::gitpod::v1::{Principal, Subject};
 use crate::store::postgres::PostgresUrl;
 use crate::validate::is_uuid;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -106,7 +107,7 @@ struct RawConfig {
     #[serde(default)]
     api_keys: Vec<RawApiKey>,
     #[serde(default)]
-    runners: Vec<RawRunner>,
+    runners: Vec<runners::RawRunner>,
     #[serde(default)]
     environment_classes: Vec<RawEnvironmentClass>,
     #[serde(default)]
@@ -164,21 +165,6 @@ struct RawApiKey {
     organization_id: String,
     subject_id: String,
     principal: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRunner {
-    id: String,
-    kind: String,
-    max_concurrent_prebuilds: Option<u32>,
-    step_duration: Option<String>,
-    sandbox: Option<bool>,
-    docker_host: Option<String>,
-    devcontainer_cli: Option<PathBuf>,
-    docker_cli: Option<PathBuf>,
-    default_image: Option<String>,
-    root: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -313,20 +299,8 @@ impl RawConfig {
         let mut api_keys = Vec::new();
         for (i, key_cfg) in self.api_keys.into_iter().enumerate() {
             let key = format!("api_keys[{i}]");
-            let token_sha256 = match (key_cfg.token, key_cfg.token_sha256) {
-                (Some(token), None) => {
-                    if token.len() < 8 {
-                        return Err(err(format!("{key}.token"), "must be at least 8 characters"));
-                    }
-                    Sha256::digest(token.as_bytes()).into()
-                }
-                (None, Some(hex_digest)) => {
-                    let bytes = hex::decode(hex_digest.trim()).map_err(|_| err(format!("{key}.token_sha256"), "must be 64 hex digits"))?;
-                    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| err(format!("{key}.token_sha256"), "must be 64 hex digits"))?
-                }
-                (Some(_), Some(_)) => return Err(err(&key, "set either token or token_sha256, not both")),
-                (None, None) => return Err(err(&key, "one of token or token_sha256 is required")),
-            };
+            let token_sha256 = runners::token_digest(&key, key_cfg.token, key_cfg.token_sha256)?
+                .ok_or_else(|| err(&key, "one of token or token_sha256 is required"))?;
             let organization_id = uuid_key(&format!("{key}.organization_id"), &key_cfg.organization_id)?;
             if !catalog.organizations.contains_key(&organization_id) {
                 return Err(err(format!("{key}.organization_id"), format!("no organization {organization_id} is configured")));
@@ -341,57 +315,15 @@ impl RawConfig {
 
         for (i, runner) in self.runners.into_iter().enumerate() {
             let key = format!("runners[{i}]");
-            let id = uuid_key(&format!("{key}.id"), &runner.id)?;
-            let kind = match runner.kind.as_str() {
-                "simulated" => RunnerKind::Simulated,
-                "local" => RunnerKind::Local,
-                "docker" => RunnerKind::Docker,
-                other => {
-                    return Err(err(
-                        format!("{key}.kind"),
-                        format!("{other:?} is not a runner kind; use \"simulated\", \"local\" or \"docker\""),
-                    ))
-                }
-            };
-            let max_concurrent_prebuilds = runner.max_concurrent_prebuilds.unwrap_or(4);
-            if max_concurrent_prebuilds == 0 {
-                return Err(err(format!("{key}.max_concurrent_prebuilds"), "must be at least 1"));
-            }
-            if kind != RunnerKind::Simulated && runner.step_duration.is_some() {
-                return Err(err(format!("{key}.step_duration"), "only applies to simulated runners"));
-            }
-            let step_duration =
-                optional_duration(&format!("{key}.step_duration"), runner.step_duration.as_deref())?.unwrap_or(Duration::from_millis(200));
-            if kind != RunnerKind::Local && runner.sandbox.is_some() {
-                return Err(err(format!("{key}.sandbox"), "only applies to local runners"));
-            }
-            let docker_keys = [
-                ("docker_host", runner.docker_host.is_some()),
-                ("devcontainer_cli", runner.devcontainer_cli.is_some()),
-                ("docker_cli", runner.docker_cli.is_some()),
-                ("default_image", runner.default_image.is_some()),
-                ("root", runner.root.is_some()),
-            ];
-            if let Some((name, _)) = docker_keys.iter().find(|(_, set)| *set).filter(|_| kind != RunnerKind::Docker) {
-                return Err(err(format!("{key}.{name}"), "only applies to docker runners"));
-            }
-            if let Some(host) = &runner.docker_host {
-                if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("http://")) {
-                    return Err(err(format!("{key}.docker_host"), format!("{host:?} must start with unix://, tcp:// or http://")));
+            let config = runners::runner_config(&key, runner)?;
+            let id = config.id.clone();
+            if let Some(digest) = config.remote.token_sha256 {
+                if api_keys.iter().any(|k: &ApiKey| k.token_sha256 == digest)
+                    || catalog.runners.values().any(|r| r.remote.token_sha256 == Some(digest))
+                {
+                    return Err(err(format!("{key}.token"), "a runner token must differ from every API key and other runner token"));
                 }
             }
-            if runner.default_image.as_deref().is_some_and(|image| image.trim().is_empty()) {
-                return Err(err(format!("{key}.default_image"), "must not be empty"));
-            }
-            let docker = DockerSettings {
-                docker_host: runner.docker_host,
-                devcontainer_cli: runner.devcontainer_cli,
-                docker_cli: runner.docker_cli,
-                default_image: runner.default_image,
-                root: runner.root,
-            };
-            let sandbox = runner.sandbox.unwrap_or(true);
-            let config = RunnerConfig { id: id.clone(), kind, max_concurrent_prebuilds, step_duration, sandbox, docker };
             if catalog.runners.insert(id.clone(), config).is_some() {
                 return Err(err(format!("{key}.id"), format!("{id} is listed twice")));
             }
@@ -575,6 +507,8 @@ fn optional_duration(key: &str, value: Option<&str>) -> Result<Option<Duration>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::RunnerKind;
+    use sha2::{Digest, Sha256};
 
     const ORG: &str = "11111111-1111-4111-8111-111111111111";
     const RUNNER: &str = "22222222-2222-4222-8222-222222222222";
@@ -682,6 +616,45 @@ default_environment_class_id = "{CLASS}"
         assert_eq!(parse_memory("k", "2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_memory("k", "512MB").unwrap(), 512_000_000);
         assert_eq!(parse_memory("k", "8388608").unwrap(), 8 << 20);
+    }
+
+    #[test]
+    fn remote_runners_take_a_token_and_a_grace_period() {
+        let remote = base("").replace(
+            "kind = \"simulated\"\nstep_duration = \"50ms\"",
+            "kind = \"remote\"\ntoken = \"runner-token-1\"\ndisconnect_grace = \"90s\"",
+        );
+        let config = Config::parse(&remote, &Overrides::default()).unwrap();
+        let runner = &config.catalog.runners[RUNNER];
+        assert_eq!(runner.kind, RunnerKind::Remote);
+        assert_eq!(runner.remote.token_sha256, Some(Sha256::digest(b"runner-token-1").into()));
+        assert_eq!(runner.remote.grace, Duration::from_secs(90));
+
+        let cases = [
+            (remote.replace("token = \"runner-token-1\"\n", ""), "runners[0].token"),
+            (remote.replace("runner-token-1", "secret-token-1"), "runners[0].token"),
+            (remote.replace("runner-token-1", "short"), "runners[0].token"),
+            (remote.replace("90s", "soon"), "runners[0].disconnect_grace"),
+            (remote.replace("disconnect_grace = \"90s\"", "step_duration = \"1s\""), "runners[0].step_duration"),
+            (base("").replace("step_duration = \"50ms\"", "token = \"runner-token-1\""), "runners[0].token"),
+            (base("").replace("step_duration = \"50ms\"", "disconnect_grace = \"1m\""), "runners[0].disconnect_grace"),
+        ];
+        for (text, key) in cases {
+            let error = Config::parse(&text, &Overrides::default()).unwrap_err();
+            assert!(error.0.starts_with(key), "expected {key}, got {error}");
+        }
+    }
+
+    #[test]
+    fn an_engine_takes_the_settings_of_its_kind_but_never_remote() {
+        let engine: RawEngine = toml::from_str("kind = \"simulated\"\nstep_duration = \"20ms\"").unwrap();
+        let config = engine_config("engine", RUNNER, engine).unwrap();
+        assert_eq!((config.kind, config.step_duration, config.id.as_str()), (RunnerKind::Simulated, Duration::from_millis(20), RUNNER));
+        let remote: RawEngine = toml::from_str("kind = \"remote\"").unwrap();
+        assert!(engine_config("engine", RUNNER, remote).unwrap_err().0.starts_with("engine.kind"));
+        let docker_on_local: RawEngine = toml::from_str("kind = \"local\"\ndocker_host = \"unix:///x\"").unwrap();
+        assert!(engine_config("engine", RUNNER, docker_on_local).unwrap_err().0.starts_with("engine.docker_host"));
+        assert!(toml::from_str::<RawEngine>("kind = \"local\"\ntoken = \"x\"").is_err(), "an engine has no token");
     }
 
     #[test]

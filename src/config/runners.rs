@@ -1,0 +1,167 @@
+//! `[[runners]]` entries of the server's configuration, and the `[engine]`
+//! of `prebuildd runner`, which takes the same settings.
+
+use super::{err, optional_duration, uuid_key, ConfigError};
+use crate::catalog::{DockerSettings, RemoteSettings, RunnerConfig, RunnerKind};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRunner {
+    id: String,
+    kind: String,
+    max_concurrent_prebuilds: Option<u32>,
+    step_duration: Option<String>,
+    sandbox: Option<bool>,
+    docker_host: Option<String>,
+    devcontainer_cli: Option<PathBuf>,
+    docker_cli: Option<PathBuf>,
+    default_image: Option<String>,
+    root: Option<PathBuf>,
+    token: Option<String>,
+    token_sha256: Option<String>,
+    disconnect_grace: Option<String>,
+}
+
+/// The `[engine]` of a runner's own config: what does the work on the
+/// runner's machine. The keys of a `[[runners]]` entry of that kind, without
+/// its ID (the runner has its own) and without remote settings.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    kind: String,
+    max_concurrent_prebuilds: Option<u32>,
+    step_duration: Option<String>,
+    sandbox: Option<bool>,
+    docker_host: Option<String>,
+    devcontainer_cli: Option<PathBuf>,
+    docker_cli: Option<PathBuf>,
+    default_image: Option<String>,
+    root: Option<PathBuf>,
+}
+
+/// The engine's settings as a runner of the given ID; `key` prefixes
+/// errors (`engine`). A remote engine is refused: it would wait for a
+/// runner of its own.
+pub fn engine_config(key: &str, runner_id: &str, engine: RawEngine) -> Result<RunnerConfig, ConfigError> {
+    if engine.kind == "remote" {
+        return Err(err(format!("{key}.kind"), "a runner's engine does the work itself: use \"simulated\", \"local\" or \"docker\""));
+    }
+    let raw = RawRunner {
+        id: runner_id.to_string(),
+        kind: engine.kind,
+        max_concurrent_prebuilds: engine.max_concurrent_prebuilds,
+        step_duration: engine.step_duration,
+        sandbox: engine.sandbox,
+        docker_host: engine.docker_host,
+        devcontainer_cli: engine.devcontainer_cli,
+        docker_cli: engine.docker_cli,
+        default_image: engine.default_image,
+        root: engine.root,
+        token: None,
+        token_sha256: None,
+        disconnect_grace: None,
+    };
+    runner_config(key, raw)
+}
+
+/// One runner's validated settings (what only the whole file can check,
+/// such as unique IDs and tokens, is checked by the caller).
+pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig, ConfigError> {
+    let id = uuid_key(&format!("{key}.id"), &runner.id)?;
+    let kind = match runner.kind.as_str() {
+        "simulated" => RunnerKind::Simulated,
+        "local" => RunnerKind::Local,
+        "docker" => RunnerKind::Docker,
+        "remote" => RunnerKind::Remote,
+        other => {
+            return Err(err(
+                format!("{key}.kind"),
+                format!("{other:?} is not a runner kind; use \"simulated\", \"local\", \"docker\" or \"remote\""),
+            ))
+        }
+    };
+    let remote = remote_settings(&key, kind, runner.token, runner.token_sha256, runner.disconnect_grace.as_deref())?;
+    let max_concurrent_prebuilds = runner.max_concurrent_prebuilds.unwrap_or(4);
+    if max_concurrent_prebuilds == 0 {
+        return Err(err(format!("{key}.max_concurrent_prebuilds"), "must be at least 1"));
+    }
+    if kind != RunnerKind::Simulated && runner.step_duration.is_some() {
+        return Err(err(format!("{key}.step_duration"), "only applies to simulated runners"));
+    }
+    let step_duration =
+        optional_duration(&format!("{key}.step_duration"), runner.step_duration.as_deref())?.unwrap_or(Duration::from_millis(200));
+    if kind != RunnerKind::Local && runner.sandbox.is_some() {
+        return Err(err(format!("{key}.sandbox"), "only applies to local runners"));
+    }
+    let docker_keys = [
+        ("docker_host", runner.docker_host.is_some()),
+        ("devcontainer_cli", runner.devcontainer_cli.is_some()),
+        ("docker_cli", runner.docker_cli.is_some()),
+        ("default_image", runner.default_image.is_some()),
+        ("root", runner.root.is_some()),
+    ];
+    if let Some((name, _)) = docker_keys.iter().find(|(_, set)| *set).filter(|_| kind != RunnerKind::Docker) {
+        return Err(err(format!("{key}.{name}"), "only applies to docker runners"));
+    }
+    if let Some(host) = &runner.docker_host {
+        if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("http://")) {
+            return Err(err(format!("{key}.docker_host"), format!("{host:?} must start with unix://, tcp:// or http://")));
+        }
+    }
+    if runner.default_image.as_deref().is_some_and(|image| image.trim().is_empty()) {
+        return Err(err(format!("{key}.default_image"), "must not be empty"));
+    }
+    let docker = DockerSettings {
+        docker_host: runner.docker_host,
+        devcontainer_cli: runner.devcontainer_cli,
+        docker_cli: runner.docker_cli,
+        default_image: runner.default_image,
+        root: runner.root,
+    };
+    let sandbox = runner.sandbox.unwrap_or(true);
+    Ok(RunnerConfig { id, kind, max_concurrent_prebuilds, step_duration, sandbox, docker, remote })
+}
+
+/// A bearer token's SHA-256, from `token` (hashed here) or `token_sha256`
+/// (64 hex digits); `None` when neither is set.
+pub(super) fn token_digest(key: &str, token: Option<String>, token_sha256: Option<String>) -> Result<Option<[u8; 32]>, ConfigError> {
+    match (token, token_sha256) {
+        (Some(token), None) => {
+            if token.len() < 8 {
+                return Err(err(format!("{key}.token"), "must be at least 8 characters"));
+            }
+            Ok(Some(Sha256::digest(token.as_bytes()).into()))
+        }
+        (None, Some(hex_digest)) => {
+            let bytes = hex::decode(hex_digest.trim()).map_err(|_| err(format!("{key}.token_sha256"), "must be 64 hex digits"))?;
+            Ok(Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| err(format!("{key}.token_sha256"), "must be 64 hex digits"))?))
+        }
+        (Some(_), Some(_)) => Err(err(key, "set either token or token_sha256, not both")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A remote runner's token and grace period; other kinds take neither.
+fn remote_settings(
+    key: &str,
+    kind: RunnerKind,
+    token: Option<String>,
+    token_sha256: Option<String>,
+    grace: Option<&str>,
+) -> Result<RemoteSettings, ConfigError> {
+    let set = token.is_some() || token_sha256.is_some();
+    if kind != RunnerKind::Remote {
+        if let Some(name) = [("token", set), ("disconnect_grace", grace.is_some())].iter().find(|(_, s)| *s).map(|(n, _)| n) {
+            return Err(err(format!("{key}.{name}"), "only applies to remote runners"));
+        }
+        return Ok(RemoteSettings::default());
+    }
+    let token_sha256 = token_digest(key, token, token_sha256)?
+        .ok_or_else(|| err(format!("{key}.token"), "a remote runner needs its token (token or token_sha256)"))?;
+    let grace = optional_duration(&format!("{key}.disconnect_grace"), grace)?.unwrap_or(RemoteSettings::default().grace);
+    Ok(RemoteSettings { token_sha256: Some(token_sha256), grace })
+}

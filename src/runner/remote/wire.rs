@@ -1,0 +1,161 @@
+//! The runner protocol's messages to and from the domain's runner types,
+//! used by both ends: the server's remote runner and `prebuildd runner`.
+
+use crate::catalog::Resources;
+use crate::proto::prebuildd::v1 as pb;
+use crate::runner::{ClaimedInstance, JobState, PoolObservation, PoolTarget};
+
+pub fn resources_to_wire(resources: &Resources) -> pb::Resources {
+    pb::Resources { nano_cpus: resources.nano_cpus.unwrap_or(0), memory_bytes: resources.memory_bytes.unwrap_or(0) }
+}
+
+pub fn resources_from_wire(resources: Option<&pb::Resources>) -> Resources {
+    let resources = resources.cloned().unwrap_or_default();
+    Resources {
+        nano_cpus: (resources.nano_cpus > 0).then_some(resources.nano_cpus),
+        memory_bytes: (resources.memory_bytes > 0).then_some(resources.memory_bytes),
+    }
+}
+
+pub fn job_report(prebuild_id: &str, state: &JobState) -> pb::JobReport {
+    let mut report = pb::JobReport { prebuild_id: prebuild_id.to_string(), ..Default::default() };
+    let phase = match state {
+        JobState::Starting => pb::JobPhase::Starting,
+        JobState::Running => pb::JobPhase::Running,
+        JobState::Stopping => pb::JobPhase::Stopping,
+        JobState::Snapshotting { percent } => {
+            report.snapshot_percent = *percent;
+            pb::JobPhase::Snapshotting
+        }
+        JobState::Completed { snapshot_size_bytes, warning } => {
+            report.snapshot_size_bytes = *snapshot_size_bytes;
+            report.warning_message = warning.clone().unwrap_or_default();
+            pb::JobPhase::Completed
+        }
+        JobState::Failed { message } => {
+            report.failure_message = message.clone();
+            pb::JobPhase::Failed
+        }
+        JobState::Stopped => pb::JobPhase::Stopped,
+    };
+    report.set_phase(phase);
+    report
+}
+
+/// The state a report says; `None` for a phase this build does not know
+/// (a newer runner), which the server treats as "no news".
+pub fn job_state(report: &pb::JobReport) -> Option<JobState> {
+    Some(match report.phase() {
+        pb::JobPhase::Unspecified => return None,
+        pb::JobPhase::Starting => JobState::Starting,
+        pb::JobPhase::Running => JobState::Running,
+        pb::JobPhase::Stopping => JobState::Stopping,
+        pb::JobPhase::Snapshotting => JobState::Snapshotting { percent: report.snapshot_percent.clamp(0, 100) },
+        pb::JobPhase::Completed => JobState::Completed {
+            snapshot_size_bytes: report.snapshot_size_bytes.max(0),
+            warning: (!report.warning_message.is_empty()).then(|| report.warning_message.clone()),
+        },
+        pb::JobPhase::Failed => JobState::Failed {
+            message: if report.failure_message.is_empty() {
+                "the runner reported a failure without a message".into()
+            } else {
+                report.failure_message.clone()
+            },
+        },
+        pb::JobPhase::Stopped => JobState::Stopped,
+    })
+}
+
+pub fn pool_target_to_wire(target: &PoolTarget) -> pb::PoolTarget {
+    pb::PoolTarget {
+        warm_pool_id: target.warm_pool_id.clone(),
+        snapshot_id: target.snapshot_id.clone().unwrap_or_default(),
+        running: target.running,
+        stopped: target.stopped,
+        resources: Some(resources_to_wire(&target.resources)),
+    }
+}
+
+pub fn pool_target_from_wire(target: &pb::PoolTarget) -> PoolTarget {
+    PoolTarget {
+        warm_pool_id: target.warm_pool_id.clone(),
+        snapshot_id: (!target.snapshot_id.is_empty()).then(|| target.snapshot_id.clone()),
+        running: target.running,
+        stopped: target.stopped,
+        resources: resources_from_wire(target.resources.as_ref()),
+    }
+}
+
+pub fn pool_report(warm_pool_id: &str, observation: &PoolObservation) -> pb::PoolReport {
+    pb::PoolReport {
+        warm_pool_id: warm_pool_id.to_string(),
+        running: observation.running,
+        stopped: observation.stopped,
+        outdated: observation.outdated,
+        failure_message: observation.failure.clone().unwrap_or_default(),
+    }
+}
+
+pub fn pool_observation(report: &pb::PoolReport) -> PoolObservation {
+    PoolObservation {
+        running: report.running,
+        stopped: report.stopped,
+        outdated: report.outdated,
+        failure: (!report.failure_message.is_empty()).then(|| report.failure_message.clone()),
+    }
+}
+
+pub fn claim_result(request_id: &str, outcome: &crate::error::Result<Option<ClaimedInstance>>) -> pb::ClaimResult {
+    let mut result = pb::ClaimResult { request_id: request_id.to_string(), ..Default::default() };
+    match outcome {
+        Ok(Some(instance)) => {
+            result.claimed = true;
+            result.instance_id = instance.instance_id.clone();
+            result.snapshot_id = instance.snapshot_id.clone();
+            result.workspace_path = instance.workspace_path.clone();
+            result.container_id = instance.container_id.clone();
+        }
+        Ok(None) => {}
+        Err(error) => result.error_message = error.to_string(),
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_state_survives_the_wire() {
+        let states = [
+            JobState::Starting,
+            JobState::Running,
+            JobState::Stopping,
+            JobState::Snapshotting { percent: 40 },
+            JobState::Completed { snapshot_size_bytes: 4096, warning: Some("no devcontainer.json".into()) },
+            JobState::Completed { snapshot_size_bytes: 1, warning: None },
+            JobState::Failed { message: "exit 2".into() },
+            JobState::Stopped,
+        ];
+        for state in states {
+            assert_eq!(job_state(&job_report("p", &state)), Some(state));
+        }
+        assert_eq!(job_state(&pb::JobReport::default()), None, "an unknown phase is no news");
+    }
+
+    #[test]
+    fn pool_targets_and_reports_survive_the_wire() {
+        let target = PoolTarget {
+            warm_pool_id: "w".into(),
+            snapshot_id: Some("s".into()),
+            running: 1,
+            stopped: 2,
+            resources: Resources { nano_cpus: Some(1_000_000_000), memory_bytes: None },
+        };
+        assert_eq!(pool_target_from_wire(&pool_target_to_wire(&target)), target);
+        let empty = PoolTarget { snapshot_id: None, ..target };
+        assert_eq!(pool_target_from_wire(&pool_target_to_wire(&empty)), empty);
+        let observation = PoolObservation { running: 1, stopped: 1, outdated: 3, failure: Some("no image".into()) };
+        assert_eq!(pool_observation(&pool_report("w", &observation)), observation);
+    }
+}
