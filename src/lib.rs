@@ -6,6 +6,7 @@
 //! lives in `catalog`. [`start`] wires them together for the binary and for
 //! tests.
 
+pub mod agent;
 pub mod auth;
 pub mod bench;
 pub mod catalog;

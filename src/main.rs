@@ -25,6 +25,8 @@ enum Command {
     Serve(ServeArgs),
     /// Runs the benchmark (see BENCHMARKS.md) against a prebuildd it starts itself.
     Bench(BenchArgs),
+    /// Runs a runner on this machine: connects out to the server and does the prebuilds and warm pools it sends.
+    Runner(RunnerArgs),
     /// Bulk-loads prebuilds of the demo project into a data dir (the server must be stopped).
     Seed(SeedArgs),
     /// Creates, lists, follows, cancels and deletes prebuilds on a server.
@@ -66,6 +68,13 @@ struct BenchArgs {
     /// docker runner benchmark (needs a Docker daemon and the Dev Containers CLI).
     #[arg(long, value_name = "SCENARIO")]
     only: Option<String>,
+}
+
+#[derive(Args)]
+struct RunnerArgs {
+    /// The runner's TOML configuration (server, runner_id, token, data_dir, [engine]).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -126,6 +135,22 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("prebuildd bench: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Runner(args) => {
+            let config = match prebuildd::agent::AgentConfig::load(&args.config) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("prebuildd runner: invalid configuration: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(prebuildd::agent::run(config, wait_for_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("prebuildd runner: {error}");
                     ExitCode::FAILURE
                 }
             }

@@ -84,7 +84,7 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
             ))
         }
     };
-    let remote = remote_settings(&key, kind, runner.token, runner.token_sha256, runner.disconnect_grace.as_deref())?;
+    let remote = remote_settings(key, kind, runner.token, runner.token_sha256, runner.disconnect_grace.as_deref())?;
     let max_concurrent_prebuilds = runner.max_concurrent_prebuilds.unwrap_or(4);
     if max_concurrent_prebuilds == 0 {
         return Err(err(format!("{key}.max_concurrent_prebuilds"), "must be at least 1"));

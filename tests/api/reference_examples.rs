@@ -7,7 +7,7 @@ use crate::common::*;
 use serde_json::{json, Value};
 
 fn demo_config() -> String {
-    format!("[server]\nlisten = \"127.0.0.1:0\"\n{}", include_str!("../../src/demo.toml"))
+    format!("[server]\nlisten = \"127.0.0.1:0\"\n{}", include_str!("../../src/config/demo.toml"))
 }
 
 const KEY: &str = prebuildd::config::DEMO_API_KEY;

@@ -200,7 +200,7 @@ impl Runner for RemoteRunner {
         if !result.error_message.is_empty() {
             return Err(Error::Internal(format!("runner {}: claim failed: {}", self.id, result.error_message)));
         }
-        Ok(result.claimed.then(|| ClaimedInstance {
+        Ok(result.claimed.then_some(ClaimedInstance {
             instance_id: result.instance_id,
             snapshot_id: result.snapshot_id,
             workspace_path: result.workspace_path,
