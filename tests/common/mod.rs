@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod runner_process;
 
 use prebuildd::clock::OffsetClock;
 use prebuildd::config::{Config, Overrides};

@@ -1,13 +1,11 @@
 //! The server (`prebuildd serve`) with a remote runner configured, and
-//! `prebuildd runner` processes with their own data dirs; helpers that wait
-//! for phases through the public API.
+//! `prebuildd runner` processes (tests/common/runner_process.rs) with their
+//! own data dirs; helpers that wait for phases through the public API.
 
+pub use crate::common::runner_process::{listening_ports, RunnerProcess};
 use crate::common::*;
 use prebuildd::proto::gitpod::v1::*;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const RUNNER_TOKEN: &str = "remote-runner-token-1";
@@ -27,116 +25,6 @@ pub fn server_config(grace: &str) -> String {
         .replacen("sim://hang", "sim://ok", 1);
     assert!(config.contains("kind = \"remote\"") && config.contains("sim://ok"), "the config edits applied");
     config
-}
-
-/// A `prebuildd runner` child; killed when dropped.
-pub struct RunnerProcess {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl RunnerProcess {
-    /// Starts `prebuildd runner` for RUNNER with `token`, a simulated engine
-    /// of `step` per phase, and `data_dir` as its own.
-    pub fn start(server: &str, token: &str, data_dir: &Path, step: &str) -> RunnerProcess {
-        std::fs::create_dir_all(data_dir).unwrap();
-        let config = data_dir.with_extension("toml");
-        std::fs::write(
-            &config,
-            format!(
-                "server = \"{server}\"\nrunner_id = \"{RUNNER}\"\ntoken = \"{token}\"\ndata_dir = \"{}\"\n[engine]\nkind = \"simulated\"\nstep_duration = \"{step}\"\n",
-                data_dir.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prebuildd"))
-            .args(["runner", "--config"])
-            .arg(&config)
-            .env("PREBUILDD_LOG", "info")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the prebuildd binary starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        RunnerProcess { child, log }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits until the runner logs that it is connected.
-    pub async fn wait_connected(&self) {
-        let started = Instant::now();
-        while !self.log_text().contains("connected to the server") {
-            assert!(started.elapsed() < PATIENCE, "the runner never connected; its log:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits up to `limit` for the runner to exit on its own.
-    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if started.elapsed() >= limit {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL the runner");
-        self.child.wait().expect("reap the runner");
-    }
-}
-
-impl Drop for RunnerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The TCP ports a process listens on (IPv4 and IPv6), from /proc: its
-/// socket inodes matched against the kernel's tables of listening sockets.
-pub fn listening_ports(pid: u32) -> Vec<u16> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("the runner's fds")
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
-        .collect();
-    let mut ports = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // local_address is field 1 (ADDR:PORT in hex), st is field 3
-            // (0A = LISTEN), inode is field 9.
-            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|inode| inode == fields[9]) {
-                if let Some(port) = fields[1].rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok()) {
-                    ports.push(port);
-                }
-            }
-        }
-    }
-    ports
 }
 
 pub async fn get_prebuild(client: &mut Client, id: &str) -> Prebuild {
@@ -190,4 +78,23 @@ pub async fn read_log(base_url: &str, client: &mut Client, id: &str) -> String {
 /// A runner's local log file of a prebuild.
 pub fn runner_log_file(data_dir: &Path, prebuild_id: &str) -> PathBuf {
     data_dir.join("logs").join(format!("{prebuild_id}.log"))
+}
+
+/// What the log endpoint sends of a running prebuild's log within half a
+/// second (it follows the log until the prebuild ends).
+pub async fn read_log_so_far(base_url: &str, client: &mut Client, id: &str) -> String {
+    let token = client
+        .create_prebuild_logs_token(CreatePrebuildLogsTokenRequest { prebuild_id: id.into() })
+        .await
+        .expect("a logs token")
+        .into_inner()
+        .access_token;
+    let mut response = reqwest::Client::new().get(format!("{base_url}/logs/prebuilds/{id}")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut text = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(until, response.chunk()).await {
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }

@@ -206,3 +206,57 @@ async fn a_runner_away_past_its_grace_period_fails_its_prebuilds_and_degrades_it
     let message = degraded.status.unwrap().failure_message;
     assert!(message.contains(RUNNER), "the pool's failure names the runner: {message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_of_the_server_the_reconnected_runner_keeps_its_job() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = server_config("60s").replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1);
+    let workspace = Workspace::new(&config);
+    let mut server = workspace.start().await;
+    let mut client = server.client(TOKEN_A).await;
+    let runner_dir = tempfile::tempdir().unwrap();
+    let data = runner_dir.path().join("data");
+    let runner = RunnerProcess::start(&server.base_url(), RUNNER_TOKEN, &data, "100ms");
+    let hanging = create_prebuild(&mut client, PROJECT_FRONTEND).await;
+    wait_phase(&mut client, &hanging.id, PrebuildPhase::Running, || runner.log_text()).await;
+
+    server.kill9();
+    drop(server);
+    let server = workspace.start().await;
+    let mut client = server.client(TOKEN_A).await;
+    let context = || format!("runner log:\n{}\nserver log:\n{}", runner.log_text(), server.log_text());
+    let started = std::time::Instant::now();
+    while !server.log_text().contains("runner connected") {
+        assert!(started.elapsed() < PATIENCE, "the runner never reconnected\n{}", context());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Adopted from the runner's hello: still running, never started again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(phase(&get_prebuild(&mut client, &hanging.id).await), PrebuildPhase::Running, "{}", context());
+    let log = read_log_so_far(&server.base_url(), &mut client, &hanging.id).await;
+    assert!(!log.contains("lost this prebuild"), "the job was adopted, not started again: {log}");
+
+    client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: hanging.id.clone() }).await.expect("cancel");
+    wait_phase(&mut client, &hanging.id, PrebuildPhase::Cancelled, context).await;
+    let started = std::time::Instant::now();
+    while runner_log_file(&data, &hanging.id).exists() {
+        assert!(started.elapsed() < PATIENCE, "the runner never removed the cancelled job\n{}", context());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_runner_does_not_hold_up_a_graceful_shutdown() {
+    let workspace = Workspace::new(&server_config("60s"));
+    let mut server = workspace.start().await;
+    let runner_dir = tempfile::tempdir().unwrap();
+    let runner = RunnerProcess::start(&server.base_url(), RUNNER_TOKEN, &runner_dir.path().join("data"), "100ms");
+    runner.wait_connected().await;
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10)).await;
+    let status = status.unwrap_or_else(|| panic!("the server still runs 10 s after SIGTERM; log:\n{}", server.log_text()));
+    assert!(status.success(), "{status:?}");
+    // The runner stays up and tries again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(runner.log_text().contains("reconnecting") || runner.log_text().contains("retrying"), "{}", runner.log_text());
+}
