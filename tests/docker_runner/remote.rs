@@ -1,0 +1,97 @@
+//! The docker runner on another machine: `prebuildd runner` with a docker
+//! engine, connected to a server whose runner is remote. A prebuild runs in
+//! a dev container there with its log on the server; a pool of containers
+//! fills, survives a kill -9 of the runner (the restarted runner adopts its
+//! containers by label; none is made again) and hands out a container.
+
+use super::harness::*;
+use crate::common::runner_process::RunnerProcess;
+use crate::common::*;
+use prebuildd::proto::gitpod::v1::*;
+use prebuildd::proto::prebuildd::v1::warm_pool_instance_service_client::WarmPoolInstanceServiceClient;
+use prebuildd::proto::prebuildd::v1::ClaimInstanceRequest;
+
+const PROJECT: &str = "d0c0e000-0000-4000-8000-000000000041";
+const TOKEN: &str = "remote-docker-runner-token";
+
+#[tokio::test]
+async fn a_remote_docker_runner_builds_fills_a_pool_and_adopts_it_after_a_kill_9() {
+    let world = World::new();
+    let repo = world.dir.path().join("remote-repo");
+    repository(
+        &repo,
+        &[(".devcontainer/devcontainer.json", &format!(r#"{{ "image": "{BASE_IMAGE}", "onCreateCommand": "echo built-remotely" }}"#))],
+    );
+    let docker_config = world.config(&[(PROJECT, &repo)]);
+    let docker_keys_start = docker_config.find("kind = \"docker\"").expect("the docker runner entry");
+    let docker_keys_end = docker_config[docker_keys_start..].find("[[environment_classes]]").expect("a class after it") + docker_keys_start;
+    let engine = docker_config[docker_keys_start..docker_keys_end].to_string();
+    let config =
+        format!("{}kind = \"remote\"\ntoken = \"{TOKEN}\"\n{}", &docker_config[..docker_keys_start], &docker_config[docker_keys_end..]);
+    let server = TestServer::start_with(config).await;
+    let data = world.dir.path().join("runner-data");
+    let mut runner = RunnerProcess::start_with_engine(&server.base_url(), &world.runner_id, TOKEN, &data, &engine);
+    runner.wait_connected().await;
+
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let prebuild = create_prebuild(&mut client, PROJECT).await;
+    let done = wait_for(&mut client, &prebuild.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed]).await;
+    assert_eq!(
+        done.status.as_ref().unwrap().phase,
+        PrebuildPhase::Completed as i32,
+        "{done:?}\nrunner log:\n{}\nprebuild log:\n{}",
+        runner.log_text(),
+        log_of(&server, &mut client, &prebuild.id).await
+    );
+    log_shows(&server, &mut client, &prebuild.id, "built-remotely").await;
+    let snapshot = docker(&["images", "-q", "--filter", &format!("label=dev.prebuildd.prebuild-id={}", prebuild.id)]);
+    assert!(!snapshot.is_empty(), "the snapshot image is on the runner's Docker");
+
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest {
+            project_id: PROJECT.into(),
+            environment_class_id: CLASS.into(),
+            min_size: Some(1),
+            max_size: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ready = |p: &WarmPool| {
+        let status = p.status.clone().unwrap_or_default();
+        (status.phase, status.running_instances, status.stopped_instances) == (WarmPoolPhase::Ready as i32, 1, 1)
+    };
+    pool_until(&mut client, &pool.id, "1 running and 1 stopped", ready).await;
+    let pool_filter = format!("label=dev.prebuildd.warm-pool-id={}", pool.id);
+    let mut before = world.containers(&[&pool_filter]);
+    before.sort();
+    assert_eq!(before.len(), 2, "two containers on the runner's Docker");
+
+    runner.kill9();
+    let runner = RunnerProcess::start_with_engine(&server.base_url(), &world.runner_id, TOKEN, &data, &engine);
+    runner.wait_connected().await;
+    pool_until(&mut client, &pool.id, "ready after the runner's restart", ready).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut after = world.containers(&[&pool_filter]);
+    after.sort();
+    assert_eq!(after, before, "the restarted runner adopted the pool's containers; runner log:\n{}", runner.log_text());
+
+    let mut claims = WarmPoolInstanceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
+    let instance =
+        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().instance.unwrap();
+    assert!(
+        before.iter().any(|id| id.starts_with(&instance.container_id) || instance.container_id.starts_with(id.as_str())),
+        "{instance:?}"
+    );
+    assert_eq!(docker(&["exec", &instance.container_id, "echo", "a shell answers"]), "a shell answers");
+
+    client.delete_warm_pool(DeleteWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.expect("delete the pool");
+    eventually("the pool's unclaimed containers are removed", || {
+        world
+            .containers(&[&pool_filter])
+            .iter()
+            .all(|id| id.starts_with(&instance.container_id) || instance.container_id.starts_with(id.as_str()))
+    })
+    .await;
+}
