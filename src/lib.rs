@@ -212,12 +212,14 @@ pub async fn start_with_private_files(
         Some(store) => tokio::spawn(logs::copy_to_database(logs.clone(), store.clone(), triggered(shutdown_rx.clone()))),
         None => tokio::spawn(async {}),
     };
-    let reconciler = Reconciler::new(service.clone(), runners, logs, changes, config.reconcile_interval, config.retention, metrics.clone());
+    let reconciler =
+        Reconciler::new(service.clone(), runners.clone(), logs, changes, config.reconcile_interval, config.retention, metrics.clone());
     let (reconciler, replicas) = if config.reconcile {
         let (reconciler, replicas) = match postgres {
             // Replicas may share the database: one leads the reconciler.
             Some(store) => {
                 let (replicas, task) = Replicas::on_postgres(store, metrics, triggered(shutdown_rx.clone()));
+                runners.follow_leadership(replicas.leadership());
                 (reconciler.with_replicas(replicas), task)
             }
             None => {

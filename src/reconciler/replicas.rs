@@ -114,7 +114,7 @@ impl Replicas {
     }
 
     /// A receiver of leadership changes.
-    pub(super) fn leadership(&self) -> watch::Receiver<bool> {
+    pub fn leadership(&self) -> watch::Receiver<bool> {
         self.leader.clone()
     }
 

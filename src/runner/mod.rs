@@ -179,6 +179,9 @@ pub struct Runners {
     by_id: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<dyn Runner>>>,
     /// The remote ones again, as themselves, for their connections.
     remote: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<remote::RemoteRunner>>>,
+    /// Whether this process leads the reconciler: only the leader gives
+    /// remote runners work, so only it accepts their connections.
+    leads: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Runners {
@@ -189,8 +192,13 @@ impl std::fmt::Debug for Runners {
 
 impl Runners {
     pub fn new(files: ServerFiles, catalog: &crate::catalog::Catalog) -> Self {
-        let runners =
-            Runners { data_dir: files.data_dir, private_files: files.private_files, by_id: Default::default(), remote: Default::default() };
+        let runners = Runners {
+            data_dir: files.data_dir,
+            private_files: files.private_files,
+            by_id: Default::default(),
+            remote: Default::default(),
+            leads: std::sync::atomic::AtomicBool::new(true),
+        };
         runners.sync(catalog);
         runners
     }
@@ -255,6 +263,34 @@ impl Runners {
 
     pub fn get(&self, runner_id: &str) -> Option<std::sync::Arc<dyn Runner>> {
         self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(runner_id).cloned()
+    }
+
+    /// Whether remote runners may connect to this process (it leads).
+    pub fn leads(&self) -> bool {
+        self.leads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Follows this replica's leadership: while it does not lead, remote
+    /// runners are refused, and losing the lead ends their connections so
+    /// that they find the new leader.
+    pub fn follow_leadership(self: &std::sync::Arc<Self>, mut leadership: tokio::sync::watch::Receiver<bool>) {
+        let runners = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let leads = *leadership.borrow_and_update();
+                let Some(this) = runners.upgrade() else { return };
+                this.leads.store(leads, std::sync::atomic::Ordering::Relaxed);
+                if !leads {
+                    for runner in this.remote.read().unwrap_or_else(|e| e.into_inner()).values() {
+                        runner.disconnect();
+                    }
+                }
+                drop(this);
+                if leadership.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// A remote runner, for its connection.

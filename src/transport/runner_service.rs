@@ -40,6 +40,12 @@ impl RunnerService for GrpcRunnerService {
     async fn attach(&self, request: Request<Streaming<AttachRequest>>) -> Result<Response<Outgoing>, Status> {
         let header = request.metadata().get("authorization").map(|v| v.as_bytes());
         let runner_id = self.auth.authenticate_runner(&self.service.catalog(), header)?;
+        if !self.service.runners().leads() {
+            return Err(Error::Unavailable(
+                "this replica does not lead the reconciler, so it has no work to give; the runner retries (through the load balancer, it reaches the leader)".into(),
+            )
+            .into());
+        }
         let runner =
             self.service.runners().remote(&runner_id).ok_or_else(|| {
                 Error::FailedPrecondition(format!("runner {runner_id} is configured but not started; see the server's log"))
@@ -92,8 +98,11 @@ impl RunnerService for GrpcRunnerService {
             }
         };
         let messages = tokio_stream::wrappers::UnboundedReceiverStream::new(outbox).map(Ok);
-        // After the messages, a failure the reader saw (if any) ends the call.
-        let failure = futures::stream::once(ended).filter_map(|ended| async move { ended.ok().map(Err) });
+        // After the messages (they end when the session does), a failure the
+        // reader saw, if any, ends the call; a session ended by this side
+        // (lost leadership, say) ends it at once.
+        let mut ended = ended;
+        let failure = futures::stream::once(async move { ended.try_recv() }).filter_map(|ended| async move { ended.ok().map(Err) });
         let outgoing = messages.chain(failure).take_until(stopping);
         Ok(Response::new(Box::pin(outgoing)))
     }

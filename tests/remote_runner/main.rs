@@ -13,6 +13,7 @@ mod harness;
 #[allow(dead_code)]
 #[path = "../robustness/process.rs"]
 mod process;
+mod replicas;
 
 use common::*;
 use harness::*;

@@ -97,6 +97,17 @@ impl RemoteRunner {
         &self.id
     }
 
+    /// Ends the runner's connection from this side (the runner reconnects,
+    /// wherever the load balancer sends it).
+    pub fn disconnect(&self) {
+        let mut state = lock(&self.state);
+        if state.connection.take().is_some() {
+            state.away_since = Some(Instant::now());
+            state.claims.clear();
+            tracing::info!(runner = %self.id, "runner disconnected by this replica");
+        }
+    }
+
     /// Whether the runner has been away longer than the grace period.
     fn gone(&self, state: &State) -> Option<String> {
         let since = state.away_since?;
