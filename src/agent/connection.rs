@@ -89,7 +89,7 @@ async fn apply(agent: &Arc<Agent>, outbox: &Outbox, message: pb::AttachResponse)
     match message.message {
         None => {}
         Some(Down::Welcome(welcome)) => tracing::info!(runner = %welcome.runner_id, "connected to the server"),
-        Some(Down::StartJob(start)) => start_job(agent, start).await,
+        Some(Down::StartJob(start)) => start_job(agent, outbox, start).await,
         Some(Down::RemoveJob(remove)) => {
             if let Some(job) = lock(&agent.state).jobs.get_mut(&remove.prebuild_id) {
                 job.removing = true;
@@ -123,7 +123,7 @@ async fn apply(agent: &Arc<Agent>, outbox: &Outbox, message: pb::AttachResponse)
     }
 }
 
-async fn start_job(agent: &Agent, start: pb::StartJob) {
+async fn start_job(agent: &Agent, outbox: &Outbox, start: pb::StartJob) {
     if uuid::Uuid::parse_str(&start.prebuild_id).is_err() {
         tracing::warn!(prebuild = %start.prebuild_id, "ignoring a job whose ID is not a UUID");
         return;
@@ -149,7 +149,14 @@ async fn start_job(agent: &Agent, start: pb::StartJob) {
         log,
     };
     if let Err(error) = agent.engine.start(job).await {
+        // Reported as the job's end, so the prebuild fails with the reason
+        // instead of waiting for a state that never comes.
         tracing::warn!(prebuild = %prebuild_id, %error, "the engine cannot start the job");
+        let failed = crate::runner::JobState::Failed { message: format!("the runner cannot start the prebuild: {error}") };
+        if let Some(job) = lock(&agent.state).jobs.get_mut(&prebuild_id) {
+            job.reported = Some(failed.clone());
+        }
+        send(outbox, Up::JobReport(wire::job_report(&prebuild_id, &failed))).await;
     }
 }
 
