@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod http;
 pub mod json;
 pub mod logs;
+pub mod ui;
 
 use crate::auth::Authenticator;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildServiceServer;
