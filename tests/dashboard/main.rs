@@ -12,6 +12,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The build and the browser run one at a time: on two shared cores, a build
+/// beside the browser would slow the page down for no benefit.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The one browser run may take this long in all (each of its steps has its
 /// own, shorter, limit).
 const E2E_LIMIT: Duration = Duration::from_secs(240);
@@ -23,6 +27,7 @@ const E2E_LIMIT: Duration = Duration::from_secs(240);
 #[test]
 fn committed_assets_are_what_the_sources_build_to() {
     web::require_node();
+    let _one_at_a_time = HEAVY.blocking_lock();
     let scratch = tempfile::tempdir().expect("temp dir");
     let generated = scratch.path().join("generated");
     web::npm_run("generate", &["--output", generated.to_str().unwrap()]);
@@ -85,6 +90,7 @@ async fn the_server_serves_the_page_without_a_key() {
 async fn the_dashboard_works_in_chromium() {
     web::require_node();
     let chromium = web::chromium();
+    let _one_at_a_time = HEAVY.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(dir.path()).await;
 

@@ -18,8 +18,9 @@ pub const CLASS_FAST: &str = "c1a55000-0000-4000-8000-000000000001";
 pub const CLASS_SLOW: &str = "c1a55000-0000-4000-8000-000000000002";
 /// `sim://ok` on the fast runner: completes within a second.
 pub const PROJECT_OK: &str = "9e000000-0000-4000-8000-000000000001";
-/// `sim://hang` on the slow runner: one log line when it starts, one when it
-/// runs (a few seconds later), then nothing until it is cancelled.
+/// `sim://hang` on the slow runner: its first log lines when it starts, one
+/// more when it runs (a step, 6 s, later: ample time for the page to show the
+/// first ones), then nothing until it is cancelled.
 pub const PROJECT_HANG: &str = "9e000000-0000-4000-8000-000000000002";
 
 const STARTUP_LIMIT: Duration = Duration::from_secs(30);
@@ -53,7 +54,7 @@ step_duration = "50ms"
 [[runners]]
 id = "{SLOW_RUNNER}"
 kind = "simulated"
-step_duration = "4s"
+step_duration = "6s"
 
 [[environment_classes]]
 id = "{CLASS_FAST}"
