@@ -95,6 +95,10 @@ try {
   });
   const pageErrors = [];
   page.on("pageerror", (error) => pageErrors.push(error.message));
+  // The page's Content-Security-Policy must not block any of its own parts.
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content Security Policy|Refused to/.test(message.text())) pageErrors.push(message.text());
+  });
 
   // --- sign in ---------------------------------------------------------------
   log("open /ui");
