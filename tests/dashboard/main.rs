@@ -94,7 +94,12 @@ async fn the_dashboard_works_in_chromium() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(dir.path()).await;
 
-    // The scene: a completed prebuild, and a warm pool that warms it.
+    // The scene: a failed prebuild, one completed with a warning, a
+    // completed one, and a warm pool that warms the last.
+    let failed = server.create_prebuild(PROJECT_FAIL).await;
+    server.wait_for_phase(&failed, "PREBUILD_PHASE_FAILED").await;
+    let warned = server.create_prebuild(PROJECT_WARN).await;
+    server.wait_for_phase(&warned, "PREBUILD_PHASE_COMPLETED").await;
     let completed = server.create_prebuild(PROJECT_OK).await;
     server.wait_for_phase(&completed, "PREBUILD_PHASE_COMPLETED").await;
     let pool = server
@@ -110,6 +115,8 @@ async fn the_dashboard_works_in_chromium() {
         .env("DASHBOARD_URL", &server.base_url)
         .env("API_KEY", KEY)
         .env("COMPLETED_PREBUILD", &completed)
+        .env("FAILED_PREBUILD", &failed)
+        .env("WARNED_PREBUILD", &warned)
         .env("WARM_POOL", &pool)
         .env("OTHER_PROJECT", PROJECT_HANG)
         .env("CHROMIUM", &chromium)
@@ -170,8 +177,11 @@ async fn the_dashboard_works_in_chromium() {
     }
     let listed = server.call("ListPrebuilds", json!({})).await;
     let ids: Vec<&str> = listed["prebuilds"].as_array().unwrap().iter().filter_map(|p| p["id"].as_str()).collect();
-    assert!(ids.contains(&completed.as_str()), "{listed}");
-    for prebuild in listed["prebuilds"].as_array().unwrap().iter().filter(|p| p["id"] != completed.as_str()) {
+    for kept in [&completed, &failed, &warned] {
+        assert!(ids.contains(&kept.as_str()), "{kept} is gone: {listed}");
+    }
+    let kept = [completed.as_str(), failed.as_str(), warned.as_str()];
+    for prebuild in listed["prebuilds"].as_array().unwrap().iter().filter(|p| !kept.contains(&p["id"].as_str().unwrap_or(""))) {
         // The cancelled one was deleted from its page.
         assert_eq!(prebuild["status"]["phase"], "PREBUILD_PHASE_DELETING", "{prebuild}");
         assert_eq!(prebuild["metadata"]["projectId"], PROJECT_HANG, "{prebuild}");

@@ -18,6 +18,10 @@ pub const CLASS_FAST: &str = "c1a55000-0000-4000-8000-000000000001";
 pub const CLASS_SLOW: &str = "c1a55000-0000-4000-8000-000000000002";
 /// `sim://ok` on the fast runner: completes within a second.
 pub const PROJECT_OK: &str = "9e000000-0000-4000-8000-000000000001";
+/// `sim://fail` on the fast runner: FAILED with a failure message.
+pub const PROJECT_FAIL: &str = "9e000000-0000-4000-8000-000000000003";
+/// `sim://warn` on the fast runner: COMPLETED with a warning message.
+pub const PROJECT_WARN: &str = "9e000000-0000-4000-8000-000000000004";
 /// `sim://hang` on the slow runner: its first log lines when it starts, one
 /// more when it runs (a step, 6 s, later: ample time for the page to show the
 /// first ones), then nothing until it is cancelled.
@@ -71,6 +75,26 @@ id = "{PROJECT_OK}"
 organization_id = "{ORG}"
 name = "backend"
 repository = "sim://ok"
+default_environment_class_id = "{CLASS_FAST}"
+[projects.prebuilds]
+enabled = true
+environment_class_ids = ["{CLASS_FAST}"]
+
+[[projects]]
+id = "{PROJECT_FAIL}"
+organization_id = "{ORG}"
+name = "flaky"
+repository = "sim://fail"
+default_environment_class_id = "{CLASS_FAST}"
+[projects.prebuilds]
+enabled = true
+environment_class_ids = ["{CLASS_FAST}"]
+
+[[projects]]
+id = "{PROJECT_WARN}"
+organization_id = "{ORG}"
+name = "shaky"
+repository = "sim://warn"
 default_environment_class_id = "{CLASS_FAST}"
 [projects.prebuilds]
 enabled = true

@@ -7,6 +7,8 @@
 //   DASHBOARD_URL        the server's base URL (http://127.0.0.1:PORT)
 //   API_KEY              a valid API key of the organization
 //   COMPLETED_PREBUILD   a COMPLETED prebuild (the pool's snapshot)
+//   FAILED_PREBUILD      a FAILED prebuild
+//   WARNED_PREBUILD      a prebuild COMPLETED with a warning
 //   WARM_POOL            a warm pool (min 1, max 1) of that prebuild's project and class
 //   OTHER_PROJECT        a project with no COMPLETED prebuild
 //   CHROMIUM             the browser (default /usr/bin/chromium)
@@ -30,6 +32,8 @@ const env = (name, fallback) => {
 const base = env("DASHBOARD_URL").replace(/\/$/, "");
 const apiKey = env("API_KEY");
 const completedId = env("COMPLETED_PREBUILD");
+const failedId = env("FAILED_PREBUILD");
+const warnedId = env("WARNED_PREBUILD");
 const poolId = env("WARM_POOL");
 const otherProject = env("OTHER_PROJECT");
 const executablePath = env("CHROMIUM", "/usr/bin/chromium");
@@ -125,12 +129,16 @@ try {
   for (const expected of ["COMPLETED", "MANUAL"]) {
     if (!rowText.includes(expected)) fail(`the completed prebuild's row lacks ${expected}: ${rowText}`);
   }
+  const failedRow = page.locator(`tr[data-prebuild-id="${failedId}"]`);
+  await failedRow.waitFor({ timeout: PATIENCE_MS });
   log("filter by phase");
   await page.getByLabel("Phase").selectOption({ label: "FAILED" });
-  await page.getByText("No prebuilds match.").waitFor({ timeout: PATIENCE_MS });
+  await until("only the failed prebuild", async () => (await completedRow.count()) === 0 && (await failedRow.count()) === 1);
   if (!page.url().includes("phase=")) fail(`the phase filter is not in the URL: ${page.url()}`);
+  await page.getByLabel("Phase").selectOption({ label: "CANCELLED" });
+  await page.getByText("No prebuilds match.").waitFor({ timeout: PATIENCE_MS });
   await page.getByLabel("Phase").selectOption({ label: "COMPLETED" });
-  await completedRow.waitFor({ timeout: PATIENCE_MS });
+  await until("the completed prebuilds only", async () => (await completedRow.count()) === 1 && (await failedRow.count()) === 0);
   await page.getByLabel("Phase").selectOption({ label: "any phase" });
   log("filter by project");
   await page.getByLabel("Project").fill(otherProject);
@@ -148,7 +156,8 @@ try {
   const runningRow = page.locator(`tr[data-prebuild-id="${runningId}"]`);
   await runningRow.waitFor({ timeout: PATIENCE_MS });
   const order = await page.locator("tr[data-prebuild-id]").evaluateAll((rows) => rows.map((row) => row.dataset.prebuildId));
-  if (order[0] !== runningId) fail(`the newest prebuild is not first: ${order}`);
+  const newestFirst = [runningId, completedId, warnedId, failedId];
+  if (order.join() !== newestFirst.join()) fail(`the list is not newest first: ${order}, expected ${newestFirst}`);
   await runningRow.getByRole("link").click();
   await page.waitForURL(`**/ui/prebuilds/${runningId}`);
 
@@ -189,6 +198,21 @@ try {
   await until("the whole archived log", async () => ((await page.getByTestId("log").textContent()) ?? "").includes("[simulated] completed"));
   await shot("completed");
 
+  // --- failure and warning messages ------------------------------------------
+  log("failed and warned prebuilds");
+  await page.goto(`${base}/ui/prebuilds/${failedId}`);
+  await until("the failure message", async () =>
+    ((await page.getByTestId("failure-message").textContent()) ?? "").includes("simulated failure"),
+  );
+  if ((await phase()) !== "FAILED") fail(`the failed prebuild shows ${await phase()}`);
+  if (!(await page.getByRole("button", { name: "Cancel" }).isDisabled())) fail("Cancel is enabled on a failed prebuild");
+  await shot("failed");
+  await page.goto(`${base}/ui/prebuilds/${warnedId}`);
+  await until("the warning message", async () =>
+    ((await page.getByTestId("warning-message").textContent()) ?? "").includes("simulated warning"),
+  );
+  if ((await page.getByTestId("failure-message").count()) !== 0) fail("a completed prebuild shows a failure message");
+
   // --- warm pools ------------------------------------------------------------
   log("warm pools");
   await page.getByRole("link", { name: "Warm pools" }).click();
@@ -224,7 +248,7 @@ try {
   await page.getByRole("button", { name: "Delete", exact: true }).click();
   await page.getByRole("button", { name: "Delete this prebuild and its snapshot" }).click();
   await page.getByRole("heading", { name: "Prebuilds" }).waitFor({ timeout: PATIENCE_MS });
-  await until("the deleted prebuild to leave the list", async () => (await runningRow.count()) === 0 && (await completedRow.count()) === 1);
+  await until("the deleted prebuild to leave the list", async () => (await runningRow.count()) === 0 && (await completedRow.count()) === 1 && (await failedRow.count()) === 1);
 
   log("delete the pool");
   await page.getByRole("link", { name: "Warm pools" }).click();
