@@ -122,13 +122,16 @@ async fn the_dashboard_works_in_chromium() {
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     if let Some(screenshots) = std::env::var_os("PREBUILDD_TEST_SCREENSHOTS") {
         node.env("SCREENSHOT_DIR", screenshots);
     }
     let mut child = node.spawn().expect("node runs the browser script");
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
+    // Its progress and errors, for the failure message.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let progress = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>().join("\n"));
     // The script's stdout, line by line, on a thread (it blocks).
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -156,14 +159,16 @@ async fn the_dashboard_works_in_chromium() {
         let _ = child.kill();
     }
     let status = child.wait().expect("reap node");
+    // The browser is the script's child and ends with it (its pipe closes).
+    let progress = progress.join().unwrap_or_default();
     assert!(
         outcome.is_ok(),
-        "the browser script did not finish within {E2E_LIMIT:?}; it said {said:?}; server log:\n{}",
+        "the browser script did not finish within {E2E_LIMIT:?}; it said {said:?}; its progress:\n{progress}\nserver log:\n{}",
         server.log_text()
     );
     assert!(
         status.success() && said.last().map(String::as_str) == Some("PASS"),
-        "the browser script failed ({status}, see its stderr above); it said {said:?}"
+        "the browser script failed ({status}); it said {said:?}; its progress:\n{progress}"
     );
 
     // What the page did, as the API sees it.
