@@ -17,6 +17,10 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The dashboard's files are embedded by rust-embed (src/transport/ui.rs);
+    // a rebuilt web/dist/ has new file names, which the macro alone would
+    // not notice, so a change there rebuilds the crate.
+    println!("cargo:rerun-if-changed=web/dist");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     let mut compiler = protox::Compiler::new(["proto"])?;

@@ -244,7 +244,8 @@ async fn wait_for_signal() {
 fn print_demo_hint(addr: std::net::SocketAddr) {
     println!(
         "\nprebuildd is running on the embedded demo configuration (no --config given).\n\
-         Development API key: {DEMO_API_KEY}\n\n\
+         Development API key: {DEMO_API_KEY}\n\
+         Dashboard: http://{addr}/ui/ (sign in with that key)\n\n\
          Try it:\n\
          \x20 grpcurl -plaintext -H 'Authorization: Bearer {DEMO_API_KEY}' \\\n\
          \x20   -d '{{\"projectId\": \"{DEMO_PROJECT_ID}\", \"spec\": {{\"timeout\": \"3600s\"}}}}' \\\n\

@@ -1,5 +1,5 @@
-//! Plain HTTP routes: `/healthz` for probes, prebuild logs, and the
-//! Connect/JSON routes.
+//! Plain HTTP routes: `/healthz` for probes, prebuild logs, the web
+//! dashboard (`/ui/`), and the Connect/JSON routes.
 
 use crate::auth::Authenticator;
 use crate::logs::Logs;
@@ -14,5 +14,6 @@ pub fn router(service: Arc<Service>, auth: Arc<Authenticator>, logs: Logs, metri
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(move || std::future::ready(metrics.render())))
         .merge(super::logs::router(service.clone(), logs))
+        .merge(super::ui::router())
         .merge(super::connect::router(service, auth))
 }

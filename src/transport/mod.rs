@@ -16,6 +16,7 @@ pub mod http;
 pub mod json;
 pub mod logs;
 pub mod runner_service;
+pub mod ui;
 
 use crate::auth::Authenticator;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildServiceServer;
