@@ -187,19 +187,19 @@ pub async fn start_with_private_files(
     let changes = Arc::new(Notify::new());
     let files = ServerFiles { data_dir: config.data_dir.clone(), private_files };
     let runners = Arc::new(Runners::new(files, &config.catalog));
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
     let service = Arc::new(Service::new(ServiceParts {
         store,
         catalog: Arc::new(config.catalog.clone()),
         clock,
         tokens,
-        public_url: config.public_url.clone(),
+        public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{addr}")),
         changes: changes.clone(),
         runners: runners.clone(),
     }));
     let auth = Arc::new(Authenticator::new(&config.api_keys));
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let grpc = transport::grpc_router(service.clone(), auth.clone(), shutdown_rx.clone());
     let metrics = Arc::new(metrics::Metrics::default());

@@ -22,8 +22,10 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// Base of `logUrl`, without a trailing slash.
-    pub public_url: String,
+    /// Base of `logUrl`, without a trailing slash; `None`: `http://` and the
+    /// address the server listens on once bound (so port 0 gives the real
+    /// port).
+    pub public_url: Option<String>,
     /// How long a client may take to send its request headers (HTTP/1.1)
     /// before the connection is closed: a slow client holds nothing forever.
     pub header_read_timeout: Duration,
@@ -259,9 +261,9 @@ impl RawConfig {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(err("server.public_url", format!("{url:?} must start with http:// or https://")));
                 }
-                url.trim_end_matches('/').to_string()
+                Some(url.trim_end_matches('/').to_string())
             }
-            None => format!("http://{listen}"),
+            None => None,
         };
         let header_read_timeout =
             optional_duration("server.header_read_timeout", self.server.header_read_timeout.as_deref())?.unwrap_or(Duration::from_secs(30));
@@ -557,7 +559,7 @@ default_environment_class_id = "{CLASS}"
         assert_eq!(project.prebuilds.timeout, Duration::from_secs(1800));
         assert_eq!(project.prebuilds.daily_schedule_hour_utc, Some(3));
         assert_eq!(config.catalog.runners[RUNNER].step_duration, Duration::from_millis(50));
-        assert_eq!(config.public_url, "http://127.0.0.1:8080");
+        assert_eq!(config.public_url, None, "without one, the address it listens on (known once bound)");
     }
 
     #[test]

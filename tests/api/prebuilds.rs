@@ -282,3 +282,14 @@ async fn logs_token_is_signed_for_that_prebuild() {
         "prebuild_id: ",
     );
 }
+
+#[tokio::test]
+async fn without_a_public_url_the_log_url_names_the_port_it_listens_on() {
+    let config = test_config_toml().replacen("public_url = \"http://prebuildd.test\"\n", "", 1);
+    assert!(!config.contains("public_url"), "the config edit applied");
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let prebuild = create_prebuild(&mut client, PROJECT_BACKEND).await;
+    let log_url = prebuild.status.unwrap().log_url;
+    assert_eq!(log_url, format!("http://{}/logs/prebuilds/{}", server.addr, prebuild.id), "listen = 127.0.0.1:0 gives the real port");
+}
