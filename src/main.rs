@@ -27,6 +27,9 @@ enum Command {
     Bench(BenchArgs),
     /// Runs a runner on this machine: connects out to the server and does the prebuilds and warm pools it sends.
     Runner(RunnerArgs),
+    /// The benchmark's plain server (started by `bench`).
+    #[command(hide = true)]
+    BenchPlainServer(PlainServerArgs),
     /// Bulk-loads prebuilds of the demo project into a data dir (the server must be stopped).
     Seed(SeedArgs),
     /// Creates, lists, follows, cancels and deletes prebuilds on a server.
@@ -75,6 +78,17 @@ struct RunnerArgs {
     /// The runner's TOML configuration (server, runner_id, token, data_dir, [engine]).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct PlainServerArgs {
+    #[arg(long, value_enum)]
+    protocol: prebuildd::bench::plain::PlainProtocol,
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// The canned response: an encoded GetPrebuildResponse, or its JSON.
+    #[arg(long, value_name = "FILE")]
+    response: PathBuf,
 }
 
 #[derive(Args)]
@@ -151,6 +165,22 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("prebuildd runner: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::BenchPlainServer(args) => {
+            let response = match std::fs::read(&args.response) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    eprintln!("prebuildd bench-plain-server: {}: {error}", args.response.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(prebuildd::bench::plain::serve(args.protocol, args.listen, response.into())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("prebuildd bench-plain-server: {error}");
                     ExitCode::FAILURE
                 }
             }

@@ -19,6 +19,7 @@
 
 mod docker;
 mod load;
+pub mod plain;
 mod postgres;
 pub mod raw;
 
@@ -276,6 +277,14 @@ impl Clients {
     }
 }
 
+fn bodies_of(scenario: &Scenario, protocol: Protocol) -> Vec<Bytes> {
+    if protocol == Protocol::Grpc {
+        scenario.proto.clone()
+    } else {
+        scenario.json.clone()
+    }
+}
+
 fn json(value: serde_json::Value) -> Bytes {
     Bytes::from(value.to_string())
 }
@@ -427,6 +436,32 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
             let real = measure(&clients, options, protocol, real_path, bodies).await;
             row(&format!("{} (base)", scenario.name), protocol.name(), &baseline, None);
             row(scenario.name, protocol.name(), &real, Some(&baseline));
+            if scenario.name == "GetPrebuild" {
+                // The same answer from a plain server of the same stack, in
+                // its own process: the ratio that includes our listener.
+                let kind = if protocol == Protocol::Grpc { plain::PlainProtocol::Grpc } else { plain::PlainProtocol::Json };
+                let sample = clients
+                    .call(protocol, &format!("/gitpod.v1.PrebuildService/{}", scenario.method), bodies_of(scenario, protocol)[0].clone(), 0)
+                    .await?;
+                let plain_server = plain::PlainServer::start(work, kind, &sample).await?;
+                let plain_clients = Arc::new(Clients::new(&plain_server.base, options.concurrency).await?);
+                let outside = measure(
+                    &plain_clients,
+                    options,
+                    protocol,
+                    "/gitpod.v1.PrebuildService/GetPrebuild".into(),
+                    bodies_of(scenario, protocol),
+                )
+                .await;
+                drop(plain_server);
+                row(&format!("{} (plain)", scenario.name), protocol.name(), &outside, None);
+                println!(
+                    "{:<16} {:<13} {:.2}x of the plain server",
+                    scenario.name,
+                    protocol.name(),
+                    real.per_second() / outside.per_second().max(1e-9)
+                );
+            }
             if scenario.name == "GetPrebuild" && protocol == Protocol::Grpc {
                 idle_get_p99 = real.quantile_ms(0.99);
             }
