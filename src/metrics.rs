@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// The content type of [`Metrics::render`]'s text.
@@ -56,6 +56,42 @@ pub fn phase_label(phase: PrebuildPhase) -> &'static str {
         PrebuildPhase::Deleted => "deleted",
     }
 }
+
+/// The protocol a call came in on (the `protocol` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    GrpcWeb,
+    /// Connect unary (JSON or binary) on the service paths, and Connect
+    /// streaming.
+    Connect,
+    /// The documented JSON paths under `/api/` (what REST clients call).
+    HttpJson,
+}
+
+impl Protocol {
+    const ALL: usize = 4;
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Connect => "connect",
+            Protocol::HttpJson => "http-json",
+        }
+    }
+}
+
+/// An API method: its `service/Method` name and its index in the
+/// transports' list of methods (which keys the resolved series).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcMethod {
+    pub index: usize,
+    pub name: &'static str,
+}
+
+/// Methods whose series are resolved once (more would fall back to lookups).
+const RESOLVED_METHODS: usize = 32;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
@@ -107,6 +143,11 @@ pub struct Metrics {
     registry: Registry,
     rpc_requests: Family<RpcLabels, Counter>,
     rpc_duration: HistogramFamily<MethodLabels>,
+    /// The hot series, resolved on first use so a call costs no label
+    /// hashing or family lock: the `ok` counter of each (method, protocol),
+    /// and each method's histogram.
+    ok_calls: Vec<OnceLock<Counter>>,
+    durations: Vec<OnceLock<Histogram>>,
     prebuilds: Family<PhaseLabels, Gauge>,
     prebuild_duration: HistogramFamily<OutcomeLabels>,
     phase_duration: HistogramFamily<PhaseLabels>,
@@ -196,6 +237,8 @@ impl Metrics {
             registry,
             rpc_requests,
             rpc_duration,
+            ok_calls: (0..RESOLVED_METHODS * Protocol::ALL).map(|_| OnceLock::new()).collect(),
+            durations: (0..RESOLVED_METHODS).map(|_| OnceLock::new()).collect(),
             prebuilds,
             prebuild_duration,
             phase_duration,
@@ -208,10 +251,20 @@ impl Metrics {
         }
     }
 
-    /// One answered API call.
-    pub fn record_rpc(&self, method: &'static str, protocol: &'static str, code: &'static str, took: Duration) {
-        self.rpc_requests.get_or_create(&RpcLabels { method, protocol, code }).inc();
-        self.rpc_duration.get_or_create(&MethodLabels { method }).observe(took.as_secs_f64());
+    /// One answered API call; `code` is `ok` or a Connect code name.
+    pub fn record_rpc(&self, method: RpcMethod, protocol: Protocol, code: &'static str, took: Duration) {
+        let labels = || RpcLabels { method: method.name, protocol: protocol.label(), code };
+        match self.ok_calls.get(method.index * Protocol::ALL + protocol as usize).filter(|_| code == "ok") {
+            Some(resolved) => resolved.get_or_init(|| self.rpc_requests.get_or_create_owned(&labels())).inc(),
+            None => self.rpc_requests.get_or_create(&labels()).inc(),
+        };
+        let seconds = took.as_secs_f64();
+        match self.durations.get(method.index) {
+            Some(resolved) => {
+                resolved.get_or_init(|| self.rpc_duration.get_or_create_owned(&MethodLabels { method: method.name })).observe(seconds)
+            }
+            None => self.rpc_duration.get_or_create(&MethodLabels { method: method.name }).observe(seconds),
+        }
     }
 
     /// One reconciler pass.
@@ -299,14 +352,22 @@ mod tests {
     #[test]
     fn renders_what_was_recorded() {
         let metrics = Metrics::new();
-        metrics.record_rpc("gitpod.v1.PrebuildService/GetPrebuild", "grpc", "ok", Duration::from_millis(2));
+        let get = RpcMethod { index: 2, name: "gitpod.v1.PrebuildService/GetPrebuild" };
+        metrics.record_rpc(get, Protocol::Grpc, "ok", Duration::from_millis(2));
+        metrics.record_rpc(get, Protocol::Grpc, "ok", Duration::from_millis(3));
+        metrics.record_rpc(get, Protocol::Connect, "not_found", Duration::from_millis(1));
+        let beyond = RpcMethod { index: RESOLVED_METHODS, name: "x.v1.S/M" };
+        metrics.record_rpc(beyond, Protocol::HttpJson, "ok", Duration::from_millis(1));
         metrics.set_prebuilds_by_phase(&[(PrebuildPhase::Unspecified, 1), (PrebuildPhase::Pending, 2), (PrebuildPhase::Running, 3)]);
         metrics.set_warm_pool_instances("p1", 2, 1);
         metrics.set_leader(true);
         let text = metrics.render();
         for line in [
-            r#"prebuildd_rpc_requests_total{method="gitpod.v1.PrebuildService/GetPrebuild",protocol="grpc",code="ok"} 1"#,
-            r#"prebuildd_rpc_duration_seconds_count{method="gitpod.v1.PrebuildService/GetPrebuild"} 1"#,
+            r#"prebuildd_rpc_requests_total{method="gitpod.v1.PrebuildService/GetPrebuild",protocol="grpc",code="ok"} 2"#,
+            r#"prebuildd_rpc_requests_total{method="gitpod.v1.PrebuildService/GetPrebuild",protocol="connect",code="not_found"} 1"#,
+            r#"prebuildd_rpc_requests_total{method="x.v1.S/M",protocol="http-json",code="ok"} 1"#,
+            r#"prebuildd_rpc_duration_seconds_count{method="gitpod.v1.PrebuildService/GetPrebuild"} 3"#,
+            r#"prebuildd_rpc_duration_seconds_count{method="x.v1.S/M"} 1"#,
             r#"prebuildd_prebuilds{phase="pending"} 3"#,
             r#"prebuildd_prebuilds{phase="running"} 3"#,
             r#"prebuildd_prebuilds{phase="deleting"} 0"#,

@@ -105,6 +105,7 @@ impl Reconciler {
         let mut leadership = self.replicas.leadership();
         loop {
             if !*leadership.borrow_and_update() {
+                self.phase_times.clear();
                 tokio::select! {
                     changed = leadership.changed() => {
                         if changed.is_err() {

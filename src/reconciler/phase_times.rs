@@ -126,6 +126,12 @@ impl PhaseTimes {
         }
     }
 
+    /// Forgets every phase start: this process stopped leading, and
+    /// another replica may move the prebuilds meanwhile.
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).by_prebuild.clear();
+    }
+
     /// The reconciler removed a deleted prebuild: its DELETING phase ended.
     pub fn removed(&self, metrics: &Metrics, prebuild: &Prebuild, now: SystemTime) {
         let entered = self.entries.lock().unwrap_or_else(|e| e.into_inner()).by_prebuild.remove(&prebuild.id);

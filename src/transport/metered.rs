@@ -12,7 +12,8 @@
 //! values); health checks, reflection and unknown paths are not.
 
 use crate::error::Code;
-use crate::metrics::Metrics;
+pub use crate::metrics::Protocol;
+use crate::metrics::{Metrics, RpcMethod};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -24,37 +25,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// The protocol a call came in on, as the `protocol` label says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    GrpcWeb,
-    /// Connect unary (JSON or binary) on the service paths, and Connect
-    /// streaming.
-    Connect,
-    /// The documented JSON paths under `/api/` (what REST clients call).
-    HttpJson,
-}
-
-impl Protocol {
-    pub fn label(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::GrpcWeb => "grpc-web",
-            Protocol::Connect => "connect",
-            Protocol::HttpJson => "http-json",
-        }
-    }
-}
-
 /// The method a request path names, if it is one of the API's: its
 /// `service/Method` name, and whether it came under `/api/`.
-pub fn method_of(path: &str) -> Option<(&'static str, bool)> {
+pub fn method_of(path: &str) -> Option<(RpcMethod, bool)> {
     let (name, under_api) = match path.strip_prefix("/api/") {
         Some(rest) => (rest, true),
         None => (path.strip_prefix('/')?, false),
     };
-    super::connect::METHOD_NAMES.iter().find(|known| **known == name).map(|known| (*known, under_api))
+    let index = super::connect::METHOD_NAMES.iter().position(|known| *known == name)?;
+    Some((RpcMethod { index, name: super::connect::METHOD_NAMES[index] }, under_api))
 }
 
 /// The protocol the dispatcher marked a request with before it reached the
@@ -72,20 +51,20 @@ fn grpc_code_name(headers: &HeaderMap) -> Option<&'static str> {
 /// A call whose result is not known yet.
 struct Pending {
     metrics: Arc<Metrics>,
-    method: &'static str,
+    method: RpcMethod,
     protocol: Protocol,
     started: Instant,
 }
 
 impl Pending {
     fn finish(self, code: &'static str) {
-        self.metrics.record_rpc(self.method, self.protocol.label(), code, self.started.elapsed());
+        self.metrics.record_rpc(self.method, self.protocol, code, self.started.elapsed());
     }
 }
 
 /// Records a gRPC call: at once when the answer is trailers-only, else when
 /// its body ends (at the trailers).
-pub fn record_grpc(metrics: &Arc<Metrics>, method: &'static str, protocol: Protocol, started: Instant, response: Response) -> Response {
+pub fn record_grpc(metrics: &Arc<Metrics>, method: RpcMethod, protocol: Protocol, started: Instant, response: Response) -> Response {
     let pending = Pending { metrics: metrics.clone(), method, protocol, started };
     if let Some(code) = grpc_code_name(response.headers()) {
         pending.finish(code);
@@ -161,7 +140,7 @@ pub async fn connect_layer(State(metrics): State<Arc<Metrics>>, request: Request
         None if response.status().is_success() => "ok",
         None => Code::Unknown.connect_name(),
     };
-    metrics.record_rpc(method, protocol.label(), code, started.elapsed());
+    metrics.record_rpc(method, protocol, code, started.elapsed());
     response
 }
 
@@ -171,11 +150,15 @@ mod tests {
 
     #[test]
     fn only_the_apis_methods_are_named() {
-        assert_eq!(method_of("/gitpod.v1.PrebuildService/GetPrebuild"), Some(("gitpod.v1.PrebuildService/GetPrebuild", false)));
+        let named = |path| method_of(path).map(|(method, under_api)| (method.name, under_api));
+        assert_eq!(named("/gitpod.v1.PrebuildService/GetPrebuild"), Some(("gitpod.v1.PrebuildService/GetPrebuild", false)));
         assert_eq!(
-            method_of("/api/prebuildd.v1.WarmPoolInstanceService/ClaimInstance"),
+            named("/api/prebuildd.v1.WarmPoolInstanceService/ClaimInstance"),
             Some(("prebuildd.v1.WarmPoolInstanceService/ClaimInstance", true))
         );
+        let indexes: std::collections::HashSet<usize> =
+            super::super::connect::METHOD_NAMES.iter().filter_map(|name| method_of(&format!("/{name}"))).map(|(m, _)| m.index).collect();
+        assert_eq!(indexes.len(), super::super::connect::METHOD_NAMES.len(), "one index per method");
         for other in
             ["/grpc.health.v1.Health/Check", "/gitpod.v1.PrebuildService/Nope", "/healthz", "", "gitpod.v1.PrebuildService/GetPrebuild"]
         {
