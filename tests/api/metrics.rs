@@ -311,13 +311,25 @@ async fn metrics_show_calls_prebuilds_pools_and_claims() {
 }
 
 #[tokio::test]
-async fn a_server_without_the_reconciler_does_not_lead_and_reports_no_pass_gauges() {
+async fn without_the_reconciler_there_is_no_leader_and_no_pass_gauge_but_a_cancel_is_timed() {
     let server = TestServer::start().await;
     let mut client = server.client(Some(TOKEN_A)).await;
     create_prebuild(&mut client, PROJECT_BACKEND).await;
+    // A pending prebuild cancelled through the API ends there: the cancel
+    // times it, with no reconciler involved.
+    let cancelled = create_prebuild(&mut client, PROJECT_BACKEND).await;
+    client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: cancelled.id.clone() }).await.unwrap();
+    client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: cancelled.id.clone() }).await.unwrap();
     let metrics = Metrics::scrape(&server).await;
+    assert_eq!(
+        metrics.value("prebuildd_prebuild_duration_seconds_count", &[("outcome", "cancelled")]),
+        1.0,
+        "cancelling twice ends it once"
+    );
+    assert_eq!(metrics.value("prebuildd_prebuild_phase_duration_seconds_count", &[("phase", "pending")]), 1.0);
+    assert_eq!(metrics.rpcs("gitpod.v1.PrebuildService/CancelPrebuild", "grpc", "ok"), 2.0);
     assert_eq!(metrics.value("prebuildd_reconciler_leader", &[]), 0.0);
     assert_eq!(metrics.label_values("prebuildd_prebuilds", "phase"), Vec::<String>::new());
     assert_eq!(metrics.value("prebuildd_reconciler_pass_duration_seconds_count", &[]), 0.0);
-    assert_eq!(metrics.rpcs("gitpod.v1.PrebuildService/CreatePrebuild", "grpc", "ok"), 1.0);
+    assert_eq!(metrics.rpcs("gitpod.v1.PrebuildService/CreatePrebuild", "grpc", "ok"), 2.0);
 }
