@@ -48,3 +48,8 @@ pub fn system_time(ts: &Timestamp) -> SystemTime {
     }
     UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.clamp(0, 999_999_999) as u32)
 }
+
+/// The time from `from` to `to` (zero if `to` is earlier).
+pub fn between(from: &Timestamp, to: &Timestamp) -> Duration {
+    system_time(to).duration_since(system_time(from)).unwrap_or(Duration::ZERO)
+}

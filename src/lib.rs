@@ -189,6 +189,7 @@ pub async fn start_with_private_files(
     let runners = Arc::new(Runners::new(files, &config.catalog));
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = Arc::new(metrics::Metrics::new());
     let service = Arc::new(Service::new(ServiceParts {
         store,
         catalog: Arc::new(config.catalog.clone()),
@@ -197,12 +198,12 @@ pub async fn start_with_private_files(
         public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{addr}")),
         changes: changes.clone(),
         runners: runners.clone(),
+        metrics: metrics.clone(),
     }));
     let auth = Arc::new(Authenticator::new(&config.api_keys));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let grpc = transport::grpc_router(service.clone(), auth.clone(), shutdown_rx.clone());
-    let metrics = Arc::new(metrics::Metrics::default());
+    let grpc = transport::grpc_router(service.clone(), auth.clone(), metrics.clone(), shutdown_rx.clone());
     let http = transport::http::router(service.clone(), auth.clone(), logs.clone(), metrics.clone());
     let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
     let task = tokio::spawn(transport::serve(listener, grpc, http, config.header_read_timeout, triggered(shutdown_rx.clone())));
@@ -212,8 +213,7 @@ pub async fn start_with_private_files(
         Some(store) => tokio::spawn(logs::copy_to_database(logs.clone(), store.clone(), triggered(shutdown_rx.clone()))),
         None => tokio::spawn(async {}),
     };
-    let reconciler =
-        Reconciler::new(service.clone(), runners.clone(), logs, changes, config.reconcile_interval, config.retention, metrics.clone());
+    let reconciler = Reconciler::new(service.clone(), runners.clone(), logs, changes, config.reconcile_interval, config.retention);
     let (reconciler, replicas) = if config.reconcile {
         let (reconciler, replicas) = match postgres {
             // Replicas may share the database: one leads the reconciler.

@@ -59,6 +59,10 @@ const ORG: &str = "8d9e8f4a-1b2c-4d3e-9f00-0a1b2c3d4e5f";
 const USER: &str = "e6a7c1f0-2b3d-4e5f-8a9b-0c1d2e3f4a5b";
 const RUNNER: &str = "3f1a2b3c-4d5e-4f60-8a7b-1c2d3e4f5a6b";
 const CLASS: &str = "d2c94c27-3b76-4a42-b88c-95a85e392c68";
+/// Reconciler passes so far, and their total time (`/metrics`).
+const PASSES: &str = "prebuildd_reconciler_pass_duration_seconds_count";
+const PASS_SECONDS: &str = "prebuildd_reconciler_pass_duration_seconds_sum";
+
 /// The project whose prebuilds the list scenario filters for.
 const LIST_PROJECT: &str = "b0e12f6c-4c67-429d-a4a6-d9838b5da047";
 /// Where CreatePrebuild writes (so the list project keeps its size).
@@ -170,12 +174,16 @@ impl ChildServer {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// The sum of every series of metric `name` at `/metrics` (one
+    /// value for a metric without labels).
     async fn metric(&self, name: &str) -> Option<f64> {
         let text = reqwest::get(format!("{}/metrics", self.base)).await.ok()?.text().await.ok()?;
-        text.lines()
-            .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     fn stop(mut self) {
@@ -510,7 +518,7 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
     // Let the first passes start every prebuild, then watch steady passes.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(120) {
-        if server.metric("prebuildd_reconcile_passes_total").await.unwrap_or(0.0) >= 3.0 {
+        if server.metric(PASSES).await.unwrap_or(0.0) >= 3.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -530,18 +538,20 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
         )
         .await
     };
+    // Pass times from the pass histogram: the mean of the passes between
+    // two looks (a look every 100 ms, so mostly a single pass).
     let mut passes = Vec::new();
     let watch = Instant::now();
-    let mut last_total = 0.0;
+    let (mut last_count, mut last_sum) = (server.metric(PASSES).await.unwrap_or(0.0), server.metric(PASS_SECONDS).await.unwrap_or(0.0));
     while watch.elapsed() < Duration::from_secs(5) {
-        let total = server.metric("prebuildd_reconcile_passes_total").await.unwrap_or(0.0);
-        if total > last_total {
-            passes.push(server.metric("prebuildd_reconcile_pass_seconds_last").await.unwrap_or(0.0) * 1000.0);
-            last_total = total;
-        }
         tokio::time::sleep(Duration::from_millis(100)).await;
+        let (count, sum) = (server.metric(PASSES).await.unwrap_or(0.0), server.metric(PASS_SECONDS).await.unwrap_or(0.0));
+        if count > last_count {
+            passes.push((sum - last_sum) / (count - last_count) * 1000.0);
+            (last_count, last_sum) = (count, sum);
+        }
     }
-    let active = server.metric("prebuildd_active_prebuilds").await.unwrap_or(0.0);
+    let active = server.metric("prebuildd_prebuilds").await.unwrap_or(0.0);
     passes.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let running = {
         let filter = list_prebuilds_request::Filter { phases: vec![PrebuildPhase::Pending as i32], ..Default::default() };

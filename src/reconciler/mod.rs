@@ -9,6 +9,7 @@
 //! history. Status writes are guarded by the versions the step saw: a lost
 //! race changes nothing and the next pass decides again.
 
+mod phase_times;
 pub mod prebuild;
 pub mod replicas;
 mod retention;
@@ -20,7 +21,6 @@ use crate::clock::timestamp;
 use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::logs::Logs;
-use crate::metrics::Metrics;
 use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase};
 use crate::runner::{PrebuildJob, Runner, Runners};
 use crate::service::{phase_of, Service};
@@ -52,7 +52,8 @@ pub struct Reconciler {
     /// (project, class, day) already scheduled: saves a store write per
     /// pass; the store's unique key is what guarantees once per day.
     schedules_done: Mutex<std::collections::HashSet<(String, String, String)>>,
-    metrics: Arc<Metrics>,
+    /// When active prebuilds entered their phases (for the metrics).
+    phase_times: phase_times::PhaseTimes,
     /// Whether this process leads, and wake-ups from other replicas.
     replicas: Replicas,
 }
@@ -74,10 +75,8 @@ impl Reconciler {
         changes: Arc<Notify>,
         interval: Duration,
         retention: Retention,
-        metrics: Arc<Metrics>,
     ) -> Self {
         Reconciler {
-            metrics,
             service,
             runners,
             logs,
@@ -87,6 +86,7 @@ impl Reconciler {
             backoff: Mutex::new(HashMap::new()),
             last_retention: Mutex::new(None),
             schedules_done: Default::default(),
+            phase_times: Default::default(),
             replicas: Replicas::single(),
         }
     }
@@ -105,6 +105,7 @@ impl Reconciler {
         let mut leadership = self.replicas.leadership();
         loop {
             if !*leadership.borrow_and_update() {
+                self.phase_times.clear();
                 tokio::select! {
                     changed = leadership.changed() => {
                         if changed.is_err() {
@@ -136,7 +137,7 @@ impl Reconciler {
     pub async fn pass(&self) -> PassReport {
         let started = Instant::now();
         let report = self.pass_steps().await;
-        self.metrics.record_pass(started.elapsed(), report.prebuilds_seen, report.warm_pools_seen);
+        self.service.metrics().record_pass(started.elapsed());
         report
     }
 
@@ -229,6 +230,7 @@ impl Reconciler {
         let active = self.store().active_prebuilds(MAX_ACTIVE_PER_PASS).await?;
         report.prebuilds_seen = active.len();
         let now = self.now();
+        self.phase_times.observe_pass(self.service.metrics(), &active, now);
 
         // Slots in use per runner; PENDING prebuilds take free ones oldest first.
         let mut busy: HashMap<String, u32> = HashMap::new();
@@ -352,7 +354,9 @@ impl Reconciler {
                     runner.remove(&prebuild.id).await?;
                 }
                 self.logs.remove(&prebuild.id).await?;
-                self.store().remove_prebuild(&prebuild.id).await.map(|_| ())
+                self.store().remove_prebuild(&prebuild.id).await?;
+                self.phase_times.removed(self.service.metrics(), &prebuild, self.now());
+                Ok(())
             }
         }
     }
@@ -380,7 +384,8 @@ impl Reconciler {
         let now = timestamp(self.now());
         let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = wrote.clone();
-        self.store()
+        let updated = self
+            .store()
             .update_prebuild(
                 &organization_id,
                 &seen.id,
@@ -401,7 +406,11 @@ impl Reconciler {
                 }),
             )
             .await?;
-        Ok(wrote.load(std::sync::atomic::Ordering::Relaxed))
+        let wrote = wrote.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(updated) = updated.as_ref().filter(|_| wrote) {
+            self.phase_times.changed(self.service.metrics(), seen, updated, self.now());
+        }
+        Ok(wrote)
     }
 }
 

@@ -40,6 +40,8 @@ pub fn observed_phase(has_snapshot: bool, failure: Option<&str>, running: u32, d
 pub(super) async fn pass(reconciler: &Reconciler, catalog: &Catalog, report: &mut PassReport) -> Result<()> {
     let pools = reconciler.store().all_warm_pools().await?;
     report.warm_pools_seen = pools.len();
+    let metrics = reconciler.service.metrics();
+    metrics.retain_warm_pools(&pools.iter().map(|p| p.id.as_str()).collect());
     for pool in pools {
         if reconciler.backing_off(&pool.id) {
             continue;
@@ -142,6 +144,7 @@ async fn step(reconciler: &Reconciler, catalog: &Catalog, pool: WarmPool) -> Res
         }
         None => (0, 0, Some(format!("runner {} is not configured", metadata.runner_id))),
     };
+    reconciler.service.metrics().set_warm_pool_instances(&pool.id, running, stopped);
     let phase = observed_phase(spec.snapshot_id.is_some(), failure.as_deref(), running, desired);
     let next = WarmPoolStatus {
         phase: phase as i32,

@@ -29,6 +29,7 @@ impl Service {
             .get(&runner_id)
             .ok_or_else(|| Error::FailedPrecondition(format!("the runner {runner_id} of warm pool {warm_pool_id} is not configured")))?;
         let claimed = runner.claim_instance(&warm_pool_id).await?;
+        self.metrics.record_claim(claimed.is_some());
         let now = self.clock.now();
         let now_micros = {
             let t = timestamp(now);

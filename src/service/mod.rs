@@ -13,6 +13,7 @@ pub use warm_pools::{mark_pool_deleting, warm_pool_phase};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::proto::gitpod::v1::PaginationRequest;
 use crate::runner::Runners;
 use crate::store::{PageRequest, Store};
@@ -37,6 +38,8 @@ pub struct ServiceParts {
     pub public_url: String,
     pub changes: Arc<Notify>,
     pub runners: Arc<Runners>,
+    /// Where claims (and the cancellations decided here) are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The PrebuildService, independent of transport.
@@ -49,6 +52,7 @@ pub struct Service {
     /// Woken on every write so the reconciler acts at once, not on its tick.
     changes: Arc<Notify>,
     runners: Arc<Runners>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Service {
@@ -59,8 +63,8 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     pub fn new(parts: ServiceParts) -> Self {
-        let ServiceParts { store, catalog, clock, tokens, public_url, changes, runners } = parts;
-        Service { store, catalog: RwLock::new(catalog), clock, tokens, public_url, changes, runners }
+        let ServiceParts { store, catalog, clock, tokens, public_url, changes, runners, metrics } = parts;
+        Service { store, catalog: RwLock::new(catalog), clock, tokens, public_url, changes, runners, metrics }
     }
 
     /// The current catalog (a cheap `Arc` clone; a reload swaps it whole).
@@ -77,6 +81,11 @@ impl Service {
 
     pub fn runners(&self) -> &Arc<Runners> {
         &self.runners
+    }
+
+    /// The server's metrics (the reconciler records into them too).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn changes(&self) -> &Arc<Notify> {

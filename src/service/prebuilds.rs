@@ -16,6 +16,8 @@ use crate::store::{Change, PrebuildFilter};
 use crate::tokens::LogsGrant;
 use crate::validate;
 use pbjson_types::{Duration, Timestamp};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Everything needed to create a prebuild, already validated.
 #[derive(Debug, Clone)]
@@ -190,12 +192,17 @@ impl Service {
     pub async fn cancel_prebuild(&self, caller: &Caller, request: CancelPrebuildRequest) -> Result<CancelPrebuildResponse> {
         let prebuild_id = validate::uuid("prebuild_id", &request.prebuild_id)?;
         let now = timestamp(self.clock.now());
+        // Set when this call cancels a pending prebuild outright: then it is
+        // this call, not the reconciler, that ends the prebuild (metrics).
+        let ended_pending = Arc::new(AtomicBool::new(false));
+        let ended = ended_pending.clone();
         let prebuild = self
             .store
             .update_prebuild(
                 &caller.organization_id,
                 &prebuild_id,
                 Box::new(move |prebuild| {
+                    ended.store(false, Ordering::Relaxed);
                     let next = match phase_of(prebuild) {
                         PrebuildPhase::Cancelling | PrebuildPhase::Cancelled => return Ok(Change::Unchanged),
                         PrebuildPhase::Unspecified | PrebuildPhase::Pending => PrebuildPhase::Cancelled,
@@ -223,6 +230,7 @@ impl Service {
                     status.phase = next as i32;
                     if next == PrebuildPhase::Cancelled {
                         status.completion_time = Some(now);
+                        ended.store(true, Ordering::Relaxed);
                     }
                     touch(prebuild, now);
                     Ok(Change::Changed)
@@ -230,6 +238,13 @@ impl Service {
             )
             .await?
             .ok_or_else(|| not_found(&prebuild_id))?;
+        if ended_pending.load(Ordering::Relaxed) {
+            let waited = prebuild.metadata.as_ref().and_then(|m| m.created_at).map(|created| crate::clock::between(&created, &now));
+            if let Some(waited) = waited {
+                self.metrics.record_phase(PrebuildPhase::Pending, waited);
+                self.metrics.record_finished(PrebuildPhase::Cancelled, waited, None);
+            }
+        }
         self.changed();
         Ok(CancelPrebuildResponse { prebuild: Some(prebuild) })
     }

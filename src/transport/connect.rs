@@ -10,6 +10,7 @@ use super::json;
 use super::MAX_MESSAGE_BYTES;
 use crate::auth::{Authenticator, Caller};
 use crate::error::{Code, Error, Result};
+use crate::metrics::Metrics;
 use crate::proto::gitpod::v1::*;
 use crate::proto::prebuildd::v1::ClaimInstanceRequest;
 use crate::service::Service;
@@ -39,12 +40,14 @@ struct ConnectState {
     auth: Arc<Authenticator>,
 }
 
-/// Routes for `/<service>/<method>` and `/api/<service>/<method>`.
-pub fn router(service: Arc<Service>, auth: Arc<Authenticator>) -> Router {
+/// Routes for `/<service>/<method>` and `/api/<service>/<method>`, each
+/// call recorded in `metrics`.
+pub fn router(service: Arc<Service>, auth: Arc<Authenticator>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/{service}/{method}", any(handle))
         .route("/api/{service}/{method}", any(handle))
         .with_state(ConnectState { service, auth })
+        .layer(axum::middleware::from_fn_with_state(metrics, super::metered::connect_layer))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +310,8 @@ impl IntoResponse for Failure {
         if let Some((name, value)) = self.extra_header {
             response.headers_mut().insert(name, value);
         }
+        // For the metrics layer: the code, without parsing the body again.
+        response.extensions_mut().insert(self.code);
         response
     }
 }

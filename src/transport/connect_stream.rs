@@ -109,7 +109,8 @@ fn end_of_stream(trailers: &HeaderMap) -> Bytes {
     frame.freeze()
 }
 
-fn code_name(grpc_status: i32) -> &'static str {
+/// The Connect name of a non-zero gRPC status code.
+pub(crate) fn code_name(grpc_status: i32) -> &'static str {
     let code = match grpc_status {
         1 => Code::Canceled,
         3 => Code::InvalidArgument,

@@ -6,10 +6,13 @@
 //! the client's remaining time, and when it runs out the client gets
 //! DEADLINE_EXCEEDED (trailers-only, as the gRPC spec writes it).
 
-use axum::extract::Request;
+use super::metered;
+use crate::metrics::Metrics;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The gRPC spec: at most 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
@@ -33,13 +36,24 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 /// The one gRPC middleware (one layer keeps the hot path short): applies
-/// the client's deadline, then fixes the status of oversized messages.
-pub async fn grpc_middleware(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_string();
+/// the client's deadline, fixes the status of oversized messages, and
+/// records the API's calls in the metrics (with the status as fixed).
+pub async fn grpc_middleware(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let method = metered::method_of(request.uri().path()).filter(|(_, under_api)| !under_api).map(|(name, _)| name);
+    // Only a path that names none of the API's methods can be unknown.
+    let other_path = method.is_none().then(|| request.uri().path().to_string());
+    let protocol = metered::protocol_of(&request);
+    let started = Instant::now();
     let mut response = with_deadline(request, next).await;
     fix_message_limit_status(&mut response);
-    name_unknown_methods(&mut response, &path);
-    response
+    match (method, other_path) {
+        (Some(method), _) => metered::record_grpc(&metrics, method, protocol, started, response),
+        (None, Some(path)) => {
+            name_unknown_methods(&mut response, &path);
+            response
+        }
+        (None, None) => response,
+    }
 }
 
 /// tonic answers an unknown service or method with UNIMPLEMENTED and no

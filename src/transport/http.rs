@@ -7,13 +7,15 @@ use crate::metrics::Metrics;
 use crate::service::Service;
 use axum::routing::get;
 use axum::Router;
+use http::header;
 use std::sync::Arc;
 
 pub fn router(service: Arc<Service>, auth: Arc<Authenticator>, logs: Logs, metrics: Arc<Metrics>) -> Router {
+    let scraped = metrics.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route("/metrics", get(move || std::future::ready(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], scraped.render()))))
         .merge(super::logs::router(service.clone(), logs))
         .merge(super::ui::router())
-        .merge(super::connect::router(service, auth))
+        .merge(super::connect::router(service, auth, metrics))
 }

@@ -15,10 +15,12 @@ pub mod grpc;
 pub mod http;
 pub mod json;
 pub mod logs;
+pub mod metered;
 pub mod runner_service;
 pub mod ui;
 
 use crate::auth::Authenticator;
+use crate::metrics::Metrics;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildServiceServer;
 use crate::proto::prebuildd::v1::runner_service_server::RunnerServiceServer;
 use crate::proto::prebuildd::v1::warm_pool_instance_service_server::WarmPoolInstanceServiceServer;
@@ -42,7 +44,12 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Builds the gRPC side: PrebuildService, our WarmPoolInstanceService,
 /// grpc.health.v1 and reflection
 /// (v1 and v1alpha) for everything we serve.
-pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>, shutdown: tokio::sync::watch::Receiver<bool>) -> Router {
+pub fn grpc_router(
+    service: Arc<Service>,
+    auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     let prebuilds = PrebuildServiceServer::new(grpc::GrpcPrebuildService::new(service.clone(), auth.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -78,7 +85,7 @@ pub fn grpc_router(service: Arc<Service>, auth: Arc<Authenticator>, shutdown: to
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router()
-        .layer(axum::middleware::from_fn(deadline::grpc_middleware))
+        .layer(axum::middleware::from_fn_with_state(metrics, deadline::grpc_middleware))
 }
 
 /// CORS, so browsers on other origins can call the API (gRPC-Web and
@@ -136,16 +143,20 @@ pub async fn serve(listener: TcpListener, grpc: Router, http: Router, header_rea
     // tonic-web in front of the same services; plain gRPC skips that layer.
     let grpc_web = grpc.clone().layer(tonic_web::GrpcWebLayer::new());
     let dispatch = tower::service_fn(move |request: ::http::Request<hyper::body::Incoming>| {
-        let request = request.map(axum::body::Body::new);
+        let mut request = request.map(axum::body::Body::new);
         let grpc = grpc.clone();
         let grpc_web = grpc_web.clone();
         let http = http.clone();
         async move {
+            // Translated calls reach the gRPC services marked with the
+            // protocol they came in on (for the metrics); plain gRPC is not.
             if is_grpc_web(&request) {
+                request.extensions_mut().insert(metered::Protocol::GrpcWeb);
                 grpc_web.oneshot(request).await
             } else if is_grpc(&request) {
                 grpc.oneshot(request).await
             } else if connect_stream::is_connect_stream(&request) {
+                request.extensions_mut().insert(metered::Protocol::Connect);
                 Ok(connect_stream::serve(grpc, request).await)
             } else {
                 http.oneshot(request).await

@@ -15,6 +15,7 @@ mod grpc_surface;
 mod interop;
 mod lifecycle;
 mod local_runner;
+mod metrics;
 mod pagination;
 mod postgres;
 mod prebuilds;

@@ -150,6 +150,22 @@ async fn exactly_one_replica_leads_and_a_survivor_takes_over() {
     let created = create_prebuild(&mut client, OK).await;
     let done = wait_for_phase(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed], Duration::from_secs(20)).await;
     assert_eq!(phase(&done), PrebuildPhase::Completed, "{done:?}");
+
+    // What each replica reports: the leader its passes and what they saw,
+    // the follower only the calls it answered.
+    let leading = metrics_text(survivors[new_leader]).await;
+    let following = metrics_text(follower).await;
+    assert!(leading.lines().any(|l| l == r#"prebuildd_prebuild_duration_seconds_count{outcome="completed"} 1"#), "{leading}");
+    assert!(leading.contains(r#"prebuildd_prebuilds{phase="running"}"#), "{leading}");
+    assert!(!following.contains("prebuildd_prebuilds{"), "a follower reports no pass gauges:\n{following}");
+    assert!(!following.contains("prebuildd_prebuild_duration_seconds_count{"), "{following}");
+    let create = r#"prebuildd_rpc_requests_total{method="gitpod.v1.PrebuildService/CreatePrebuild",protocol="grpc",code="ok"} 1"#;
+    assert!(following.lines().any(|l| l == create), "{following}");
+    assert!(!leading.contains("CreatePrebuild"), "the call was answered by the follower:\n{leading}");
+}
+
+async fn metrics_text(server: &TestServer) -> String {
+    reqwest::get(format!("{}/metrics", server.base_url())).await.expect("GET /metrics").text().await.expect("metrics text")
 }
 
 #[tokio::test]
