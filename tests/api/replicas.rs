@@ -207,3 +207,42 @@ async fn a_follower_streams_the_log_of_a_prebuild_the_leader_runs() {
         assert_eq!(again, log);
     }
 }
+
+/// Another replica takes the lease behind this one's back, as after a pause
+/// longer than the lease: the term in the database refuses this one's next
+/// write, it stops leading, and once the lease is free again it takes a new
+/// term and finishes the work.
+#[tokio::test]
+async fn a_replica_whose_lease_was_taken_writes_nothing_until_it_leads_again() {
+    let server = on_postgres::TestServer::start_with(reconciling_config("200ms")).await.into_inner();
+    the_leader(&[&server], Duration::from_secs(5)).await;
+    let (db, connection) = tokio_postgres::connect(server.postgres_url().unwrap(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let stolen: i64 = db
+        .query_one(
+            "UPDATE reconciler_lease SET holder = 'another replica', term = term + 1, expires_at = now() + interval '1 hour' RETURNING term",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    // Passes run at once on the create and every 200 ms, while the replica
+    // still believes it leads (it renews once a second).
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let created = create_prebuild(&mut client, OK).await;
+    let patience = Instant::now();
+    while server.metric("prebuildd_reconciler_leader").await != 0.0 {
+        assert!(patience.elapsed() < Duration::from_secs(5), "the replica still leads without the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = client.get_prebuild(GetPrebuildRequest { prebuild_id: created.id.clone() }).await.unwrap().into_inner().prebuild.unwrap();
+    assert_eq!(phase(&now), PrebuildPhase::Pending, "a replica without the lease changed the prebuild: {now:?}");
+
+    db.batch_execute("UPDATE reconciler_lease SET expires_at = now() - interval '1 second'").await.unwrap();
+    let done = wait_for_phase(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed], Duration::from_secs(20)).await;
+    assert_eq!(phase(&done), PrebuildPhase::Completed, "{done:?}");
+    let lease = db.query_one("SELECT holder, term FROM reconciler_lease", &[]).await.unwrap();
+    assert_ne!(lease.get::<_, String>(0), "another replica");
+    assert_eq!(lease.get::<_, i64>(1), stolen + 1, "it leads again in a new term");
+}

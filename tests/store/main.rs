@@ -9,6 +9,7 @@
 #[path = "../common/postgres.rs"]
 mod postgres;
 
+mod fencing;
 mod postgres_only;
 
 use prebuildd::error::Error;
