@@ -11,10 +11,14 @@
 //!
 //! Each write is one transaction on a pooled connection and returns after
 //! its COMMIT, which with PostgreSQL's default `synchronous_commit = on` has
-//! reached the server's WAL on disk. Writes are not grouped here: the server
-//! groups concurrent commits' WAL flushes itself. Connections are plain TCP
-//! or Unix sockets (no TLS yet).
+//! reached the server's WAL on disk. Concurrent prebuild inserts (the API's
+//! CreatePrebuild) share one statement and commit ([`batch`]); other writes
+//! are read-modify-write on one row and commit on their own (the server
+//! still shares WAL flushes between concurrent commits). The reconciler
+//! writes through a [`fence`]d store. Connections are plain TCP or Unix
+//! sockets (no TLS yet).
 
+mod batch;
 mod fence;
 mod migrate;
 mod replicas;
@@ -58,6 +62,8 @@ pub struct PostgresStore {
     url: PostgresUrl,
     /// Set on the reconciler's store: writes only while it holds the lease.
     fence: Option<LeaseFence>,
+    /// Where unfenced prebuild inserts are grouped into shared commits.
+    groups: Option<batch::InsertGroups>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -88,7 +94,11 @@ impl PostgresStore {
                 "the server has synchronous_commit = off: an acknowledged write can be lost if the database server crashes"
             );
         }
-        Ok(PostgresStore { pool, url: url.clone(), fence: None })
+        let plain = PostgresStore { pool, url: url.clone(), fence: None, groups: None };
+        // The grouping task writes through a store without groups of its
+        // own, so it ends when the last of these is dropped.
+        let groups = batch::InsertGroups::start(plain.clone());
+        Ok(PostgresStore { groups: Some(groups), ..plain })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -306,6 +316,9 @@ async fn bodies<T: Message + Default>(client: &impl GenericClient, sql: &str, pa
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert_prebuild(&self, prebuild: Prebuild) -> Result<()> {
+        if let (None, Some(groups)) = (&self.fence, &self.groups) {
+            return groups.insert(prebuild).await;
+        }
         let (c, body) = (prebuild_columns(&prebuild), prebuild.encode_to_vec());
         self.execute_write(INSERT_PREBUILD, &prebuild_params(&prebuild, &c, &body)).await?.map_err(|e| {
             if is_unique_violation(&e) {
