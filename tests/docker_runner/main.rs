@@ -12,3 +12,4 @@ mod harness;
 mod isolation;
 mod lifecycle;
 mod pools;
+mod replicas;
