@@ -45,7 +45,7 @@ async fn a_new_leader_adopts_the_pool_containers_of_the_old_one() {
     let config = world.config(&[(PROJECT, &repo)]);
     let one = on_postgres::TestServer::start_with(config).await.into_inner();
     let two = one.start_replica().await;
-    let mut replicas = vec![one, two];
+    let mut replicas = [one, two];
     let leader = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
     let survivor = 1 - leader;
 
