@@ -99,8 +99,8 @@ pub struct Reloader {
 impl Reloader {
     /// Swaps in the catalog (projects, classes, runners) and API keys. The
     /// reconciler then deletes warm pools the new configuration no longer
-    /// allows. Listen address and storage (data dir, postgres_url) changes
-    /// need a restart.
+    /// allows. Listen address and storage (data dir, postgres_url, token_secret)
+    /// changes need a restart.
     pub fn apply(&self, config: &Config) {
         self.auth.replace(&config.api_keys);
         self.service.set_catalog(Arc::new(config.catalog.clone()));
@@ -145,9 +145,13 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<PostgresS
     }
 }
 
-/// The token secret: in the database on PostgreSQL, so that every replica
-/// verifies the tokens any other minted; else in the data dir.
+/// The token secret: as configured (`[storage] token_secret`); else in the
+/// database on PostgreSQL, so that every replica verifies the tokens any
+/// other minted; else in the data dir.
 async fn token_key(config: &Config, postgres: Option<&PostgresStore>) -> Result<TokenKey, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(key) = &config.token_secret {
+        return Ok(key.clone());
+    }
     match postgres {
         Some(store) => Ok(TokenKey::from_bytes(
             store.shared_token_secret().await.map_err(|e| format!("cannot read or create the token secret in the database: {e}"))?,

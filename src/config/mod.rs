@@ -12,6 +12,7 @@ pub use runners::{engine_config, RawEngine};
 use crate::catalog::{Catalog, EnvironmentClass, Organization, PrebuildSettings, Project, Resources};
 use crate::proto::gitpod::v1::{Principal, Subject};
 use crate::store::postgres::PostgresUrl;
+use crate::tokens::TokenKey;
 use crate::validate::is_uuid;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -35,6 +36,11 @@ pub struct Config {
     /// `[storage] postgres_url`: keep prebuilds and warm pools in this
     /// PostgreSQL database instead of SQLite in `data_dir`.
     pub postgres_url: Option<PostgresUrl>,
+    /// `[storage] token_secret`: the secret that signs page tokens and logs
+    /// tokens, given rather than kept in the data dir or the database (so
+    /// replicas, or a fresh data dir, accept each other's tokens by
+    /// configuration).
+    pub token_secret: Option<TokenKey>,
     pub catalog: Catalog,
     pub api_keys: Vec<ApiKey>,
     pub retention: Retention,
@@ -129,6 +135,7 @@ struct RawServer {
 struct RawStorage {
     data_dir: Option<PathBuf>,
     postgres_url: Option<String>,
+    token_secret: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -273,6 +280,7 @@ impl RawConfig {
         let data_dir = overrides.data_dir.clone().or(self.storage.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let postgres_url =
             self.storage.postgres_url.as_deref().map(PostgresUrl::parse).transpose().map_err(|e| err("storage.postgres_url", e))?;
+        let token_secret = self.storage.token_secret.as_deref().map(parse_token_secret).transpose()?;
 
         let defaults = Retention::default();
         let retention = Retention {
@@ -440,6 +448,7 @@ impl RawConfig {
             header_read_timeout,
             data_dir,
             postgres_url,
+            token_secret,
             catalog,
             api_keys,
             retention,
@@ -448,6 +457,18 @@ impl RawConfig {
             bench_baseline: self.bench.baseline,
         })
     }
+}
+
+/// `[storage] token_secret`: 32 random bytes as 64 hex digits (what
+/// `openssl rand -hex 32` prints).
+fn parse_token_secret(text: &str) -> Result<TokenKey, ConfigError> {
+    let wrong = || err("storage.token_secret", "must be 64 hex digits (32 random bytes, e.g. from `openssl rand -hex 32`)");
+    let bytes = hex::decode(text.trim()).map_err(|_| wrong())?;
+    let key = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| wrong())?;
+    if key.iter().all(|byte| *byte == key[0]) {
+        return Err(err("storage.token_secret", "is not random (every byte is the same); use `openssl rand -hex 32`"));
+    }
+    Ok(TokenKey::from_bytes(key))
 }
 
 fn uuid_key(key: &str, value: &str) -> Result<String, ConfigError> {
@@ -671,6 +692,27 @@ default_environment_class_id = "{CLASS}"
             let error = Config::parse(&with(bad), &Overrides::default()).unwrap_err();
             assert!(error.0.starts_with("storage.postgres_url: "), "{error}");
             assert!(!error.0.contains("pw"), "{error}");
+        }
+    }
+
+    #[test]
+    fn token_secret_is_64_hex_digits_and_never_printed() {
+        assert!(Config::parse(&base(""), &Overrides::default()).unwrap().token_secret.is_none(), "kept in storage by default");
+        let with =
+            |secret: &str| base("").replace("[[organizations]]", &format!("[storage]\ntoken_secret = \"{secret}\"\n\n[[organizations]]"));
+        let hex_secret = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let config = Config::parse(&with(hex_secret), &Overrides::default()).unwrap();
+        let key = config.token_secret.as_ref().expect("set");
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&hex::decode(hex_secret).unwrap());
+        let cursor = crate::tokens::PageCursor { after_seq: 7 };
+        let now = std::time::SystemTime::now();
+        assert_eq!(key.page_token(cursor, 1, now), TokenKey::from_bytes(bytes).page_token(cursor, 1, now), "signs with the given bytes");
+        assert!(!format!("{config:?}").to_lowercase().contains("00112233"), "Debug hides the secret");
+        for bad in ["", "xyz", "0011", &format!("{hex_secret}00"), &"ab".repeat(32)] {
+            let error = Config::parse(&with(bad), &Overrides::default()).unwrap_err();
+            assert!(error.0.starts_with("storage.token_secret: "), "{bad:?}: {error}");
+            assert!(!error.0.contains("0011223344"), "{error}");
         }
     }
 

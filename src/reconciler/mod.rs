@@ -56,6 +56,9 @@ pub struct Reconciler {
     phase_times: phase_times::PhaseTimes,
     /// Whether this process leads, and wake-ups from other replicas.
     replicas: Replicas,
+    /// What the reconciler writes through: the service's store, or on
+    /// PostgreSQL the same database with every write fenced by the lease.
+    store: Arc<dyn Store>,
 }
 
 /// What one pass did, for tests and the benchmark.
@@ -77,6 +80,7 @@ impl Reconciler {
         retention: Retention,
     ) -> Self {
         Reconciler {
+            store: service.store().clone(),
             service,
             runners,
             logs,
@@ -94,6 +98,9 @@ impl Reconciler {
     /// Runs as one of several replicas: passes only while `replicas` says
     /// this one leads (the default is the only process, always leading).
     pub fn with_replicas(mut self, replicas: Replicas) -> Self {
+        if let Some(store) = replicas.store() {
+            self.store = store.clone();
+        }
         self.replicas = replicas;
         self
     }
@@ -104,7 +111,7 @@ impl Reconciler {
         tokio::pin!(shutdown);
         let mut leadership = self.replicas.leadership();
         loop {
-            if !*leadership.borrow_and_update() {
+            if leadership.borrow_and_update().is_none() {
                 self.phase_times.clear();
                 tokio::select! {
                     changed = leadership.changed() => {
@@ -187,7 +194,7 @@ impl Reconciler {
     }
 
     fn store(&self) -> &Arc<dyn Store> {
-        self.service.store()
+        &self.store
     }
 
     /// Whether an object is waiting out a backoff after failures.

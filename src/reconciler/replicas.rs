@@ -11,13 +11,20 @@
 //! slow renewal ends its leadership at once. A leader that stops gracefully
 //! releases the lease; one killed leaves it to run out (at most [`LEASE`]).
 //!
+//! That view can be stale (a paused process, a partition), so it only
+//! decides whether to start work: every write the reconciler makes on
+//! PostgreSQL is fenced by the lease term in the database
+//! ([`crate::store::postgres::LeaseFence`]). A write that finds the lease
+//! lost fails, and the replica stops leading at once.
+//!
 //! Wake-ups: an API write wakes the local reconciler (the service's
 //! notify). A follower passes that on with `NOTIFY`; every replica LISTENs
 //! on a connection of its own and wakes its reconciler, which acts on it
 //! only while it leads.
 
 use crate::metrics::Metrics;
-use crate::store::postgres::PostgresStore;
+use crate::store::postgres::{LeaseFence, PostgresStore};
+use crate::store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -31,9 +38,13 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// The replica's view of leadership and of other replicas' writes.
 #[derive(Clone)]
 pub struct Replicas {
-    leader: watch::Receiver<bool>,
-    /// Keeps the channel open where no task owns the sender.
-    _sender: Option<Arc<watch::Sender<bool>>>,
+    /// The lease term held, if this replica leads.
+    leader: watch::Receiver<Option<i64>>,
+    /// Keeps the channel open where no fence owns the sender.
+    _sender: Option<Arc<watch::Sender<Option<i64>>>>,
+    /// What the reconciler writes through when it is not the service's
+    /// store: the fenced one on PostgreSQL.
+    store: Option<Arc<dyn Store>>,
     /// Woken by other replicas' announced writes.
     remote_changes: Arc<Notify>,
     /// Where local writes are announced (PostgreSQL only).
@@ -43,8 +54,9 @@ pub struct Replicas {
 impl Replicas {
     /// The only process: always the leader.
     pub fn single() -> Replicas {
-        let (sender, leader) = watch::channel(true);
-        Replicas { leader, _sender: Some(Arc::new(sender)), remote_changes: Arc::new(Notify::new()), announce: None }
+        // Term 0 forever: nobody else can take over.
+        let (sender, leader) = watch::channel(Some(0));
+        Replicas { leader, _sender: Some(Arc::new(sender)), store: None, remote_changes: Arc::new(Notify::new()), announce: None }
     }
 
     /// One of possibly several replicas on `store`'s database: competes for
@@ -55,19 +67,31 @@ impl Replicas {
         metrics: Arc<Metrics>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> (Replicas, JoinHandle<()>) {
-        let (sender, leader) = watch::channel(false);
+        let fence = LeaseFence::new(uuid::Uuid::new_v4().to_string());
         let remote_changes = Arc::new(Notify::new());
         let listener = store.listen(remote_changes.clone());
-        let replicas = Replicas { leader, _sender: None, remote_changes, announce: Some(store.clone()) };
-        let holder = uuid::Uuid::new_v4().to_string();
+        let replicas = Replicas {
+            leader: fence.subscribe(),
+            _sender: None,
+            store: Some(Arc::new(store.fenced(fence.clone()))),
+            remote_changes,
+            announce: Some(store.clone()),
+        };
         let task = tokio::spawn(async move {
             tokio::pin!(shutdown);
+            let holder = fence.holder().to_string();
             let mut ticks = tokio::time::interval(RENEW_EVERY);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut term_changes = fence.subscribe();
             let mut held_term = None;
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
+                    // A fenced write found the lease lost: the metric follows at once.
+                    Ok(()) = term_changes.changed() => {
+                        metrics.set_leader(term_changes.borrow_and_update().is_some());
+                        continue;
+                    }
                     _ = &mut shutdown => break,
                 }
                 let sent = Instant::now();
@@ -84,7 +108,7 @@ impl Replicas {
                     }
                 };
                 // Still within the lease, counted from before it was sent.
-                let leads = term.is_some() && sent.elapsed() < LEASE;
+                let term = term.filter(|_| sent.elapsed() < LEASE);
                 if term != held_term {
                     match term {
                         Some(term) => tracing::info!(term, holder = %holder, "this replica leads the reconciler"),
@@ -93,11 +117,12 @@ impl Replicas {
                     }
                     held_term = term;
                 }
-                metrics.set_leader(leads);
-                sender.send_if_modified(|current| std::mem::replace(current, leads) != leads);
+                fence.hold(term);
+                term_changes.borrow_and_update();
+                metrics.set_leader(term.is_some());
             }
             listener.abort();
-            sender.send_replace(false);
+            fence.hold(None);
             metrics.set_leader(false);
             if held_term.is_some() {
                 if let Err(error) = store.release_lease(&holder).await {
@@ -110,12 +135,18 @@ impl Replicas {
 
     /// Whether this replica may reconcile now.
     pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.borrow().is_some()
     }
 
-    /// A receiver of leadership changes.
-    pub fn leadership(&self) -> watch::Receiver<bool> {
+    /// A receiver of leadership changes: the term held, if any.
+    pub fn leadership(&self) -> watch::Receiver<Option<i64>> {
         self.leader.clone()
+    }
+
+    /// The store the reconciler writes through, when it is not the
+    /// service's (the fenced one on PostgreSQL).
+    pub(super) fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
     }
 
     /// Other replicas' writes.

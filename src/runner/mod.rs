@@ -273,11 +273,11 @@ impl Runners {
     /// Follows this replica's leadership: while it does not lead, remote
     /// runners are refused, and losing the lead ends their connections so
     /// that they find the new leader.
-    pub fn follow_leadership(self: &std::sync::Arc<Self>, mut leadership: tokio::sync::watch::Receiver<bool>) {
+    pub fn follow_leadership(self: &std::sync::Arc<Self>, mut leadership: tokio::sync::watch::Receiver<Option<i64>>) {
         let runners = std::sync::Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let leads = *leadership.borrow_and_update();
+                let leads = leadership.borrow_and_update().is_some();
                 let Some(this) = runners.upgrade() else { return };
                 this.leads.store(leads, std::sync::atomic::Ordering::Relaxed);
                 if !leads {

@@ -223,3 +223,73 @@ async fn a_follower_streams_the_log_of_a_prebuild_the_leader_runs() {
         assert_eq!(again, log);
     }
 }
+
+/// Another replica takes the lease behind this one's back, as after a pause
+/// longer than the lease: the term in the database refuses this one's next
+/// write, it stops leading, and once the lease is free again it takes a new
+/// term and finishes the work.
+#[tokio::test]
+async fn a_replica_whose_lease_was_taken_writes_nothing_until_it_leads_again() {
+    let server = on_postgres::TestServer::start_with(reconciling_config("200ms")).await.into_inner();
+    the_leader(&[&server], Duration::from_secs(5)).await;
+    let (db, connection) = tokio_postgres::connect(server.postgres_url().unwrap(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let stolen: i64 = db
+        .query_one(
+            "UPDATE reconciler_lease SET holder = 'another replica', term = term + 1, expires_at = now() + interval '1 hour' RETURNING term",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    // Passes run at once on the create and every 200 ms, while the replica
+    // still believes it leads (it renews once a second).
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let created = create_prebuild(&mut client, OK).await;
+    let patience = Instant::now();
+    while server.metric("prebuildd_reconciler_leader").await != 0.0 {
+        assert!(patience.elapsed() < Duration::from_secs(5), "the replica still leads without the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = client.get_prebuild(GetPrebuildRequest { prebuild_id: created.id.clone() }).await.unwrap().into_inner().prebuild.unwrap();
+    assert_eq!(phase(&now), PrebuildPhase::Pending, "a replica without the lease changed the prebuild: {now:?}");
+
+    db.batch_execute("UPDATE reconciler_lease SET expires_at = now() - interval '1 second'").await.unwrap();
+    let done = wait_for_phase(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed], Duration::from_secs(20)).await;
+    assert_eq!(phase(&done), PrebuildPhase::Completed, "{done:?}");
+    let lease = db.query_one("SELECT holder, term FROM reconciler_lease", &[]).await.unwrap();
+    assert_ne!(lease.get::<_, String>(0), "another replica");
+    assert_eq!(lease.get::<_, i64>(1), stolen + 1, "it leads again in a new term");
+}
+
+/// Replicas given the same `[storage] token_secret` accept each other's
+/// page tokens, signed with that secret and not the database's: a replica
+/// left to the database's secret refuses them.
+#[tokio::test]
+async fn replicas_given_the_same_token_secret_verify_each_others_page_tokens() {
+    let secret = "5f3a9c0e7b21d4486a0f9e3c2b7d1a65e4c3b2a1908f7e6d5c4b3a2918f7e6d5";
+    let configured = test_config_toml().replace("[reconciler]", &format!("[storage]\ntoken_secret = \"{secret}\"\n\n[reconciler]"));
+    let one = on_postgres::TestServer::start_with(configured.clone()).await.into_inner();
+    let two = one.start_replica_with(configured).await;
+    let own = one.start_replica_with(test_config_toml()).await;
+    let mut on_one = one.client(Some(TOKEN_A)).await;
+    let mut on_two = two.client(Some(TOKEN_A)).await;
+    let mut on_own = own.client(Some(TOKEN_A)).await;
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(create_prebuild(&mut on_one, PROJECT_BACKEND).await.id);
+    }
+    created.reverse();
+
+    let first = on_one.list_prebuilds(list(1, "")).await.unwrap().into_inner();
+    let token = first.pagination.unwrap().next_token;
+    let second = on_two.list_prebuilds(list(1, &token)).await.unwrap().into_inner();
+    assert_eq!(second.prebuilds[0].id, created[1], "a token from one pages on two");
+    let back = on_one.list_prebuilds(list(1, &second.pagination.unwrap().next_token)).await.unwrap().into_inner();
+    assert_eq!(back.prebuilds[0].id, created[2], "and one from two on one");
+
+    assert_status(on_own.list_prebuilds(list(1, &token)).await, tonic::Code::InvalidArgument, "token");
+    let theirs = on_own.list_prebuilds(list(1, "")).await.unwrap().into_inner().pagination.unwrap().next_token;
+    assert_status(on_two.list_prebuilds(list(1, &theirs)).await, tonic::Code::InvalidArgument, "token");
+}

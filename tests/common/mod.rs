@@ -248,6 +248,11 @@ impl TestServer {
         self.data_dir.path()
     }
 
+    /// The database the server stores in, when it is on PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref()
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

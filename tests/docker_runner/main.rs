@@ -13,3 +13,4 @@ mod isolation;
 mod lifecycle;
 mod pools;
 mod remote;
+mod replicas;

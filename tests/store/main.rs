@@ -9,6 +9,7 @@
 #[path = "../common/postgres.rs"]
 mod postgres;
 
+mod fencing;
 mod postgres_only;
 
 use prebuildd::error::Error;
@@ -138,6 +139,7 @@ on_both_stores!(
     expired_prebuilds_by_phase_and_age,
     claims_count_since_and_are_pruned,
     acknowledged_writes_are_visible_to_another_process_and_survive_reopening,
+    concurrent_inserts_each_land_once,
 );
 
 // ---- builders --------------------------------------------------------------------
@@ -510,6 +512,42 @@ async fn concurrent_updates_lose_nothing(t: TestStore) {
     assert!(ok > 0);
     let now = store.get_prebuild(ORG, &p.id).await.unwrap().unwrap();
     assert_eq!(now.status.unwrap().status_version, 1 + ok, "every acknowledged update is in the row, none twice");
+}
+
+/// Many inserts at once (which the stores may commit together), some of
+/// them the same prebuild twice: each ID is inserted by exactly one caller,
+/// every other caller with it gets `already_exists`, and every row is as
+/// its caller stored it, in both processes.
+async fn concurrent_inserts_each_land_once(t: TestStore) {
+    let stores = [t.store.clone(), t.second().await];
+    let prebuilds: Vec<Prebuild> = (0..60).map(|i| prebuild(Spec { creator: if i % 2 == 0 { ALICE } else { BOB }, ..DEFAULT })).collect();
+    let mut tasks = Vec::new();
+    for (i, p) in prebuilds.iter().enumerate() {
+        // Every third prebuild is inserted three times, by both processes.
+        let copies = if i % 3 == 0 { 3 } else { 1 };
+        for copy in 0..copies {
+            let (store, p) = (stores[(i + copy) % 2].clone(), p.clone());
+            tasks.push(tokio::spawn(async move { (p.id.clone(), store.insert_prebuild(p).await) }));
+        }
+    }
+    let mut inserted = std::collections::HashMap::<String, usize>::new();
+    for task in tasks {
+        let (id, result) = task.await.unwrap();
+        match result {
+            Ok(()) => *inserted.entry(id).or_default() += 1,
+            Err(Error::AlreadyExists(message)) => assert!(message.contains(&id), "{message}"),
+            Err(other) => panic!("an insert failed: {other:?}"),
+        }
+    }
+    assert_eq!(inserted.len(), prebuilds.len(), "every prebuild was inserted");
+    assert!(inserted.values().all(|n| *n == 1), "by exactly one caller each: {inserted:?}");
+    for store in &stores {
+        for p in &prebuilds {
+            assert_eq!(store.get_prebuild(ORG, &p.id).await.unwrap().as_ref(), Some(p));
+        }
+        let (listed, _) = all_prebuild_pages(store.as_ref(), &org_filter(ORG), 25).await;
+        assert_eq!(listed.len(), prebuilds.len(), "listed once each");
+    }
 }
 
 async fn updates_from_two_processes_lose_nothing(t: TestStore) {

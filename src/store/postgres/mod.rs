@@ -11,17 +11,23 @@
 //!
 //! Each write is one transaction on a pooled connection and returns after
 //! its COMMIT, which with PostgreSQL's default `synchronous_commit = on` has
-//! reached the server's WAL on disk. Writes are not grouped here: the server
-//! groups concurrent commits' WAL flushes itself. Connections are plain TCP
-//! or Unix sockets (no TLS yet).
+//! reached the server's WAL on disk. Concurrent prebuild inserts (the API's
+//! CreatePrebuild) share one statement and commit ([`batch`]); other writes
+//! are read-modify-write on one row and commit on their own (the server
+//! still shares WAL flushes between concurrent commits). The reconciler
+//! writes through a [`fence`]d store. Connections are plain TCP or Unix
+//! sockets (no TLS yet).
 
+mod batch;
+mod fence;
 mod migrate;
 mod replicas;
 mod url;
 
+pub use fence::LeaseFence;
 pub use url::PostgresUrl;
 
-use super::columns::prebuild_columns;
+use super::columns::{prebuild_columns, PrebuildColumns};
 use super::{Change, Page, PageRequest, PrebuildFilter, PrebuildUpdate, Store, WarmPoolFilter, WarmPoolUpdate};
 use crate::error::{Error, Result};
 use crate::proto::gitpod::v1::{Prebuild, WarmPool};
@@ -54,6 +60,10 @@ const INSERT_PREBUILD: &str = "INSERT INTO prebuilds (id, organization_id, proje
 pub struct PostgresStore {
     pool: Pool,
     url: PostgresUrl,
+    /// Set on the reconciler's store: writes only while it holds the lease.
+    fence: Option<LeaseFence>,
+    /// Where unfenced prebuild inserts are grouped into shared commits.
+    groups: Option<batch::InsertGroups>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -84,7 +94,11 @@ impl PostgresStore {
                 "the server has synchronous_commit = off: an acknowledged write can be lost if the database server crashes"
             );
         }
-        Ok(PostgresStore { pool, url: url.clone() })
+        let plain = PostgresStore { pool, url: url.clone(), fence: None, groups: None };
+        // The grouping task writes through a store without groups of its
+        // own, so it ends when the last of these is dropped.
+        let groups = batch::InsertGroups::start(plain.clone());
+        Ok(PostgresStore { groups: Some(groups), ..plain })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -92,6 +106,35 @@ impl PostgresStore {
             tracing::warn!(url = %self.url, error = %describe_pool(&e), "no PostgreSQL connection");
             Error::Unavailable("the database is unavailable; retry the request".into())
         })
+    }
+
+    /// Begins a write's transaction; on a fenced store its first statement
+    /// confirms the lease (see [`fence`]).
+    async fn begin_write<'a>(&self, client: &'a mut deadpool_postgres::Client) -> Result<deadpool_postgres::Transaction<'a>> {
+        let tx = client.transaction().await?;
+        if let Some(fence) = &self.fence {
+            fence.confirm(&tx).await?;
+        }
+        Ok(tx)
+    }
+
+    /// Runs a one-statement write and returns the rows it touched: as it is
+    /// (one round trip) on an unfenced store, else in a transaction behind
+    /// the lease check. The inner error is the statement's, for callers that
+    /// tell constraint violations apart.
+    async fn execute_write(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Result<u64, tokio_postgres::Error>> {
+        let mut client = self.client().await?;
+        if self.fence.is_none() {
+            let statement = client.prepare_cached(sql).await?;
+            return Ok(client.execute(&statement, params).await);
+        }
+        let tx = self.begin_write(&mut client).await?;
+        let statement = tx.prepare_cached(sql).await?;
+        let touched = match tx.execute(&statement, params).await {
+            Ok(touched) => touched,
+            Err(error) => return Ok(Err(error)),
+        };
+        Ok(tx.commit().await.map(|()| touched))
     }
 }
 
@@ -165,27 +208,29 @@ fn decode_body<T: Message + Default>(row: &tokio_postgres::Row, index: usize) ->
     Ok(T::decode(row.try_get::<_, &[u8]>(index)?)?)
 }
 
+/// Runs `INSERT_PREBUILD` for `prebuild` on `client` (a transaction when
+/// it is part of a larger write).
 async fn insert_prebuild_row(client: &impl GenericClient, prebuild: &Prebuild) -> Result<(), tokio_postgres::Error> {
-    let c = prebuild_columns(prebuild);
     let statement = client.prepare_cached(INSERT_PREBUILD).await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &prebuild.id,
-                &c.organization_id,
-                &c.project_id,
-                &c.environment_class_id,
-                &c.phase,
-                &c.triggered_by,
-                &c.creator_id,
-                &c.executor_id,
-                &prebuild.encode_to_vec(),
-                &c.finished_at,
-            ],
-        )
-        .await?;
+    let body = prebuild.encode_to_vec();
+    client.execute(&statement, &prebuild_params(prebuild, &prebuild_columns(prebuild), &body)).await?;
     Ok(())
+}
+
+/// `INSERT_PREBUILD`'s parameters.
+fn prebuild_params<'a>(prebuild: &'a Prebuild, c: &'a PrebuildColumns<'a>, body: &'a Vec<u8>) -> [&'a (dyn ToSql + Sync); 10] {
+    [
+        &prebuild.id,
+        &c.organization_id,
+        &c.project_id,
+        &c.environment_class_id,
+        &c.phase,
+        &c.triggered_by,
+        &c.creator_id,
+        &c.executor_id,
+        body,
+        &c.finished_at,
+    ]
 }
 
 /// A list query being built: the SQL and its parameters, numbered as added.
@@ -271,14 +316,18 @@ async fn bodies<T: Message + Default>(client: &impl GenericClient, sql: &str, pa
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert_prebuild(&self, prebuild: Prebuild) -> Result<()> {
-        let client = self.client().await?;
-        insert_prebuild_row(&client, &prebuild).await.map_err(|e| {
+        if let (None, Some(groups)) = (&self.fence, &self.groups) {
+            return groups.insert(prebuild).await;
+        }
+        let (c, body) = (prebuild_columns(&prebuild), prebuild.encode_to_vec());
+        self.execute_write(INSERT_PREBUILD, &prebuild_params(&prebuild, &c, &body)).await?.map_err(|e| {
             if is_unique_violation(&e) {
                 Error::AlreadyExists(format!("prebuild {} already exists", prebuild.id))
             } else {
                 e.into()
             }
-        })
+        })?;
+        Ok(())
     }
 
     async fn get_prebuild(&self, organization_id: &str, prebuild_id: &str) -> Result<Option<Prebuild>> {
@@ -298,7 +347,7 @@ impl Store for PostgresStore {
 
     async fn update_prebuild(&self, organization_id: &str, prebuild_id: &str, update: PrebuildUpdate) -> Result<Option<Prebuild>> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let tx = self.begin_write(&mut client).await?;
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             // READ COMMITTED: each attempt reads the newest committed row.
             let Some((version, mut prebuild)) = load::<Prebuild>(&tx, "prebuilds", organization_id, prebuild_id).await? else {
@@ -325,9 +374,7 @@ impl Store for PostgresStore {
     }
 
     async fn remove_prebuild(&self, prebuild_id: &str) -> Result<bool> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached("DELETE FROM prebuilds WHERE id = $1").await?;
-        Ok(client.execute(&statement, &[&prebuild_id]).await? > 0)
+        Ok(self.execute_write("DELETE FROM prebuilds WHERE id = $1", &[&prebuild_id]).await?? > 0)
     }
 
     async fn active_prebuilds(&self, limit: usize) -> Result<Vec<Prebuild>> {
@@ -348,15 +395,15 @@ impl Store for PostgresStore {
 
     async fn insert_warm_pool(&self, warm_pool: WarmPool) -> Result<()> {
         let metadata = warm_pool.metadata.clone().unwrap_or_default();
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO warm_pools (id, organization_id, project_id, environment_class_id, version, body) VALUES ($1, $2, $3, $4, 1, $5)",
-            )
-            .await?;
+        let body = warm_pool.encode_to_vec();
         let params: [&(dyn ToSql + Sync); 5] =
-            [&warm_pool.id, &metadata.organization_id, &metadata.project_id, &metadata.environment_class_id, &warm_pool.encode_to_vec()];
-        client.execute(&statement, &params).await.map_err(|e| {
+            [&warm_pool.id, &metadata.organization_id, &metadata.project_id, &metadata.environment_class_id, &body];
+        self.execute_write(
+            "INSERT INTO warm_pools (id, organization_id, project_id, environment_class_id, version, body) VALUES ($1, $2, $3, $4, 1, $5)",
+            &params,
+        )
+        .await?
+        .map_err(|e| {
             if is_unique_violation(&e) {
                 crate::store::duplicate_warm_pool(&metadata.project_id, &metadata.environment_class_id)
             } else {
@@ -380,7 +427,7 @@ impl Store for PostgresStore {
 
     async fn update_warm_pool(&self, organization_id: &str, warm_pool_id: &str, update: WarmPoolUpdate) -> Result<Option<WarmPool>> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let tx = self.begin_write(&mut client).await?;
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let Some((version, mut warm_pool)) = load::<WarmPool>(&tx, "warm_pools", organization_id, warm_pool_id).await? else {
                 return Ok(None);
@@ -400,7 +447,7 @@ impl Store for PostgresStore {
 
     async fn remove_warm_pool(&self, warm_pool_id: &str) -> Result<bool> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let tx = self.begin_write(&mut client).await?;
         let statement = tx.prepare_cached("DELETE FROM warm_pool_claims WHERE warm_pool_id = $1").await?;
         tx.execute(&statement, &[&warm_pool_id]).await?;
         let statement = tx.prepare_cached("DELETE FROM warm_pools WHERE id = $1").await?;
@@ -415,7 +462,7 @@ impl Store for PostgresStore {
 
     async fn insert_scheduled_prebuild(&self, prebuild: Prebuild, day: &str) -> Result<bool> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let tx = self.begin_write(&mut client).await?;
         let c = prebuild_columns(&prebuild);
         // A second process inserting the same key waits here for the first
         // one's outcome: only one of them gets the row.
@@ -437,9 +484,8 @@ impl Store for PostgresStore {
     }
 
     async fn record_claim(&self, warm_pool_id: &str, claimed_at: i64) -> Result<()> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached("INSERT INTO warm_pool_claims (warm_pool_id, claimed_at) VALUES ($1, $2)").await?;
-        client.execute(&statement, &[&warm_pool_id, &claimed_at]).await?;
+        self.execute_write("INSERT INTO warm_pool_claims (warm_pool_id, claimed_at) VALUES ($1, $2)", &[&warm_pool_id, &claimed_at])
+            .await??;
         Ok(())
     }
 
@@ -451,9 +497,7 @@ impl Store for PostgresStore {
     }
 
     async fn prune_claims(&self, before: i64) -> Result<()> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached("DELETE FROM warm_pool_claims WHERE claimed_at < $1").await?;
-        client.execute(&statement, &[&before]).await?;
+        self.execute_write("DELETE FROM warm_pool_claims WHERE claimed_at < $1", &[&before]).await??;
         Ok(())
     }
 }

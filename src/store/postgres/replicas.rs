@@ -2,9 +2,9 @@
 //! resources: the token secret, the reconciler's lease, and wake-ups
 //! (NOTIFY on writes, LISTEN on a dedicated connection).
 //!
-//! Everything but LISTEN is a single statement on a pooled connection and
-//! holds nothing across statements, so it works unchanged behind a
-//! transaction-mode pooler such as PgBouncer. LISTEN needs a session of its
+//! Everything but LISTEN is a statement or a transaction on a pooled
+//! connection and holds nothing across transactions, so it works unchanged
+//! behind a transaction-mode pooler such as PgBouncer. LISTEN needs a session of its
 //! own: behind such a pooler it receives nothing, and the reconciler's
 //! interval is what picks up other replicas' writes.
 
@@ -36,34 +36,73 @@ impl PostgresStore {
     }
 
     /// Takes or renews the reconciler's lease for `holder` until the
-    /// database's `now() + lease`, if it is free, expired, or already
-    /// `holder`'s. Returns the term held, or `None` when another holder's
-    /// lease still runs. The term changes whenever the lease changes hands,
-    /// or `holder` comes back after its lease ran out.
+    /// database's clock reads `lease` later, if it is free, expired, or
+    /// already `holder`'s. Returns the term held, or `None` when another
+    /// holder's lease still runs. The term changes whenever the lease
+    /// changes hands, or `holder` comes back after its lease ran out.
+    ///
+    /// A renewal changes only `expires_at`, which the fenced writes' `KEY
+    /// SHARE` locks do not block. A takeover locks the row `FOR UPDATE`
+    /// before raising the term, so it waits for the old term's writes in
+    /// flight (see [`super::fence`]); it is tried only once the lease has
+    /// run out, so followers asking every second never queue behind the
+    /// leader's writes.
     pub async fn acquire_lease(&self, holder: &str, lease: Duration) -> Result<Option<i64>> {
-        let client = self.client().await?;
-        let statement = client
+        let seconds = lease.as_secs_f64();
+        let mut client = self.client().await?;
+        let renew = client
             .prepare_cached(
-                "INSERT INTO reconciler_lease AS lease (id, holder, term, expires_at)
-                 VALUES (1, $1, 1, now() + make_interval(secs => $2))
-                 ON CONFLICT (id) DO UPDATE SET
-                     term = CASE WHEN lease.holder = EXCLUDED.holder AND lease.expires_at > now()
-                                 THEN lease.term ELSE lease.term + 1 END,
-                     holder = EXCLUDED.holder,
-                     expires_at = EXCLUDED.expires_at
-                 WHERE lease.holder = EXCLUDED.holder OR lease.expires_at <= now()
+                "UPDATE reconciler_lease SET expires_at = statement_timestamp() + make_interval(secs => $2)
+                 WHERE id = 1 AND holder = $1 AND expires_at > statement_timestamp()
                  RETURNING term",
             )
             .await?;
-        let row = client.query_opt(&statement, &[&holder, &lease.as_secs_f64()]).await?;
-        Ok(row.map(|row| row.try_get(0)).transpose()?)
+        if let Some(row) = client.query_opt(&renew, &[&holder, &seconds]).await? {
+            return Ok(Some(row.try_get(0)?));
+        }
+        let running = client.prepare_cached("SELECT expires_at > statement_timestamp() FROM reconciler_lease WHERE id = 1").await?;
+        match client.query_opt(&running, &[]).await? {
+            Some(row) if row.try_get::<_, bool>(0)? => return Ok(None),
+            Some(_) => {}
+            None => {
+                // The first lease on this database. Whoever loses the race
+                // to insert it finds a running lease.
+                let first = client
+                    .prepare_cached(
+                        "INSERT INTO reconciler_lease (id, holder, term, expires_at)
+                         VALUES (1, $1, 1, statement_timestamp() + make_interval(secs => $2))
+                         ON CONFLICT (id) DO NOTHING RETURNING term",
+                    )
+                    .await?;
+                return Ok(client.query_opt(&first, &[&holder, &seconds]).await?.map(|row| row.try_get(0)).transpose()?);
+            }
+        }
+        let tx = client.transaction().await?;
+        // Waits for the old term's writes; after the wait the row is read
+        // again, so of several replicas taking over at once one wins.
+        let lock =
+            tx.prepare_cached("SELECT 1 FROM reconciler_lease WHERE id = 1 AND expires_at <= statement_timestamp() FOR UPDATE").await?;
+        if tx.query_opt(&lock, &[]).await?.is_none() {
+            return Ok(None);
+        }
+        let take = tx
+            .prepare_cached(
+                "UPDATE reconciler_lease SET holder = $1, term = term + 1, expires_at = statement_timestamp() + make_interval(secs => $2)
+                 WHERE id = 1 RETURNING term",
+            )
+            .await?;
+        let term: i64 = tx.query_one(&take, &[&holder, &seconds]).await?.try_get(0)?;
+        tx.commit().await?;
+        Ok(Some(term))
     }
 
     /// Gives the lease up (a graceful stop), so another replica takes it at
     /// its next attempt instead of waiting for it to run out.
     pub async fn release_lease(&self, holder: &str) -> Result<()> {
         let client = self.client().await?;
-        client.execute("UPDATE reconciler_lease SET expires_at = now() - interval '1 second' WHERE holder = $1", &[&holder]).await?;
+        client
+            .execute("UPDATE reconciler_lease SET expires_at = statement_timestamp() - interval '1 second' WHERE holder = $1", &[&holder])
+            .await?;
         Ok(())
     }
 
