@@ -15,8 +15,7 @@ use crate::error::Code;
 pub use crate::metrics::Protocol;
 use crate::metrics::{Metrics, RpcMethod};
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -126,22 +125,18 @@ impl Drop for UntilTrailers {
     }
 }
 
-/// The layer on the Connect routes. Their bodies are whole when the
-/// handler returns, so the call is recorded then.
-pub async fn connect_layer(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let Some((method, under_api)) = method_of(request.uri().path()) else {
-        return next.run(request).await;
-    };
+/// Records a Connect (or `/api/`) call once its handler has answered:
+/// Connect bodies are whole by then. Paths that name no API method are not
+/// counted.
+pub fn record_connect(metrics: &Metrics, path: &str, started: Instant, response: &Response) {
+    let Some((method, under_api)) = method_of(path) else { return };
     let protocol = if under_api { Protocol::HttpJson } else { Protocol::Connect };
-    let started = Instant::now();
-    let response = next.run(request).await;
     let code = match response.extensions().get::<Code>() {
         Some(code) => code.connect_name(),
         None if response.status().is_success() => "ok",
         None => Code::Unknown.connect_name(),
     };
     metrics.record_rpc(method, protocol, code, started.elapsed());
-    response
 }
 
 #[cfg(test)]
