@@ -1,6 +1,6 @@
 //! Counting and timing every API call once, where the transports meet it:
 //! the gRPC middleware (plain gRPC, gRPC-Web and Connect streaming, which
-//! all reach the gRPC services) and a layer on the Connect routes.
+//! all reach the gRPC services) and the Connect handler.
 //!
 //! The result code is read from the response, so it is the code the client
 //! sees, whoever produced it (the service, the codec, a deadline): gRPC's
