@@ -61,19 +61,17 @@ async fn a_pool_on_the_remote_runner_becomes_ready_and_a_claim_is_answered_by_th
 
     let snapshot = create_prebuild(&mut client, PROJECT_BACKEND).await;
     wait_phase(&mut client, &snapshot.id, PrebuildPhase::Completed, context).await;
-    let pool = client
-        .create_warm_pool(CreateWarmPoolRequest {
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest {
             project_id: PROJECT_BACKEND.into(),
             environment_class_id: CLASS_SMALL.into(),
             min_size: Some(1),
             max_size: Some(2),
             ..Default::default()
-        })
-        .await
-        .expect("create a pool")
-        .into_inner()
-        .warm_pool
-        .unwrap();
+        },
+    )
+    .await;
     let ready = |p: &WarmPool| {
         let status = p.status.clone().unwrap_or_default();
         status.phase == WarmPoolPhase::Ready as i32 && status.running_instances == 1 && status.stopped_instances == 1
@@ -181,19 +179,17 @@ async fn a_runner_away_past_its_grace_period_fails_its_prebuilds_and_degrades_it
 
     let snapshot = create_prebuild(&mut client, PROJECT_BACKEND).await;
     wait_phase(&mut client, &snapshot.id, PrebuildPhase::Completed, context).await;
-    let pool = client
-        .create_warm_pool(CreateWarmPoolRequest {
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest {
             project_id: PROJECT_BACKEND.into(),
             environment_class_id: CLASS_SMALL.into(),
             min_size: Some(1),
             max_size: Some(1),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .warm_pool
-        .unwrap();
+        },
+    )
+    .await;
     wait_pool(&mut client, &pool.id, |p| p.status.as_ref().is_some_and(|s| s.phase == WarmPoolPhase::Ready as i32), context).await;
     let hanging = create_prebuild(&mut client, PROJECT_FRONTEND).await;
     wait_phase(&mut client, &hanging.id, PrebuildPhase::Running, context).await;
