@@ -2,7 +2,8 @@
 //! engine, connected to a server whose runner is remote. A prebuild runs in
 //! a dev container there with its log on the server; a pool of containers
 //! fills, survives a kill -9 of the runner (the restarted runner adopts its
-//! containers by label; none is made again) and hands out a container.
+//! containers by label; none is made again) and a claim through the server
+//! hands out one of them.
 
 use super::harness::*;
 use crate::common::runner_process::RunnerProcess;
@@ -84,7 +85,8 @@ async fn a_remote_docker_runner_builds_fills_a_pool_and_adopts_it_after_a_kill_9
         before.iter().any(|id| id.starts_with(&instance.container_id) || instance.container_id.starts_with(id.as_str())),
         "{instance:?}"
     );
-    assert_eq!(docker(&["exec", &instance.container_id, "echo", "a shell answers"]), "a shell answers");
+    // (That a claimed container answers a shell is checked in pools.rs; here
+    // the point is that the runner's answer crosses the server.)
 
     client.delete_warm_pool(DeleteWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.expect("delete the pool");
     eventually("the pool's unclaimed containers are removed", || {
