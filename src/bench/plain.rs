@@ -7,8 +7,7 @@
 //!
 //! `prebuildd bench` starts them as `prebuildd bench-plain-server`.
 
-use crate::proto::gitpod::v1::prebuild_service_server::{PrebuildService, PrebuildServiceServer};
-use crate::proto::gitpod::v1::*;
+use crate::proto::gitpod::v1::{GetPrebuildRequest, GetPrebuildResponse};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,53 +23,18 @@ pub enum PlainProtocol {
     Json,
 }
 
-/// The tonic service: GetPrebuild answers with the canned message; nothing
-/// else is served.
-struct Canned {
-    response: GetPrebuildResponse,
-}
+/// GetPrebuild as tonic serves a unary method: its codec decodes the
+/// request and encodes the canned response. The server routes only this
+/// method; any other path gets the router's 404.
+#[derive(Clone)]
+struct CannedGet(std::sync::Arc<GetPrebuildResponse>);
 
-fn unimplemented<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented("the plain server answers GetPrebuild only"))
-}
+impl tonic::server::UnaryService<GetPrebuildRequest> for CannedGet {
+    type Response = GetPrebuildResponse;
+    type Future = std::future::Ready<Result<Response<GetPrebuildResponse>, Status>>;
 
-#[tonic::async_trait]
-impl PrebuildService for Canned {
-    async fn get_prebuild(&self, _: Request<GetPrebuildRequest>) -> Result<Response<GetPrebuildResponse>, Status> {
-        Ok(Response::new(self.response.clone()))
-    }
-    async fn create_prebuild(&self, _: Request<CreatePrebuildRequest>) -> Result<Response<CreatePrebuildResponse>, Status> {
-        unimplemented()
-    }
-    async fn list_prebuilds(&self, _: Request<ListPrebuildsRequest>) -> Result<Response<ListPrebuildsResponse>, Status> {
-        unimplemented()
-    }
-    async fn cancel_prebuild(&self, _: Request<CancelPrebuildRequest>) -> Result<Response<CancelPrebuildResponse>, Status> {
-        unimplemented()
-    }
-    async fn delete_prebuild(&self, _: Request<DeletePrebuildRequest>) -> Result<Response<DeletePrebuildResponse>, Status> {
-        unimplemented()
-    }
-    async fn create_prebuild_logs_token(
-        &self,
-        _: Request<CreatePrebuildLogsTokenRequest>,
-    ) -> Result<Response<CreatePrebuildLogsTokenResponse>, Status> {
-        unimplemented()
-    }
-    async fn create_warm_pool(&self, _: Request<CreateWarmPoolRequest>) -> Result<Response<CreateWarmPoolResponse>, Status> {
-        unimplemented()
-    }
-    async fn get_warm_pool(&self, _: Request<GetWarmPoolRequest>) -> Result<Response<GetWarmPoolResponse>, Status> {
-        unimplemented()
-    }
-    async fn list_warm_pools(&self, _: Request<ListWarmPoolsRequest>) -> Result<Response<ListWarmPoolsResponse>, Status> {
-        unimplemented()
-    }
-    async fn update_warm_pool(&self, _: Request<UpdateWarmPoolRequest>) -> Result<Response<UpdateWarmPoolResponse>, Status> {
-        unimplemented()
-    }
-    async fn delete_warm_pool(&self, _: Request<DeleteWarmPoolRequest>) -> Result<Response<DeleteWarmPoolResponse>, Status> {
-        unimplemented()
+    fn call(&mut self, _: Request<GetPrebuildRequest>) -> Self::Future {
+        std::future::ready(Ok(Response::new(GetPrebuildResponse::clone(&self.0))))
     }
 }
 
@@ -80,8 +44,16 @@ pub async fn serve(protocol: PlainProtocol, listen: SocketAddr, response: Bytes)
     match protocol {
         PlainProtocol::Grpc => {
             let response = <GetPrebuildResponse as prost::Message>::decode(response).map_err(|e| format!("the canned response: {e}"))?;
+            let canned = CannedGet(std::sync::Arc::new(response));
+            let router = axum::Router::new().route(
+                "/gitpod.v1.PrebuildService/GetPrebuild",
+                axum::routing::post(move |request: http::Request<axum::body::Body>| {
+                    let canned = canned.clone();
+                    async move { tonic::server::Grpc::new(tonic_prost::ProstCodec::default()).unary(canned, request).await }
+                }),
+            );
             tonic::transport::Server::builder()
-                .add_service(PrebuildServiceServer::new(Canned { response }))
+                .add_routes(tonic::service::Routes::from(router))
                 .serve(listen)
                 .await
                 .map_err(|e| e.to_string())
@@ -139,5 +111,46 @@ impl Drop for PlainServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
+    use crate::proto::gitpod::v1::Prebuild;
+
+    fn free_address() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    async fn wait_for(address: SocketAddr) {
+        while tokio::net::TcpStream::connect(address).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_plain_grpc_server_answers_get_prebuild_with_the_canned_message_and_nothing_else() {
+        let canned = GetPrebuildResponse { prebuild: Some(Prebuild { id: "canned".into(), ..Default::default() }) };
+        let address = free_address();
+        tokio::spawn(serve(PlainProtocol::Grpc, address, prost::Message::encode_to_vec(&canned).into()));
+        wait_for(address).await;
+        let mut client = PrebuildServiceClient::connect(format!("http://{address}")).await.unwrap();
+        let answer = client.get_prebuild(GetPrebuildRequest { prebuild_id: "any".into() }).await.unwrap().into_inner();
+        assert_eq!(answer, canned);
+        let other = client.list_prebuilds(crate::proto::gitpod::v1::ListPrebuildsRequest::default()).await;
+        assert!(other.is_err(), "only GetPrebuild is served");
+    }
+
+    #[tokio::test]
+    async fn the_plain_json_server_answers_get_prebuild_with_the_canned_body() {
+        let address = free_address();
+        tokio::spawn(serve(PlainProtocol::Json, address, Bytes::from_static(br#"{"prebuild":{"id":"canned"}}"#)));
+        wait_for(address).await;
+        let response =
+            reqwest::Client::new().post(format!("http://{address}/gitpod.v1.PrebuildService/GetPrebuild")).body("{}").send().await.unwrap();
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.text().await.unwrap(), r#"{"prebuild":{"id":"canned"}}"#);
     }
 }
