@@ -1,10 +1,10 @@
 //! `prebuildd runner` as a child process, for the tests of remote runners.
 
+use super::child::Log;
 use super::RUNNER;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// How long a runner may take to connect.
@@ -13,7 +13,7 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// A `prebuildd runner` child; killed when dropped.
 pub struct RunnerProcess {
     child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl RunnerProcess {
@@ -37,24 +37,7 @@ impl RunnerProcess {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prebuildd"))
-            .args(["runner", "--config"])
-            .arg(&config)
-            .env("PREBUILDD_LOG", "info")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the prebuildd binary starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
+        let (child, log) = super::child::spawn_prebuildd([OsStr::new("runner"), OsStr::new("--config"), config.as_os_str()]);
         RunnerProcess { child, log }
     }
 

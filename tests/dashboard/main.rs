@@ -3,6 +3,8 @@
 //! chromium, headless, driven by playwright-core from `web/e2e/`) against a
 //! real `prebuildd serve` whose simulated runner is slow enough to watch.
 
+#[path = "../common/child.rs"]
+mod child;
 mod server;
 mod web;
 

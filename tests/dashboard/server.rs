@@ -2,11 +2,11 @@
 //! calls the dashboard test makes to set the scene (with reqwest, as any
 //! HTTP client would).
 
+use crate::child::Log;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub const ORG: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -123,7 +123,7 @@ pub fn free_port() -> u16 {
 pub struct Server {
     child: Child,
     pub base_url: String,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
     http: reqwest::Client,
 }
 
@@ -131,29 +131,15 @@ impl Server {
     pub async fn start(dir: &Path) -> Server {
         let port = free_port();
         std::fs::write(dir.join("config.toml"), config(port)).expect("write the config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prebuildd"))
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("PREBUILDD_LOG", "info")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the prebuildd binary starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
+        let config = dir.join("config.toml");
+        let data_dir = dir.join("data");
+        let (child, log) = crate::child::spawn_prebuildd([
+            OsStr::new("serve"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--data-dir"),
+            data_dir.as_os_str(),
+        ]);
         let server = Server {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
