@@ -7,6 +7,7 @@
 //! lives here. Protocol reference: connectrpc.com/docs/protocol.
 
 use super::json;
+use super::request_body;
 use super::MAX_MESSAGE_BYTES;
 use crate::auth::{Authenticator, Caller};
 use crate::error::{Code, Error, Result};
@@ -22,7 +23,6 @@ use axum::Router;
 use base64::Engine;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use http_body_util::BodyExt;
 use prost::Message;
 use std::io::Read;
 use std::sync::Arc;
@@ -480,17 +480,8 @@ async fn post_envelope(headers: &HeaderMap, query: &[(String, String)], body: Bo
     let timeout = timeout(headers)?;
     let page = page_query(query)?;
     // A client that sends its body slower than this holds nothing forever.
-    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, http_body_util::Limited::new(body, MAX_MESSAGE_BYTES).collect())
-        .await
-        .map_err(|_| Error::DeadlineExceeded(format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs())))?;
-    let payload = collected.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            Error::ResourceExhausted(format!("the request body is larger than the {MAX_MESSAGE_BYTES}-byte limit"))
-        } else {
-            Error::MalformedRequest(format!("cannot read the request body: {e}"))
-        }
-    })?;
-    Ok(Envelope { codec, gzip, payload: payload.to_bytes(), page, timeout })
+    let payload = request_body::read_limited(body, MAX_MESSAGE_BYTES, BODY_READ_TIMEOUT).await?;
+    Ok(Envelope { codec, gzip, payload, page, timeout })
 }
 
 fn get_envelope(headers: &HeaderMap, query: &[(String, String)]) -> Result<Envelope, Failure> {

@@ -1,6 +1,7 @@
 //! Deadlines and slow clients: `Connect-Timeout-Ms: 0` and `grpc-timeout: 1n`
 //! have passed before the call starts (so nothing happens), generous ones
-//! are met, and a client that never finishes its request headers is cut off.
+//! are met, a client that never finishes its request headers is cut off, and
+//! one still sending past the body limit gets its answer.
 
 use crate::common::*;
 use prebuildd::proto::gitpod::v1::*;
@@ -238,4 +239,38 @@ async fn clients_that_stall_before_their_headers_are_cut_off_by_the_header_timeo
     // header_read_timeout only starts once HTTP/1 is chosen.
     // transport/mod.rs (protocol_chosen_within) now bounds that wait.
     assert!(stuck.is_empty(), "still connected 10 s after stalling with a 1 s header_read_timeout: clients that sent {stuck:?}");
+}
+
+/// A body past the 4 MiB limit, sent at a client's own pace, still gets its
+/// `resource_exhausted` answer: the server reads the rest of the body and drops
+/// it instead of closing a connection with unread bytes (which resets it and
+/// takes the answer with it).
+#[tokio::test]
+async fn a_client_still_sending_past_the_body_limit_gets_its_answer() {
+    let server = TestServer::start().await;
+    let body = vec![b'a'; 5 * 1024 * 1024];
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST /gitpod.v1.PrebuildService/GetPrebuild HTTP/1.1\r\nhost: x\r\ncontent-type: application/proto\r\nauthorization: Bearer {TOKEN_A}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        for chunk in body.chunks(256 * 1024) {
+            stream.write_all(chunk).await.unwrap_or_else(|e| panic!("the server stopped reading the body: {e}"));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !String::from_utf8_lossy(&answer).contains("limit") {
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap_or_else(|e| panic!("the answer was lost: {e}"));
+            assert!(read > 0, "the connection closed without an answer: {:?}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buffer[..read]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.contains("resource_exhausted"), "{text}");
+    }
 }
