@@ -140,7 +140,7 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<PostgresS
         }
         None => {
             let data_dir = config.data_dir.clone();
-            Ok((Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir)).await??), None))
+            Ok((Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open_owned(&data_dir)).await??), None))
         }
     }
 }

@@ -11,6 +11,7 @@ mod postgres;
 
 mod fencing;
 mod postgres_only;
+mod sqlite_owned;
 
 use prebuildd::error::Error;
 use prebuildd::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;

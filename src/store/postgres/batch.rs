@@ -87,7 +87,12 @@ async fn write_group(store: &PostgresStore, group: Vec<Waiting>) {
     // One row per ID: a second caller with the same ID in the group already
     // exists, as it would one group later.
     let mut ids = HashSet::new();
-    let (rows, duplicates): (Vec<Waiting>, Vec<Waiting>) = group.into_iter().partition(|(p, _)| ids.insert(p.id.clone()));
+    let (mut rows, duplicates): (Vec<Waiting>, Vec<Waiting>) = group.into_iter().partition(|(p, _)| ids.insert(p.id.clone()));
+    // Rows in ID order: two groups in flight (here or on another replica)
+    // that hold the same IDs then wait on each other's uncommitted rows in
+    // one order, never in a cycle (a deadlock the server would break by
+    // failing one group).
+    rows.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));
     for (prebuild, answer) in duplicates {
         let _ = answer.send(Err(already_exists(&prebuild)));
     }

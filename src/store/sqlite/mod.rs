@@ -5,8 +5,12 @@
 //! savepoint, so one failing write does not undo the others), and each caller
 //! is answered only after the commit that holds its write. A pool of reader
 //! threads, each with its own connection, serves reads concurrently (WAL lets
-//! readers proceed while the writer commits).
+//! readers proceed while the writer commits). GetPrebuild of a row read
+//! since the last commit is answered from memory (`prebuild_cache`).
 
+mod prebuild_cache;
+
+use self::prebuild_cache::PrebuildCache;
 use super::columns::prebuild_columns;
 use super::{Change, Page, PageRequest, PrebuildFilter, PrebuildUpdate, Store, WarmPoolFilter, WarmPoolUpdate};
 use crate::error::{Error, Result};
@@ -16,16 +20,19 @@ use prost::Message;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Numbered schema migrations, applied in order at start; `PRAGMA
 /// user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_reconciler.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql"), include_str!("../migrations/0002_reconciler.sql")];
 
 /// How many queued writes one transaction takes at most.
 const MAX_GROUP: usize = 512;
 /// How often a read-modify-write retries after losing an optimistic race.
 const MAX_UPDATE_ATTEMPTS: usize = 5;
+/// How long the server waits for a previous owner of the data dir to let go.
+const OWNER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Finish = Box<dyn FnOnce(Result<()>) + Send>;
 /// A write: runs inside the group transaction, says whether it succeeded (so
@@ -38,6 +45,10 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 pub struct SqliteStore {
     writes: crossbeam_channel::Sender<WriteJob>,
     reads: crossbeam_channel::Sender<ReadJob>,
+    /// Only when this process owns the database (see [`SqliteStore::open_owned`]).
+    cache: Option<Arc<PrebuildCache>>,
+    /// Held while any clone lives: the data dir's exclusive lock, if taken.
+    _owner: Option<Arc<std::fs::File>>,
     path: PathBuf,
 }
 
@@ -77,9 +88,53 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 impl SqliteStore {
+    /// Opens the database for the server: takes the data dir's exclusive lock
+    /// (`<data_dir>/prebuildd.lock`; a second server on the same data dir
+    /// would run a second reconciler) and, since no other process can then
+    /// write, answers GetPrebuild from memory for rows read since the last
+    /// commit. Waits a few seconds for a previous owner to let go.
+    pub fn open_owned(data_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+        let lock_path = data_dir.join("prebuildd.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", lock_path.display())))?;
+        let deadline = std::time::Instant::now() + OWNER_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "the data dir {} is in use by another prebuildd process (it holds {})",
+                        data_dir.display(),
+                        lock_path.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::Internal(format!("cannot lock {}: {e}", lock_path.display())));
+                }
+            }
+        }
+        let mut store = Self::open_with(data_dir, Some(Arc::new(PrebuildCache::default())))?;
+        store._owner = Some(Arc::new(lock));
+        Ok(store)
+    }
+
     /// Opens (creating if needed) `<data_dir>/prebuildd.db`, applies
-    /// migrations and starts the writer and reader threads.
+    /// migrations and starts the writer and reader threads, without taking
+    /// ownership: other processes may use the same file, so every read goes
+    /// to the database (tools and tests of several processes on one file).
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        Self::open_with(data_dir, None)
+    }
+
+    fn open_with(data_dir: &Path, cache: Option<Arc<PrebuildCache>>) -> Result<SqliteStore> {
         std::fs::create_dir_all(data_dir).map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", data_dir.display())))?;
         let path = data_dir.join("prebuildd.db");
         let mut writer = Connection::open(&path)?;
@@ -87,9 +142,10 @@ impl SqliteStore {
         migrate(&mut writer)?;
 
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let writer_cache = cache.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, write_rx))
+            .spawn(move || writer_loop(writer, write_rx, writer_cache.as_deref()))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
 
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
@@ -116,7 +172,7 @@ impl SqliteStore {
                 })
                 .map_err(|e| Error::Internal(format!("cannot start a reader thread: {e}")))?;
         }
-        Ok(SqliteStore { writes: write_tx, reads: read_tx, path })
+        Ok(SqliteStore { writes: write_tx, reads: read_tx, cache, _owner: None, path })
     }
 
     /// Runs `f` on a reader thread.
@@ -173,7 +229,7 @@ pub fn seed_prebuilds(data_dir: &Path, prebuilds: impl Iterator<Item = Prebuild>
     Ok(count)
 }
 
-fn writer_loop(conn: Connection, jobs: crossbeam_channel::Receiver<WriteJob>) {
+fn writer_loop(conn: Connection, jobs: crossbeam_channel::Receiver<WriteJob>, cache: Option<&PrebuildCache>) {
     while let Ok(first) = jobs.recv() {
         let mut group = Vec::with_capacity(16);
         group.push(first);
@@ -183,11 +239,11 @@ fn writer_loop(conn: Connection, jobs: crossbeam_channel::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        commit_group(&conn, group);
+        commit_group(&conn, group, cache);
     }
 }
 
-fn commit_group(conn: &Connection, group: Vec<WriteJob>) {
+fn commit_group(conn: &Connection, group: Vec<WriteJob>, cache: Option<&PrebuildCache>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let error = Error::from(e);
         for job in group {
@@ -221,6 +277,10 @@ fn commit_group(conn: &Connection, group: Vec<WriteJob>) {
     let commit = conn.execute_batch("COMMIT").map_err(Error::from);
     if commit.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
+    }
+    // Before any caller hears of the commit, no cached row predates it.
+    if let Some(cache) = cache {
+        cache.invalidate();
     }
     for finish in finishers {
         finish(commit.clone());
@@ -337,8 +397,19 @@ impl Store for SqliteStore {
     }
 
     async fn get_prebuild(&self, organization_id: &str, prebuild_id: &str) -> Result<Option<Prebuild>> {
-        let (organization_id, prebuild_id) = (organization_id.to_string(), prebuild_id.to_string());
-        self.read(move |conn| Ok(load_prebuild(conn, &organization_id, &prebuild_id)?.map(|(_, p)| p))).await
+        let (organization, id) = (organization_id.to_string(), prebuild_id.to_string());
+        let Some(cache) = &self.cache else {
+            return self.read(move |conn| Ok(load_prebuild(conn, &organization, &id)?.map(|(_, p)| p))).await;
+        };
+        if let Some(prebuild) = cache.get(organization_id, prebuild_id) {
+            return Ok(Some(prebuild));
+        }
+        let generation = cache.generation();
+        let prebuild = self.read(move |conn| Ok(load_prebuild(conn, &organization, &id)?.map(|(_, p)| p))).await?;
+        if let Some(prebuild) = &prebuild {
+            cache.insert(generation, organization_id, prebuild);
+        }
+        Ok(prebuild)
     }
 
     async fn list_prebuilds(&self, filter: PrebuildFilter, page: PageRequest) -> Result<Page<Prebuild>> {
