@@ -60,9 +60,13 @@ async fn a_warm_pool_converges_hands_out_rotates_and_empties() {
         assert_eq!(std::fs::read_to_string(workspace.join("README.md")).unwrap(), "a test repository\n");
         assert_eq!(std::fs::read_to_string(workspace.join("out/result.txt")).unwrap(), "built\n");
 
-        // The next syncs backfill (the stopped one is promoted, a new slot reserved).
+        // The next syncs backfill (the stopped one is promoted, a new slot
+        // reserved). The promoted one's extraction runs in the background and
+        // may already be done when the sync answers, so it counts as running
+        // or not yet; the reserved slot is there at once either way.
         let observed = runner.sync_pool(target(&first)).await.unwrap();
-        assert_eq!((observed.running, observed.stopped), (1, 1), "{observed:?}");
+        assert_eq!(observed.stopped, 1, "a new slot is reserved at once: {observed:?}");
+        assert!((1..=2).contains(&observed.running), "the unclaimed one stays, the promoted one may be ready: {observed:?}");
         converge(runner, &target(&first), ready.clone(), |_| {}).await;
 
         // Rotation: a new snapshot; a claimable instance exists throughout.
