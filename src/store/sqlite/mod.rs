@@ -65,6 +65,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Each write of a group runs in its own savepoint, whose sub-journal
+    // holds the pages it changes: in memory, not in a temporary file that
+    // every page is copied into with a system call (over a third of the
+    // writer's time). Its size is bounded by one write's pages.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(())
 }
@@ -255,13 +260,13 @@ fn commit_group(conn: &Connection, group: Vec<WriteJob>, cache: Option<&Prebuild
     }
     let mut finishers = Vec::with_capacity(group.len());
     for job in group {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = run_cached(conn, "SAVEPOINT job") {
             tracing::error!(error = %e, "cannot open a savepoint");
             continue;
         }
         match std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
             Ok((true, finish)) => {
-                let _ = conn.execute_batch("RELEASE job");
+                let _ = run_cached(conn, "RELEASE job");
                 finishers.push(finish);
             }
             Ok((false, finish)) => {
@@ -285,6 +290,12 @@ fn commit_group(conn: &Connection, group: Vec<WriteJob>, cache: Option<&Prebuild
     for finish in finishers {
         finish(commit.clone());
     }
+}
+
+/// Runs a statement without parameters from the prepared statement cache:
+/// the per-write savepoint statements are not parsed again for every write.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 // ---- row mapping -------------------------------------------------------------
