@@ -65,11 +65,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Each write of a group runs in its own savepoint, whose sub-journal
-    // holds the pages it changes: in memory, not in a temporary file that
-    // every page is copied into with a system call (over a third of the
-    // writer's time). Its size is bounded by one write's pages.
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(())
 }
@@ -145,6 +140,13 @@ impl SqliteStore {
         let mut writer = Connection::open(&path)?;
         configure(&writer)?;
         migrate(&mut writer)?;
+        // Each write of a group runs in its own savepoint, whose sub-journal
+        // holds the pages it changes: in memory, not in a temporary file that
+        // every page is copied into with a system call (over a third of the
+        // writer's time). Its size is bounded by one write's pages. Set after
+        // the migrations, so that one building an index over a large table
+        // still sorts through temporary files.
+        writer.pragma_update(None, "temp_store", "MEMORY")?;
 
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
         let writer_cache = cache.clone();
