@@ -30,7 +30,7 @@ impl Authenticator {
 
     /// Replaces the keys (configuration reload).
     pub fn replace(&self, keys: &[ApiKey]) {
-        *self.by_digest.write().unwrap_or_else(|e| e.into_inner()) = index(keys);
+        *crate::sync::write(&self.by_digest) = index(keys);
     }
 
     /// Checks an `Authorization` header value (`Bearer <token>`).
@@ -40,12 +40,7 @@ impl Authenticator {
         let token = bearer_token(header)
             .ok_or_else(|| Error::Unauthenticated("malformed Authorization header: expected \"Bearer <api key>\"".into()))?;
         let digest: [u8; 32] = Sha256::digest(token).into();
-        self.by_digest
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-            .cloned()
-            .ok_or_else(|| Error::Unauthenticated("unknown API key".into()))
+        crate::sync::read(&self.by_digest).get(&digest).cloned().ok_or_else(|| Error::Unauthenticated("unknown API key".into()))
     }
 }
 
@@ -63,7 +58,7 @@ impl Authenticator {
         if let Some(runner) = catalog.runners.values().find(|runner| runner.remote.token_sha256 == Some(digest)) {
             return Ok(runner.id.clone());
         }
-        if self.by_digest.read().unwrap_or_else(|e| e.into_inner()).contains_key(&digest) {
+        if crate::sync::read(&self.by_digest).contains_key(&digest) {
             return Err(Error::PermissionDenied(
                 "this is an API key, not a runner token: runners authenticate with the token of their [[runners]] entry".into(),
             ));

@@ -9,31 +9,42 @@ use std::fmt;
 
 /// A domain error. The variant decides the status code; the text is what the
 /// caller reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The request is malformed; `field` names the offending field
     /// (`spec.timeout`), `reason` says what is expected.
-    InvalidArgument {
-        field: String,
-        reason: String,
-    },
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
     /// A malformed request body (protobuf or JSON) as a whole.
+    #[error("{0}")]
     MalformedRequest(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0}")]
     Unauthenticated(String),
     /// The caller is known but may not do this (a user's API key on the
     /// runner service, say).
+    #[error("{0}")]
     PermissionDenied(String),
+    /// A limit was reached (a message too large, a queue full); the message
+    /// names the limit.
+    #[error("{0}")]
     ResourceExhausted(String),
+    #[error("{0}")]
     DeadlineExceeded(String),
+    #[error("{0}")]
     Unavailable(String),
     /// The request asks for something this server does not do (an
     /// unsupported compression, say).
+    #[error("{0}")]
     Unimplemented(String),
     /// An unexpected fault. The text is for the log only; clients see a
     /// generic message.
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -159,27 +170,6 @@ impl Error {
         }
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::InvalidArgument { field, reason } => write!(f, "{field}: {reason}"),
-            Error::MalformedRequest(m)
-            | Error::NotFound(m)
-            | Error::FailedPrecondition(m)
-            | Error::AlreadyExists(m)
-            | Error::Unauthenticated(m)
-            | Error::PermissionDenied(m)
-            | Error::ResourceExhausted(m)
-            | Error::DeadlineExceeded(m)
-            | Error::Unavailable(m)
-            | Error::Unimplemented(m)
-            | Error::Internal(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {

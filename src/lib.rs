@@ -21,6 +21,7 @@ pub mod reconciler;
 pub mod runner;
 pub mod service;
 pub mod store;
+pub mod sync;
 pub mod tokens;
 pub mod transport;
 pub mod validate;
@@ -40,15 +41,16 @@ use crate::tokens::TokenKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// A running server: its bound address and a way to stop it.
 pub struct Server {
     pub addr: SocketAddr,
     pub service: Arc<Service>,
     auth: Arc<Authenticator>,
-    shutdown: Option<watch::Sender<bool>>,
+    shutdown: CancellationToken,
     task: JoinHandle<()>,
     reconciler: JoinHandle<()>,
     /// Leadership and wake-ups among replicas (a no-op task on SQLite).
@@ -61,9 +63,7 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish, stops the
     /// reconciler, and waits.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(true);
-        }
+        self.shutdown.cancel();
         let _ = (&mut self.task).await;
         let _ = (&mut self.reconciler).await;
         let _ = (&mut self.replicas).await;
@@ -109,21 +109,11 @@ impl Reloader {
 
 /// Triggers a graceful shutdown of a [`Server`].
 #[derive(Clone)]
-pub struct ShutdownTrigger(Option<watch::Sender<bool>>);
+pub struct ShutdownTrigger(CancellationToken);
 
 impl ShutdownTrigger {
     pub fn trigger(&self) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.send(true);
-        }
-    }
-}
-
-async fn triggered(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
+        self.0.cancel();
     }
 }
 
@@ -206,15 +196,15 @@ pub async fn start_with_private_files(
     }));
     let auth = Arc::new(Authenticator::new(&config.api_keys));
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let grpc = transport::grpc_router(service.clone(), auth.clone(), metrics.clone(), shutdown_rx.clone());
+    let shutdown = CancellationToken::new();
+    let grpc = transport::grpc_router(service.clone(), auth.clone(), metrics.clone(), shutdown.clone());
     let http = transport::http::router(service.clone(), auth.clone(), logs.clone(), metrics.clone());
     let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
-    let task = tokio::spawn(transport::serve(listener, grpc, http, config.header_read_timeout, triggered(shutdown_rx.clone())));
+    let task = tokio::spawn(transport::serve(listener, grpc, http, config.header_read_timeout, shutdown.clone().cancelled_owned()));
     // Every replica copies its log files, also one that no longer leads (a
     // pass may have written after its last copy).
     let log_copier = match &postgres {
-        Some(store) => tokio::spawn(logs::copy_to_database(logs.clone(), store.clone(), triggered(shutdown_rx.clone()))),
+        Some(store) => tokio::spawn(logs::copy_to_database(logs.clone(), store.clone(), shutdown.clone().cancelled_owned())),
         None => tokio::spawn(async {}),
     };
     let reconciler = Reconciler::new(service.clone(), runners.clone(), logs, changes, config.reconcile_interval, config.retention);
@@ -222,7 +212,7 @@ pub async fn start_with_private_files(
         let (reconciler, replicas) = match postgres {
             // Replicas may share the database: one leads the reconciler.
             Some(store) => {
-                let (replicas, task) = Replicas::on_postgres(store, metrics, triggered(shutdown_rx.clone()));
+                let (replicas, task) = Replicas::on_postgres(store, metrics, shutdown.clone().cancelled_owned());
                 runners.follow_leadership(replicas.leadership());
                 (reconciler.with_replicas(replicas), task)
             }
@@ -231,11 +221,11 @@ pub async fn start_with_private_files(
                 (reconciler, tokio::spawn(async {}))
             }
         };
-        (tokio::spawn(Arc::new(reconciler).run(triggered(shutdown_rx))), replicas)
+        (tokio::spawn(Arc::new(reconciler).run(shutdown.clone().cancelled_owned())), replicas)
     } else {
         tracing::warn!("the reconciler is disabled ([reconciler] enabled = false): nothing will run");
         (tokio::spawn(async {}), tokio::spawn(async {}))
     };
     tracing::info!(%addr, "prebuildd listening (gRPC, gRPC-Web, Connect and HTTP on one port)");
-    Ok(Server { addr, service, auth, shutdown: Some(shutdown_tx), task, reconciler, replicas, log_copier })
+    Ok(Server { addr, service, auth, shutdown, task, reconciler, replicas, log_copier })
 }

@@ -299,12 +299,12 @@ impl Metrics {
         for (state, count) in [("running", running), ("stopped", stopped)] {
             self.warm_pool_instances.get_or_create(&PoolLabels { warm_pool_id: warm_pool_id.to_string(), state }).set(i64::from(count));
         }
-        self.observed_pools.lock().unwrap_or_else(|e| e.into_inner()).insert(warm_pool_id.to_string());
+        crate::sync::lock(&self.observed_pools).insert(warm_pool_id.to_string());
     }
 
     /// Drops the series of pools not in `existing` (deleted since).
     pub fn retain_warm_pools(&self, existing: &HashSet<&str>) {
-        let mut observed = self.observed_pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut observed = crate::sync::lock(&self.observed_pools);
         observed.retain(|id| {
             let keep = existing.contains(id.as_str());
             if !keep {
@@ -330,7 +330,7 @@ impl Metrics {
         if !leader {
             self.prebuilds.clear();
             self.warm_pool_instances.clear();
-            self.observed_pools.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            crate::sync::lock(&self.observed_pools).clear();
         }
     }
 

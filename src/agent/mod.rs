@@ -28,24 +28,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// Why the runner stopped for good.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The server refused the runner's credentials; retrying cannot help.
+    #[error("the server refused this runner: {0}")]
     Refused(String),
     /// The engine or the data dir cannot be set up.
+    #[error("{0}")]
     Setup(String),
 }
-
-impl std::fmt::Display for AgentError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AgentError::Refused(message) => write!(f, "the server refused this runner: {message}"),
-            AgentError::Setup(message) => f.write_str(message),
-        }
-    }
-}
-
-impl std::error::Error for AgentError {}
 
 /// What this runner holds besides its engine: the jobs and pools the server
 /// gave it, and how far each job's log has been sent.
@@ -78,9 +69,7 @@ struct Pool {
     reported: Option<PoolObservation>,
 }
 
-fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 impl Agent {
     fn new(config: AgentConfig) -> Result<Agent, AgentError> {

@@ -5,14 +5,14 @@
 use super::{Format, Global};
 use prebuildd::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
 use prebuildd::proto::prebuildd::v1::warm_pool_instance_service_client::WarmPoolInstanceServiceClient;
-use std::fmt;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// A failed command: the Connect code name and the message, printed as
 /// `not_found: prebuild ... not found`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
 pub struct Error {
     pub code: &'static str,
     pub message: String,
@@ -21,12 +21,6 @@ pub struct Error {
 impl Error {
     pub fn new(code: &'static str, message: impl Into<String>) -> Error {
         Error { code, message: message.into() }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
     }
 }
 

@@ -179,7 +179,7 @@ impl Reconciler {
     }
 
     fn retention_due(&self) -> bool {
-        let mut last = self.last_retention.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = crate::sync::lock(&self.last_retention);
         // Every ten passes' worth of time: the query is indexed and cheap,
         // but there is no hurry.
         if last.is_some_and(|at| at.elapsed() < self.interval * 10) {
@@ -199,11 +199,11 @@ impl Reconciler {
 
     /// Whether an object is waiting out a backoff after failures.
     fn backing_off(&self, id: &str) -> bool {
-        self.backoff.lock().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|(_, until)| Instant::now() < *until)
+        crate::sync::lock(&self.backoff).get(id).is_some_and(|(_, until)| Instant::now() < *until)
     }
 
     fn record(&self, id: &str, result: &Result<()>) {
-        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let mut backoff = crate::sync::lock(&self.backoff);
         match result {
             Ok(()) => {
                 backoff.remove(id);

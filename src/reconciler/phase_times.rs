@@ -72,7 +72,7 @@ impl PhaseTimes {
     /// phase, and forgets prebuilds that are no longer active.
     pub fn observe_pass(&self, metrics: &Metrics, active: &[Prebuild], now: SystemTime) {
         let mut counts: Vec<(PrebuildPhase, i64)> = Vec::with_capacity(8);
-        let mut inner = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::sync::lock(&self.entries);
         inner.pass += 1;
         let pass = inner.pass;
         for prebuild in active {
@@ -104,7 +104,7 @@ impl PhaseTimes {
         if from == to {
             return;
         }
-        let mut inner = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::sync::lock(&self.entries);
         let pass = inner.pass;
         let since = match inner.by_prebuild.get(&after.id) {
             Some(entered) if entered.phase == from => entered.at,
@@ -129,12 +129,12 @@ impl PhaseTimes {
     /// Forgets every phase start: this process stopped leading, and
     /// another replica may move the prebuilds meanwhile.
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).by_prebuild.clear();
+        crate::sync::lock(&self.entries).by_prebuild.clear();
     }
 
     /// The reconciler removed a deleted prebuild: its DELETING phase ended.
     pub fn removed(&self, metrics: &Metrics, prebuild: &Prebuild, now: SystemTime) {
-        let entered = self.entries.lock().unwrap_or_else(|e| e.into_inner()).by_prebuild.remove(&prebuild.id);
+        let entered = crate::sync::lock(&self.entries).by_prebuild.remove(&prebuild.id);
         let since = match entered {
             Some(entered) if entered.phase == PrebuildPhase::Deleting => entered.at,
             _ => entered_from_record(prebuild, now),

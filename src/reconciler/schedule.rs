@@ -27,7 +27,7 @@ pub(super) async fn run(reconciler: &Reconciler, catalog: &Catalog) -> Result<()
         }
         for class_id in &settings.environment_class_ids {
             let key = (project.id.clone(), class_id.clone(), day.clone());
-            if reconciler.schedules_done.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            if crate::sync::lock(&reconciler.schedules_done).contains(&key) {
                 continue;
             }
             let prebuild = new_prebuild(NewPrebuild {
@@ -46,7 +46,7 @@ pub(super) async fn run(reconciler: &Reconciler, catalog: &Catalog) -> Result<()
                 tracing::info!(project = %project.id, class = %class_id, prebuild = %id, "scheduled prebuild created");
                 reconciler.changes.notify_one();
             }
-            reconciler.schedules_done.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+            crate::sync::lock(&reconciler.schedules_done).insert(key);
         }
     }
     Ok(())

@@ -205,7 +205,7 @@ impl Runners {
 
     /// Creates runners the catalog names that do not exist yet.
     pub fn sync(&self, catalog: &crate::catalog::Catalog) {
-        let mut by_id = self.by_id.write().unwrap_or_else(|e| e.into_inner());
+        let mut by_id = crate::sync::write(&self.by_id);
         for config in catalog.runners.values() {
             if by_id.contains_key(&config.id) {
                 continue;
@@ -227,7 +227,7 @@ impl Runners {
                 crate::catalog::RunnerKind::Remote => match crate::logs::Logs::new(&self.data_dir) {
                     Ok(logs) => {
                         let runner = std::sync::Arc::new(remote::RemoteRunner::new(&config.id, config.remote.grace, logs));
-                        self.remote.write().unwrap_or_else(|e| e.into_inner()).insert(config.id.clone(), runner.clone());
+                        crate::sync::write(&self.remote).insert(config.id.clone(), runner.clone());
                         runner
                     }
                     Err(error) => {
@@ -262,7 +262,7 @@ impl Runners {
     }
 
     pub fn get(&self, runner_id: &str) -> Option<std::sync::Arc<dyn Runner>> {
-        self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(runner_id).cloned()
+        crate::sync::read(&self.by_id).get(runner_id).cloned()
     }
 
     /// Whether remote runners may connect to this process (it leads).
@@ -281,7 +281,7 @@ impl Runners {
                 let Some(this) = runners.upgrade() else { return };
                 this.leads.store(leads, std::sync::atomic::Ordering::Relaxed);
                 if !leads {
-                    for runner in this.remote.read().unwrap_or_else(|e| e.into_inner()).values() {
+                    for runner in crate::sync::read(&this.remote).values() {
                         runner.disconnect();
                     }
                 }
@@ -295,6 +295,6 @@ impl Runners {
 
     /// A remote runner, for its connection.
     pub fn remote(&self, runner_id: &str) -> Option<std::sync::Arc<remote::RemoteRunner>> {
-        self.remote.read().unwrap_or_else(|e| e.into_inner()).get(runner_id).cloned()
+        crate::sync::read(&self.remote).get(runner_id).cloned()
     }
 }

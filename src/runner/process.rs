@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 /// How many log lines a failure message quotes: enough to show the error a
 /// command printed last, short enough for a status field.
@@ -20,11 +20,8 @@ pub(crate) const FAILURE_LOG_LINES: usize = 5;
 /// that a failure never reads a whole (possibly huge) log.
 const LOG_TAIL_BYTES: u64 = 64 * 1024;
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not take the runner down with it: the data is
-    // plain bookkeeping that stays consistent between statements.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// The runners take their locks the crate's one way.
+pub(crate) use crate::sync::lock;
 
 /// The process groups of one job's environment, and whether the job was
 /// stopped. Groups are kept until the environment stops, because a command

@@ -89,7 +89,7 @@ impl SimulatedRunner {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// The state a job has `elapsed` after it started.

@@ -69,13 +69,13 @@ impl Service {
 
     /// The current catalog (a cheap `Arc` clone; a reload swaps it whole).
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::read(&self.catalog).clone()
     }
 
     /// Replaces the catalog (configuration reload); new runners start.
     pub fn set_catalog(&self, catalog: Arc<Catalog>) {
         self.runners.sync(&catalog);
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+        *crate::sync::write(&self.catalog) = catalog;
         self.changes.notify_one();
     }
 

@@ -29,12 +29,12 @@ pub fn add_routes(grpc: Router, http: Router) -> (Router, Router) {
 }
 
 async fn store(State(canned): State<Canned>, Path(name): Path<String>, body: Bytes) -> StatusCode {
-    canned.write().unwrap_or_else(|e| e.into_inner()).insert(name, body);
+    crate::sync::write(&canned).insert(name, body);
     StatusCode::NO_CONTENT
 }
 
 fn lookup(canned: &Canned, name: &str) -> Option<Bytes> {
-    canned.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    crate::sync::read(canned).get(name).cloned()
 }
 
 async fn connect_answer(State(canned): State<Canned>, Path(name): Path<String>, headers: HeaderMap, _body: Bytes) -> Response {

@@ -49,7 +49,7 @@ pub fn grpc_router(
     service: Arc<Service>,
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Router {
     let prebuilds = PrebuildServiceServer::new(grpc::GrpcPrebuildService::new(service.clone(), auth.clone()))
         .accept_compressed(CompressionEncoding::Gzip)

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 /// How long a runner may take to send its hello after connecting.
@@ -22,11 +22,11 @@ pub struct GrpcRunnerService {
     auth: Arc<Authenticator>,
     /// Turns true when the server shuts down: open streams then end, so
     /// that a runner's connection does not hold up the exit.
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 impl GrpcRunnerService {
-    pub fn new(service: Arc<Service>, auth: Arc<Authenticator>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(service: Arc<Service>, auth: Arc<Authenticator>, shutdown: CancellationToken) -> Self {
         GrpcRunnerService { service, auth, shutdown }
     }
 }
@@ -89,14 +89,7 @@ impl RunnerService for GrpcRunnerService {
             }
         });
 
-        let mut shutdown = self.shutdown.clone();
-        let stopping = async move {
-            while !*shutdown.borrow_and_update() {
-                if shutdown.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
+        let stopping = self.shutdown.clone().cancelled_owned();
         let messages = tokio_stream::wrappers::UnboundedReceiverStream::new(outbox).map(Ok);
         // After the messages (they end when the session does), a failure the
         // reader saw, if any, ends the call; a session ended by this side

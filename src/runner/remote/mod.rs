@@ -74,9 +74,7 @@ struct Pool {
     observed: PoolObservation,
 }
 
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 impl State {
     fn send(&self, message: pb::attach_response::Message) {

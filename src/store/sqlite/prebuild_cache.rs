@@ -33,7 +33,7 @@ struct Inner {
 impl PrebuildCache {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves a map that is still valid.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// The cached row, if it was read for this organization since the last commit.
