@@ -11,7 +11,6 @@
 use super::client::{Client, Error, Result};
 use super::output::prebuild_phase;
 use super::prebuilds::get;
-use super::watch::is_final;
 use prebuildd::proto::gitpod::v1::CreatePrebuildLogsTokenRequest;
 use std::io::Write;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use std::time::Duration;
 const QUIET: Duration = Duration::from_millis(500);
 
 pub async fn print(client: &mut Client, id: &str, follow: bool) -> Result<()> {
-    let running = !is_final(prebuild_phase(&get(client, id).await?));
+    let running = !(prebuild_phase(&get(client, id).await?)).has_ended();
     let request = CreatePrebuildLogsTokenRequest { prebuild_id: id.into() };
     let token = client.prebuilds.create_prebuild_logs_token(request).await?.into_inner().access_token;
     let url = format!("{}/logs/prebuilds/{id}", client.server);

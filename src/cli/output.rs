@@ -93,7 +93,7 @@ pub fn instance_row(instance: &WarmPoolInstance) -> Vec<String> {
 
 /// The phase of a prebuild (UNSPECIFIED when the server sent none).
 pub fn prebuild_phase(prebuild: &Prebuild) -> PrebuildPhase {
-    prebuild.status.as_ref().map(|s| s.phase()).unwrap_or_default()
+    prebuildd::domain::phase_of(prebuild)
 }
 
 /// `COMPLETED` for PREBUILD_PHASE_COMPLETED: what people type and read.

@@ -37,7 +37,8 @@ pub async fn follow(client: &mut Client, mut prebuild: Prebuild) -> Result<ExitC
             None => {}
         }
         last = Some(phase);
-        if is_final(phase) {
+        // Final, or being deleted: the prebuild will not run any more.
+        if phase.has_ended() {
             break;
         }
         tokio::time::sleep(POLL).await;
@@ -75,15 +76,6 @@ pub async fn follow(client: &mut Client, mut prebuild: Prebuild) -> Result<ExitC
     let reason = if status.failure_message.is_empty() { String::new() } else { format!(": {}", status.failure_message) };
     eprintln!("prebuild {} {}{reason}", prebuild.id, prebuild_phase_name(phase).to_ascii_lowercase());
     Ok(ExitCode::FAILURE)
-}
-
-/// The phases a prebuild does not leave by itself running (or the runner
-/// being done with it): the watch ends there.
-pub fn is_final(phase: PrebuildPhase) -> bool {
-    matches!(
-        phase,
-        PrebuildPhase::Completed | PrebuildPhase::Failed | PrebuildPhase::Cancelled | PrebuildPhase::Deleting | PrebuildPhase::Deleted
-    )
 }
 
 /// `RUNNING  12s` or `SNAPSHOTTING  40s  snapshot 35%`.

@@ -19,14 +19,15 @@ pub mod warm_pool;
 use crate::catalog::Catalog;
 use crate::clock::timestamp;
 use crate::config::Retention;
+use crate::domain::phase_of;
 use crate::error::{Error, Result};
 use crate::logs::Logs;
 use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase};
 use crate::runner::{PrebuildJob, Runner, Runners};
-use crate::service::{phase_of, Service};
+use crate::service::Service;
 use crate::store::{Change, Store};
 use futures::{FutureExt, StreamExt};
-use prebuild::{next_step, occupies_slot, Step};
+use prebuild::{next_step, Step};
 use replicas::Replicas;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -242,7 +243,7 @@ impl Reconciler {
         // Slots in use per runner; PENDING prebuilds take free ones oldest first.
         let mut busy: HashMap<String, u32> = HashMap::new();
         for prebuild in &active {
-            if occupies_slot(phase_of(prebuild)) {
+            if phase_of(prebuild).occupies_slot() {
                 if let Some(runner_id) = runner_id_of(catalog, prebuild) {
                     *busy.entry(runner_id).or_default() += 1;
                 }
@@ -258,7 +259,7 @@ impl Reconciler {
             let runner_id = runner_id_of(catalog, &prebuild);
             let runner = runner_id.as_deref().and_then(|id| self.runners.get(id));
             let Some((runner_id, runner)) = runner_id.zip(runner) else {
-                if !matches!(phase, PrebuildPhase::Deleting) {
+                if !phase.is_deleting() {
                     planned.push((
                         prebuild,
                         Step::Stop(prebuild::Finish::Failed("its environment class or runner is no longer configured".into())),
@@ -269,7 +270,7 @@ impl Reconciler {
                 }
                 continue;
             };
-            let observed = if prebuild::is_running(phase) { runner.observe(&prebuild.id).await } else { None };
+            let observed = if phase.is_running() { runner.observe(&prebuild.id).await } else { None };
             let limit = catalog.runners.get(&runner_id).map_or(1, |r| r.max_concurrent_prebuilds);
             let available = runner.is_available();
             let used = busy.entry(runner_id).or_default();
@@ -279,7 +280,7 @@ impl Reconciler {
             if !available && matches!(step, Step::Start { .. }) {
                 continue;
             }
-            if matches!(step, Step::Start { fresh: true, .. }) && matches!(phase, PrebuildPhase::Pending | PrebuildPhase::Unspecified) {
+            if matches!(step, Step::Start { fresh: true, .. }) && phase.is_pending() {
                 *used += 1;
             }
             if step != Step::Wait {

@@ -12,9 +12,9 @@
 //! active work.
 
 use crate::clock::{between, system_time, timestamp};
+use crate::domain::phase_of;
 use crate::metrics::Metrics;
 use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase};
-use crate::service::phase_of;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -44,10 +44,6 @@ fn normalized(phase: PrebuildPhase) -> PrebuildPhase {
     } else {
         phase
     }
-}
-
-fn is_final(phase: PrebuildPhase) -> bool {
-    matches!(phase, PrebuildPhase::Completed | PrebuildPhase::Failed | PrebuildPhase::Cancelled)
 }
 
 /// When a prebuild entered the phase it is stored with, as far as the
@@ -111,7 +107,7 @@ impl PhaseTimes {
             _ => entered_from_record(before, now),
         };
         metrics.record_phase(from, elapsed(since, now));
-        if is_final(to) {
+        if to.is_final() {
             inner.by_prebuild.remove(&after.id);
             drop(inner);
             let status = after.status.as_ref();

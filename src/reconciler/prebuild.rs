@@ -3,9 +3,9 @@
 //! without a runner or a store.
 
 use crate::clock::timestamp;
+use crate::domain::phase_of;
 use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase, PrebuildStatus};
 use crate::runner::JobState;
-use crate::service::phase_of;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The next step for a prebuild.
@@ -31,16 +31,6 @@ pub enum Finish {
     Failed(String),
 }
 
-/// Phases in which the runner holds an environment for the prebuild.
-pub fn is_running(phase: PrebuildPhase) -> bool {
-    matches!(phase, PrebuildPhase::Starting | PrebuildPhase::Running | PrebuildPhase::Stopping | PrebuildPhase::Snapshotting)
-}
-
-/// Whether the prebuild occupies one of its runner's concurrent slots.
-pub fn occupies_slot(phase: PrebuildPhase) -> bool {
-    is_running(phase) || phase == PrebuildPhase::Cancelling
-}
-
 /// The environment's creation time: environment IDs are version 7 UUIDs,
 /// whose first 48 bits are milliseconds since the epoch. The timeout counts
 /// from it, and it survives restarts with the prebuild itself.
@@ -64,10 +54,10 @@ fn timeout_of(prebuild: &Prebuild) -> Duration {
 pub fn next_step(prebuild: &Prebuild, observed: Option<&JobState>, now: SystemTime, has_slot: bool) -> Step {
     let status = prebuild.status.clone().unwrap_or_default();
     match phase_of(prebuild) {
-        PrebuildPhase::Deleting | PrebuildPhase::Deleted => Step::Remove,
-        PrebuildPhase::Completed | PrebuildPhase::Failed | PrebuildPhase::Cancelled => Step::Wait,
+        phase if phase.is_deleting() => Step::Remove,
+        phase if phase.is_final() => Step::Wait,
         PrebuildPhase::Cancelling => Step::Stop(Finish::Cancelled),
-        PrebuildPhase::Pending | PrebuildPhase::Unspecified => {
+        phase if phase.is_pending() => {
             if has_slot {
                 Step::Start { environment_id: uuid::Uuid::now_v7().to_string(), fresh: true }
             } else {

@@ -6,23 +6,18 @@
 use super::warm_pool::DEMAND_WINDOW;
 use super::Reconciler;
 use crate::clock::timestamp;
+use crate::domain::Micros;
 use crate::error::Result;
 use crate::service::mark_deleting;
 use std::collections::HashSet;
-use std::time::SystemTime;
 
 const BATCH: usize = 500;
-
-fn micros(at: SystemTime) -> i64 {
-    let t = timestamp(at);
-    t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
-}
 
 pub(super) async fn run(reconciler: &Reconciler) -> Result<()> {
     let now = reconciler.now();
     let store = reconciler.store();
-    let completed_before = now.checked_sub(reconciler.retention.completed).map_or(0, micros);
-    let failed_before = now.checked_sub(reconciler.retention.failed).map_or(0, micros);
+    let completed_before = Micros::before(now, reconciler.retention.completed);
+    let failed_before = Micros::before(now, reconciler.retention.failed);
     let expired = store.expired_prebuilds(completed_before, failed_before, BATCH).await?;
     if !expired.is_empty() {
         let in_use: HashSet<String> =
@@ -35,5 +30,5 @@ pub(super) async fn run(reconciler: &Reconciler) -> Result<()> {
         }
         reconciler.changes.notify_one();
     }
-    store.prune_claims(now.checked_sub(DEMAND_WINDOW).map_or(0, micros)).await
+    store.prune_claims(Micros::before(now, DEMAND_WINDOW)).await
 }

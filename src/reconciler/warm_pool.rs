@@ -7,10 +7,11 @@
 use super::{PassReport, Reconciler};
 use crate::catalog::Catalog;
 use crate::clock::timestamp;
+use crate::domain::{warm_pool_phase, Micros};
 use crate::error::Result;
 use crate::proto::gitpod::v1::{WarmPool, WarmPoolPhase, WarmPoolStatus};
 use crate::runner::PoolTarget;
-use crate::service::{mark_pool_deleting, warm_pool_phase};
+use crate::service::mark_pool_deleting;
 use crate::store::Change;
 use std::time::Duration;
 
@@ -60,7 +61,7 @@ async fn step(reconciler: &Reconciler, catalog: &Catalog, pool: WarmPool) -> Res
     let runner = reconciler.runners.get(&metadata.runner_id);
     let now = reconciler.now();
 
-    if matches!(warm_pool_phase(&pool), WarmPoolPhase::Deleting | WarmPoolPhase::Deleted) {
+    if warm_pool_phase(&pool).is_deleting() {
         let drained = match &runner {
             Some(runner) => runner.remove_pool(&pool.id).await?,
             None => true,
@@ -126,7 +127,7 @@ async fn step(reconciler: &Reconciler, catalog: &Catalog, pool: WarmPool) -> Res
     let spec = pool.spec.clone().unwrap_or_default();
     let min_size = spec.min_size.unwrap_or(spec.desired_size);
     let max_size = spec.max_size.unwrap_or(spec.desired_size).max(min_size);
-    let since = now.checked_sub(DEMAND_WINDOW).map(timestamp).map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000));
+    let since = Micros::before(now, DEMAND_WINDOW);
     let claims = store.claims_since(&pool.id, since).await?;
     let desired = desired_size(min_size, max_size, claims);
 
@@ -166,7 +167,7 @@ async fn step(reconciler: &Reconciler, catalog: &Catalog, pool: WarmPool) -> Res
             &pool.id,
             Box::new(move |p| {
                 let status = p.status.get_or_insert_with(Default::default);
-                if status.status_version != seen_version || matches!(warm_pool_phase(p), WarmPoolPhase::Deleting | WarmPoolPhase::Deleted) {
+                if status.status_version != seen_version || warm_pool_phase(p).is_deleting() {
                     return Ok(Change::Unchanged);
                 }
                 let status = p.status.get_or_insert_with(Default::default);

@@ -17,10 +17,6 @@ pub(crate) struct JobShared {
     pub(crate) percent: AtomicI32,
 }
 
-pub(crate) fn is_final(state: &JobState) -> bool {
-    matches!(state, JobState::Completed { .. } | JobState::Failed { .. } | JobState::Stopped)
-}
-
 impl JobShared {
     pub(crate) fn new() -> Self {
         JobShared { state: Mutex::new(JobState::Starting), processes: Arc::default(), percent: AtomicI32::new(0) }
@@ -53,7 +49,7 @@ impl JobShared {
     pub(crate) fn stop(&self) -> bool {
         {
             let mut state = lock(&self.state);
-            if is_final(&state) {
+            if state.is_final() {
                 return false;
             }
             *state = JobState::Stopped;

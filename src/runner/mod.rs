@@ -60,6 +60,14 @@ pub enum JobState {
     Stopped,
 }
 
+impl JobState {
+    /// Whether the job has ended (completed, failed or stopped): its state
+    /// does not change any more.
+    pub fn is_final(&self) -> bool {
+        matches!(self, JobState::Completed { .. } | JobState::Failed { .. } | JobState::Stopped)
+    }
+}
+
 /// What a warm pool should have on its runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolTarget {

@@ -4,10 +4,9 @@
 use super::Service;
 use crate::auth::Caller;
 use crate::clock::timestamp;
+use crate::domain::{warm_pool_phase, Micros};
 use crate::error::{Error, Result};
-use crate::proto::gitpod::v1::WarmPoolPhase;
 use crate::proto::prebuildd::v1::{ClaimInstanceRequest, ClaimInstanceResponse, WarmPoolInstance};
-use crate::service::warm_pool_phase;
 use crate::validate;
 
 impl Service {
@@ -20,7 +19,7 @@ impl Service {
             .get_warm_pool(&caller.organization_id, &warm_pool_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("warm pool {warm_pool_id} not found")))?;
-        if matches!(warm_pool_phase(&pool), WarmPoolPhase::Deleting | WarmPoolPhase::Deleted) {
+        if warm_pool_phase(&pool).is_deleting() {
             return Err(Error::FailedPrecondition(format!("warm pool {warm_pool_id} is being deleted")));
         }
         let runner_id = pool.metadata.as_ref().map(|m| m.runner_id.clone()).unwrap_or_default();
@@ -31,12 +30,8 @@ impl Service {
         let claimed = runner.claim_instance(&warm_pool_id).await?;
         self.metrics.record_claim(claimed.is_some());
         let now = self.clock.now();
-        let now_micros = {
-            let t = timestamp(now);
-            t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
-        };
         // Record the demand even when the pool was empty: it should grow.
-        self.store.record_claim(&warm_pool_id, now_micros).await?;
+        self.store.record_claim(&warm_pool_id, Micros::from_system_time(now)).await?;
         self.changed();
         let instance = claimed.ok_or_else(|| {
             Error::Unavailable(format!(

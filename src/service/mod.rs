@@ -7,8 +7,8 @@ mod claims;
 mod prebuilds;
 mod warm_pools;
 
-pub use prebuilds::{mark_deleting, new_prebuild, phase_of, prebuild_class, NewPrebuild};
-pub use warm_pools::{mark_pool_deleting, warm_pool_phase};
+pub use prebuilds::{mark_deleting, new_prebuild, prebuild_class, NewPrebuild};
+pub use warm_pools::mark_pool_deleting;
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;

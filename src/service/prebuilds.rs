@@ -5,6 +5,7 @@ use crate::auth::Caller;
 use crate::catalog::{Catalog, Project};
 use crate::clock::timestamp;
 use crate::config::{MAX_PREBUILD_TIMEOUT_SECONDS, MIN_PREBUILD_TIMEOUT_SECONDS};
+use crate::domain::phase_of;
 use crate::error::{Error, Result};
 use crate::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;
 use crate::proto::gitpod::v1::{
@@ -105,10 +106,6 @@ fn touch(prebuild: &mut Prebuild, now: Timestamp) {
     }
 }
 
-pub fn phase_of(prebuild: &Prebuild) -> PrebuildPhase {
-    prebuild.status.as_ref().and_then(|s| PrebuildPhase::try_from(s.phase).ok()).unwrap_or(PrebuildPhase::Unspecified)
-}
-
 fn not_found(prebuild_id: &str) -> Error {
     Error::NotFound(format!("prebuild {prebuild_id} not found"))
 }
@@ -203,11 +200,13 @@ impl Service {
                 &prebuild_id,
                 Box::new(move |prebuild| {
                     ended.store(false, Ordering::Relaxed);
-                    let next = match phase_of(prebuild) {
+                    let phase = phase_of(prebuild);
+                    let next = match phase {
                         PrebuildPhase::Cancelling | PrebuildPhase::Cancelled => return Ok(Change::Unchanged),
-                        PrebuildPhase::Unspecified | PrebuildPhase::Pending => PrebuildPhase::Cancelled,
-                        PrebuildPhase::Starting | PrebuildPhase::Running | PrebuildPhase::Stopping | PrebuildPhase::Snapshotting => {
-                            PrebuildPhase::Cancelling
+                        _ if phase.is_pending() => PrebuildPhase::Cancelled,
+                        _ if phase.is_running() => PrebuildPhase::Cancelling,
+                        _ if phase.is_deleting() => {
+                            return Err(Error::FailedPrecondition(format!("prebuild {} is being deleted", prebuild.id)))
                         }
                         PrebuildPhase::Completed => {
                             return Err(Error::FailedPrecondition(format!(
@@ -215,14 +214,11 @@ impl Service {
                                 prebuild.id
                             )))
                         }
-                        PrebuildPhase::Failed => {
+                        _ => {
                             return Err(Error::FailedPrecondition(format!(
                                 "prebuild {} has already failed; only a pending or running prebuild can be cancelled",
                                 prebuild.id
                             )))
-                        }
-                        PrebuildPhase::Deleting | PrebuildPhase::Deleted => {
-                            return Err(Error::FailedPrecondition(format!("prebuild {} is being deleted", prebuild.id)))
                         }
                     };
                     bump_spec(prebuild).desired_phase = PrebuildPhase::Cancelled as i32;
@@ -276,7 +272,7 @@ impl Service {
 
 /// The first step of deletion, shared by the API and automatic retention.
 pub fn mark_deleting(prebuild: &mut Prebuild, now: Timestamp) -> Change {
-    if matches!(phase_of(prebuild), PrebuildPhase::Deleting | PrebuildPhase::Deleted) {
+    if phase_of(prebuild).is_deleting() {
         return Change::Unchanged;
     }
     bump_spec(prebuild).desired_phase = PrebuildPhase::Deleted as i32;

@@ -11,6 +11,7 @@ use super::prebuilds::prebuild_class;
 use super::{query_fingerprint, Service};
 use crate::auth::Caller;
 use crate::clock::timestamp;
+use crate::domain::warm_pool_phase;
 use crate::error::{Error, Result};
 use crate::proto::gitpod::v1::{
     CreateWarmPoolRequest, CreateWarmPoolResponse, DeleteWarmPoolRequest, DeleteWarmPoolResponse, GetWarmPoolRequest, GetWarmPoolResponse,
@@ -98,10 +99,6 @@ fn sizes_of(pool: &WarmPool) -> Sizes {
         min: spec.min_size.unwrap_or(spec.desired_size),
         max: spec.max_size.unwrap_or(spec.desired_size),
     }
-}
-
-pub fn warm_pool_phase(pool: &WarmPool) -> WarmPoolPhase {
-    pool.status.as_ref().and_then(|s| WarmPoolPhase::try_from(s.phase).ok()).unwrap_or(WarmPoolPhase::Unspecified)
 }
 
 fn not_found(warm_pool_id: &str) -> Error {
@@ -195,7 +192,7 @@ impl Service {
                 &caller.organization_id,
                 &warm_pool_id,
                 Box::new(move |pool| {
-                    if matches!(warm_pool_phase(pool), WarmPoolPhase::Deleting | WarmPoolPhase::Deleted) {
+                    if warm_pool_phase(pool).is_deleting() {
                         return Err(Error::FailedPrecondition(format!("warm pool {} is being deleted", pool.id)));
                     }
                     let metadata = pool.metadata.clone().unwrap_or_default();
@@ -240,7 +237,7 @@ impl Service {
 /// The first step of deleting a pool, shared by the API and the automatic
 /// deletion when a project stops allowing it.
 pub fn mark_pool_deleting(pool: &mut WarmPool, now: Timestamp) -> Change {
-    if matches!(warm_pool_phase(pool), WarmPoolPhase::Deleting | WarmPoolPhase::Deleted) {
+    if warm_pool_phase(pool).is_deleting() {
         return Change::Unchanged;
     }
     let spec = pool.spec.get_or_insert_with(Default::default);

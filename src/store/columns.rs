@@ -1,6 +1,7 @@
 //! The columns every backend keeps beside a stored prebuild, derived from
 //! the message in one place so that filters mean the same on each backend.
 
+use crate::domain::Micros;
 use crate::proto::gitpod::v1::Prebuild;
 
 /// What filters, ordering and retention read without decoding the body.
@@ -27,10 +28,6 @@ pub(super) fn prebuild_columns(prebuild: &Prebuild) -> PrebuildColumns<'_> {
         triggered_by: metadata.map(|m| m.triggered_by).unwrap_or_default(),
         creator_id: metadata.and_then(|m| m.creator.as_ref()).map(|s| s.id.as_str()).unwrap_or_default(),
         executor_id: metadata.and_then(|m| m.executor.as_ref()).map(|s| s.id.as_str()).unwrap_or_default(),
-        finished_at: prebuild
-            .status
-            .as_ref()
-            .and_then(|s| s.completion_time.as_ref())
-            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000)),
+        finished_at: prebuild.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(|t| Micros::from_timestamp(t).as_i64()),
     }
 }

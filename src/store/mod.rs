@@ -11,6 +11,7 @@ mod columns;
 pub mod postgres;
 pub mod sqlite;
 
+use crate::domain::Micros;
 use crate::error::Result;
 use crate::proto::gitpod::v1::{Prebuild, WarmPool};
 use async_trait::async_trait;
@@ -103,14 +104,14 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_scheduled_prebuild(&self, prebuild: Prebuild, day: &str) -> Result<bool>;
     /// Finished prebuilds due for automatic deletion: COMPLETED ones that
     /// finished before `completed_before`, FAILED and CANCELLED ones before
-    /// `failed_before` (microseconds since the epoch), oldest first.
-    async fn expired_prebuilds(&self, completed_before: i64, failed_before: i64, limit: usize) -> Result<Vec<Prebuild>>;
+    /// `failed_before`, oldest first.
+    async fn expired_prebuilds(&self, completed_before: Micros, failed_before: Micros, limit: usize) -> Result<Vec<Prebuild>>;
     /// Records a claim from a warm pool (the autoscaler's demand signal).
-    async fn record_claim(&self, warm_pool_id: &str, claimed_at: i64) -> Result<()>;
-    /// Claims from the pool since `since` (microseconds since the epoch).
-    async fn claims_since(&self, warm_pool_id: &str, since: i64) -> Result<u32>;
+    async fn record_claim(&self, warm_pool_id: &str, claimed_at: Micros) -> Result<()>;
+    /// Claims from the pool since `since`.
+    async fn claims_since(&self, warm_pool_id: &str, since: Micros) -> Result<u32>;
     /// Forgets claims older than `before`: they no longer count as demand.
-    async fn prune_claims(&self, before: i64) -> Result<()>;
+    async fn prune_claims(&self, before: Micros) -> Result<()>;
 }
 
 /// The error of a second warm pool for the same (project, class), as both
@@ -119,4 +120,22 @@ pub(crate) fn duplicate_warm_pool(project_id: &str, environment_class_id: &str) 
     crate::error::Error::AlreadyExists(format!(
         "a warm pool for project {project_id} and environment class {environment_class_id} already exists; update or delete it instead"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::proto::gitpod::v1::PrebuildPhase;
+
+    /// The partial index of the reconciler's work list, in both schemas, and
+    /// the queries that must match it to use it, say "not final" exactly as
+    /// the domain does.
+    #[test]
+    fn the_active_prebuilds_index_says_not_final_as_the_domain_does() {
+        let predicate = format!("WHERE phase NOT IN ({})", PrebuildPhase::final_phases_sql());
+        for migration in [include_str!("migrations/0001_initial.sql"), include_str!("migrations/postgres/0001_initial.sql")] {
+            let index = migration.lines().find(|line| line.contains("INDEX prebuilds_active")).expect("the index exists");
+            assert!(index.contains(&predicate), "{index}");
+        }
+        assert!(super::postgres::ACTIVE_PREBUILDS.contains(&predicate));
+    }
 }

@@ -3,10 +3,10 @@
 //! `?access_token=`). Streams live while the prebuild runs (chunked,
 //! following the file until the prebuild ends), the archived log afterwards.
 
+use crate::domain::phase_of;
 use crate::error::{Error, Result};
 use crate::logs::Logs;
-use crate::proto::gitpod::v1::PrebuildPhase;
-use crate::service::{phase_of, Service};
+use crate::service::Service;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -121,10 +121,7 @@ async fn open(state: &LogState, prebuild_id: &str, query: &HashMap<String, Strin
                 }
                 // At the end of what is written: is more coming?
                 let finished = match store.get_prebuild(&grant.organization_id, &grant.prebuild_id).await {
-                    Ok(Some(prebuild)) => matches!(
-                        phase_of(&prebuild),
-                        PrebuildPhase::Completed | PrebuildPhase::Failed | PrebuildPhase::Cancelled | PrebuildPhase::Deleting
-                    ),
+                    Ok(Some(prebuild)) => phase_of(&prebuild).has_ended(),
                     _ => true,
                 };
                 if finished {
@@ -204,10 +201,7 @@ fn follow_shared(
                     Some(looks) => follow.quiet_since_finished = Some(looks + 1),
                     None => {
                         let finished = match store.get_prebuild(&grant.organization_id, &grant.prebuild_id).await {
-                            Ok(Some(prebuild)) => matches!(
-                                phase_of(&prebuild),
-                                PrebuildPhase::Completed | PrebuildPhase::Failed | PrebuildPhase::Cancelled | PrebuildPhase::Deleting
-                            ),
+                            Ok(Some(prebuild)) => phase_of(&prebuild).has_ended(),
                             _ => true,
                         };
                         if finished {

@@ -5,6 +5,7 @@
 
 use super::postgres_only::connect;
 use super::{phase_of, prebuild, warm_pool, DEFAULT, ORG, PROJECT_A, RUNNING, SMALL};
+use prebuildd::domain::Micros;
 use prebuildd::error::Error;
 use prebuildd::proto::gitpod::v1::PrebuildPhase;
 use prebuildd::store::postgres::{LeaseFence, PostgresStore, PostgresUrl};
@@ -78,7 +79,7 @@ async fn a_stale_leader_writes_nothing_and_the_new_leader_writes() {
     assert_fenced(old.update_warm_pool(ORG, &pool.id, Box::new(|_| Ok(Change::Changed))).await, "a warm pool update");
     assert_fenced(old.remove_warm_pool(&pool.id).await, "a warm pool removal");
     assert_fenced(old.insert_scheduled_prebuild(prebuild(DEFAULT), "2026-12-02").await, "a scheduled prebuild");
-    assert_fenced(old.prune_claims(i64::MAX).await, "pruning claims");
+    assert_fenced(old.prune_claims(Micros(i64::MAX)).await, "pruning claims");
     assert_fenced(old.insert_prebuild(prebuild(DEFAULT)).await, "an insert");
     assert!(old.get_prebuild(ORG, &p.id).await.unwrap().is_some());
     assert!(store.get_warm_pool(ORG, &pool.id).await.unwrap().is_some(), "the pool is still there");
@@ -96,7 +97,7 @@ async fn a_stale_leader_writes_nothing_and_the_new_leader_writes() {
     assert_eq!(again, Some(3));
     old_fence.hold(again);
     assert!(old.remove_warm_pool(&pool.id).await.unwrap());
-    assert_fenced(new.prune_claims(0).await, "the replaced leader");
+    assert_fenced(new.prune_claims(Micros(0)).await, "the replaced leader");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod fencing;
 mod postgres_only;
 mod sqlite_owned;
 
+use prebuildd::domain::Micros;
 use prebuildd::error::Error;
 use prebuildd::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;
 use prebuildd::proto::gitpod::v1::*;
@@ -421,7 +422,11 @@ async fn updates_rewrite_the_row_and_its_columns(t: TestStore) {
     assert_eq!(store.get_prebuild(ORG, &p.id).await.unwrap(), Some(updated.clone()));
     let completed = PrebuildFilter { phases: vec![COMPLETED], ..org_filter(ORG) };
     assert_eq!(all_prebuild_pages(store, &completed, 10).await.0, vec![p.id.clone()], "the phase column follows");
-    assert_eq!(prebuild_ids(&store.expired_prebuilds(1_000_000_001, 0, 10).await.unwrap()), vec![p.id.clone()], "finished_at too");
+    assert_eq!(
+        prebuild_ids(&store.expired_prebuilds(Micros(1_000_000_001), Micros(0), 10).await.unwrap()),
+        vec![p.id.clone()],
+        "finished_at too"
+    );
 
     // Unchanged writes nothing; an error aborts and leaves the row.
     let calls = Arc::new(AtomicUsize::new(0));
@@ -574,11 +579,11 @@ async fn remove_deletes_for_good(t: TestStore) {
 
     let pool = warm_pool(ORG, PROJECT_A, SMALL);
     store.insert_warm_pool(pool.clone()).await.unwrap();
-    store.record_claim(&pool.id, 100).await.unwrap();
+    store.record_claim(&pool.id, Micros(100)).await.unwrap();
     assert!(store.remove_warm_pool(&pool.id).await.unwrap());
     assert!(!store.remove_warm_pool(&pool.id).await.unwrap());
     assert_eq!(store.get_warm_pool(ORG, &pool.id).await.unwrap(), None);
-    assert_eq!(store.claims_since(&pool.id, 0).await.unwrap(), 0, "its claims go with it");
+    assert_eq!(store.claims_since(&pool.id, Micros(0)).await.unwrap(), 0, "its claims go with it");
     store.insert_warm_pool(warm_pool(ORG, PROJECT_A, SMALL)).await.expect("the pair is free again");
 }
 
@@ -701,7 +706,7 @@ async fn expired_prebuilds_by_phase_and_age(t: TestStore) {
         store.insert_prebuild(p.clone()).await.unwrap();
     }
     let expired = |completed_before: i64, failed_before: i64, limit: usize| async move {
-        prebuild_ids(&store.expired_prebuilds(completed_before, failed_before, limit).await.unwrap())
+        prebuild_ids(&store.expired_prebuilds(Micros(completed_before), Micros(failed_before), limit).await.unwrap())
     };
     assert_eq!(expired(10_000, 10_000, 10).await, vec![completed_old.id.clone(), failed_old.id.clone(), cancelled_old.id.clone()]);
     assert_eq!(expired(10_000, 10_000, 2).await, vec![completed_old.id.clone(), failed_old.id.clone()], "oldest first");
@@ -714,18 +719,18 @@ async fn claims_count_since_and_are_pruned(t: TestStore) {
     let store = t.store.as_ref();
     let (pool, other) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
     for at in [100, 200, 200, 300] {
-        store.record_claim(&pool, at).await.unwrap();
+        store.record_claim(&pool, Micros(at)).await.unwrap();
     }
-    store.record_claim(&other, 250).await.unwrap();
-    assert_eq!(store.claims_since(&pool, 0).await.unwrap(), 4);
-    assert_eq!(store.claims_since(&pool, 200).await.unwrap(), 3, "since is inclusive");
-    assert_eq!(store.claims_since(&pool, 301).await.unwrap(), 0);
-    assert_eq!(store.claims_since(&other, 0).await.unwrap(), 1);
-    store.prune_claims(200).await.unwrap();
-    assert_eq!(store.claims_since(&pool, 0).await.unwrap(), 3, "prune drops those strictly before");
-    store.prune_claims(1_000).await.unwrap();
-    assert_eq!(store.claims_since(&pool, 0).await.unwrap(), 0);
-    assert_eq!(store.claims_since(&other, 0).await.unwrap(), 0);
+    store.record_claim(&other, Micros(250)).await.unwrap();
+    assert_eq!(store.claims_since(&pool, Micros(0)).await.unwrap(), 4);
+    assert_eq!(store.claims_since(&pool, Micros(200)).await.unwrap(), 3, "since is inclusive");
+    assert_eq!(store.claims_since(&pool, Micros(301)).await.unwrap(), 0);
+    assert_eq!(store.claims_since(&other, Micros(0)).await.unwrap(), 1);
+    store.prune_claims(Micros(200)).await.unwrap();
+    assert_eq!(store.claims_since(&pool, Micros(0)).await.unwrap(), 3, "prune drops those strictly before");
+    store.prune_claims(Micros(1_000)).await.unwrap();
+    assert_eq!(store.claims_since(&pool, Micros(0)).await.unwrap(), 0);
+    assert_eq!(store.claims_since(&other, Micros(0)).await.unwrap(), 0);
 }
 
 async fn acknowledged_writes_are_visible_to_another_process_and_survive_reopening(t: TestStore) {

@@ -545,7 +545,7 @@ mod tests {
         let started = std::time::Instant::now();
         let state = loop {
             let state = runner.observe(&prebuild_id).await.unwrap();
-            if matches!(state, JobState::Completed { .. } | JobState::Failed { .. } | JobState::Stopped) {
+            if state.is_final() {
                 break state;
             }
             assert!(started.elapsed() < Duration::from_secs(60), "the job never ended: {state:?}");

@@ -29,6 +29,7 @@ pub use url::PostgresUrl;
 
 use super::columns::{prebuild_columns, PrebuildColumns};
 use super::{Change, Page, PageRequest, PrebuildFilter, PrebuildUpdate, Store, WarmPoolFilter, WarmPoolUpdate};
+use crate::domain::Micros;
 use crate::error::{Error, Result};
 use crate::proto::gitpod::v1::{Prebuild, WarmPool};
 use async_trait::async_trait;
@@ -48,9 +49,10 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// (the same as the SQLite store).
 const MAX_UPDATE_ATTEMPTS: usize = 5;
 
-/// The final phases (COMPLETED, FAILED, CANCELLED), written as literals so
-/// the queries match the partial indexes' predicates.
-const ACTIVE_PREBUILDS: &str = "SELECT body FROM prebuilds WHERE phase NOT IN (60, 70, 80) ORDER BY seq LIMIT $1";
+/// The final phases (COMPLETED, FAILED, CANCELLED, as
+/// `PrebuildPhase::FINAL` says), written as literals so the queries match the
+/// partial indexes' predicates (a test compares them).
+pub(super) const ACTIVE_PREBUILDS: &str = "SELECT body FROM prebuilds WHERE phase NOT IN (60, 70, 80) ORDER BY seq LIMIT $1";
 const NEWEST_COMPLETED: &str = "SELECT id FROM prebuilds WHERE organization_id = $1 AND project_id = $2 AND environment_class_id = $3 AND phase = 60 ORDER BY seq DESC LIMIT 1";
 const EXPIRED_PREBUILDS: &str = "SELECT body FROM prebuilds WHERE (phase = 60 AND finished_at < $1) OR (phase IN (70, 80) AND finished_at < $2) ORDER BY finished_at LIMIT $3";
 const INSERT_PREBUILD: &str = "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body, finished_at)
@@ -479,24 +481,28 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn expired_prebuilds(&self, completed_before: i64, failed_before: i64, limit: usize) -> Result<Vec<Prebuild>> {
+    async fn expired_prebuilds(&self, completed_before: Micros, failed_before: Micros, limit: usize) -> Result<Vec<Prebuild>> {
+        let (completed_before, failed_before) = (completed_before.as_i64(), failed_before.as_i64());
         bodies(&self.client().await?, EXPIRED_PREBUILDS, &[&completed_before, &failed_before, &(limit as i64)]).await
     }
 
-    async fn record_claim(&self, warm_pool_id: &str, claimed_at: i64) -> Result<()> {
+    async fn record_claim(&self, warm_pool_id: &str, claimed_at: Micros) -> Result<()> {
+        let claimed_at = claimed_at.as_i64();
         self.execute_write("INSERT INTO warm_pool_claims (warm_pool_id, claimed_at) VALUES ($1, $2)", &[&warm_pool_id, &claimed_at])
             .await??;
         Ok(())
     }
 
-    async fn claims_since(&self, warm_pool_id: &str, since: i64) -> Result<u32> {
+    async fn claims_since(&self, warm_pool_id: &str, since: Micros) -> Result<u32> {
+        let since = since.as_i64();
         let client = self.client().await?;
         let statement = client.prepare_cached("SELECT COUNT(*) FROM warm_pool_claims WHERE warm_pool_id = $1 AND claimed_at >= $2").await?;
         let count: i64 = client.query_one(&statement, &[&warm_pool_id, &since]).await?.try_get(0)?;
         Ok(count as u32)
     }
 
-    async fn prune_claims(&self, before: i64) -> Result<()> {
+    async fn prune_claims(&self, before: Micros) -> Result<()> {
+        let before = before.as_i64();
         self.execute_write("DELETE FROM warm_pool_claims WHERE claimed_at < $1", &[&before]).await??;
         Ok(())
     }

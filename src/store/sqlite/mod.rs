@@ -13,6 +13,7 @@ mod prebuild_cache;
 use self::prebuild_cache::PrebuildCache;
 use super::columns::prebuild_columns;
 use super::{Change, Page, PageRequest, PrebuildFilter, PrebuildUpdate, Store, WarmPoolFilter, WarmPoolUpdate};
+use crate::domain::Micros;
 use crate::error::{Error, Result};
 use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase, WarmPool};
 use async_trait::async_trait;
@@ -470,11 +471,10 @@ impl Store for SqliteStore {
 
     async fn active_prebuilds(&self, limit: usize) -> Result<Vec<Prebuild>> {
         self.read(move |conn| {
+            // The same predicate as the partial index `prebuilds_active`.
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT body FROM prebuilds WHERE phase NOT IN ({}, {}, {}) ORDER BY seq LIMIT ?1",
-                PrebuildPhase::Completed as i32,
-                PrebuildPhase::Failed as i32,
-                PrebuildPhase::Cancelled as i32
+                "SELECT body FROM prebuilds WHERE phase NOT IN ({}) ORDER BY seq LIMIT ?1",
+                PrebuildPhase::final_phases_sql()
             ))?;
             let rows = stmt.query_map([limit as i64], |row| row.get::<_, Vec<u8>>(0))?;
             rows.map(|body| decode_body(&body?)).collect()
@@ -591,7 +591,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn expired_prebuilds(&self, completed_before: i64, failed_before: i64, limit: usize) -> Result<Vec<Prebuild>> {
+    async fn expired_prebuilds(&self, completed_before: Micros, failed_before: Micros, limit: usize) -> Result<Vec<Prebuild>> {
+        let (completed_before, failed_before) = (completed_before.as_i64(), failed_before.as_i64());
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT body FROM prebuilds WHERE (phase = {completed} AND finished_at < ?1) OR (phase IN ({failed}, {cancelled}) AND finished_at < ?2)
@@ -606,7 +607,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_claim(&self, warm_pool_id: &str, claimed_at: i64) -> Result<()> {
+    async fn record_claim(&self, warm_pool_id: &str, claimed_at: Micros) -> Result<()> {
+        let claimed_at = claimed_at.as_i64();
         let warm_pool_id = warm_pool_id.to_string();
         self.write(move |conn| {
             conn.prepare_cached("INSERT INTO warm_pool_claims (warm_pool_id, claimed_at) VALUES (?1, ?2)")?
@@ -616,7 +618,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claims_since(&self, warm_pool_id: &str, since: i64) -> Result<u32> {
+    async fn claims_since(&self, warm_pool_id: &str, since: Micros) -> Result<u32> {
+        let since = since.as_i64();
         let warm_pool_id = warm_pool_id.to_string();
         let count: i64 = self
             .read(move |conn| {
@@ -628,7 +631,8 @@ impl Store for SqliteStore {
         Ok(count as u32)
     }
 
-    async fn prune_claims(&self, before: i64) -> Result<()> {
+    async fn prune_claims(&self, before: Micros) -> Result<()> {
+        let before = before.as_i64();
         self.write(move |conn| {
             conn.prepare_cached("DELETE FROM warm_pool_claims WHERE claimed_at < ?1")?.execute([before])?;
             Ok(())
