@@ -3,18 +3,17 @@
 //! token. Each takes arbitrary input and must never panic; errors are fine.
 
 use crate::tokens::TokenKey;
-use crate::transport::connect;
+use crate::transport::connect::fuzz;
+use crate::transport::methods;
 
 /// A Connect POST body for the `selector`-th method, as JSON or protobuf.
 pub fn connect_body(selector: u8, json: bool, body: &[u8]) {
-    let name = connect::METHOD_NAMES[selector as usize % connect::METHOD_NAMES.len()];
-    let _ = connect::decode_round_trip(name, json, body);
+    let _ = fuzz::decode_body(methods::nth(selector.into()).name, json, body);
 }
 
 /// A Connect GET query string for the `selector`-th method.
 pub fn connect_get_query(selector: u8, query: &str) {
-    let name = connect::METHOD_NAMES[selector as usize % connect::METHOD_NAMES.len()];
-    let _ = connect::decode_get_query(name, query);
+    let _ = fuzz::decode_get_query(methods::nth(selector.into()).name, query);
 }
 
 /// A pagination token from a client: never panics, and only a token this

@@ -176,7 +176,7 @@ pub async fn start_with_private_files(
     let tokens = token_key(&config, postgres.as_ref()).await?;
     let logs = Logs::new(&config.data_dir).map_err(|e| format!("cannot create the log dir in {}: {e}", config.data_dir.display()))?;
     let logs = match &postgres {
-        Some(store) => logs.shared_through(store.clone()),
+        Some(store) => logs.shared_through(Arc::new(logs::SharedLogs::new(store.clone()))),
         None => logs,
     };
     let changes = Arc::new(Notify::new());

@@ -4,6 +4,7 @@
 
 use super::{Format, Global};
 use prebuildd::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
+use prebuildd::proto::gitpod::v1::{GetPrebuildRequest, Prebuild};
 use prebuildd::proto::prebuildd::v1::warm_pool_instance_service_client::WarmPoolInstanceServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -138,4 +139,14 @@ where
         }
         token = next;
     }
+}
+
+/// GetPrebuild: the prebuild, or the server's error.
+pub async fn get(client: &mut Client, id: &str) -> Result<Prebuild> {
+    required(client.prebuilds.get_prebuild(GetPrebuildRequest { prebuild_id: id.into() }).await?.into_inner().prebuild)
+}
+
+/// A response without its resource is the server's fault, not the user's.
+pub fn required<T>(value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| Error::new("internal", "the server's response has no resource"))
 }

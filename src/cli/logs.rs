@@ -8,9 +8,8 @@
 //! has sent nothing for [`QUIET`] (what it had written so far), and the
 //! command exits.
 
-use super::client::{Client, Error, Result};
+use super::client::{get, Client, Error, Result};
 use super::output::prebuild_phase;
-use super::prebuilds::get;
 use prebuildd::proto::gitpod::v1::CreatePrebuildLogsTokenRequest;
 use std::io::Write;
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! Connect layer answers with (pbjson serde, Z-normalized timestamps), so
 //! `-o json` prints what a Connect client would receive, on one line.
 
+use super::Format;
 use prebuildd::proto::gitpod::v1::{Prebuild, PrebuildPhase, WarmPool, WarmPoolPhase};
 use prebuildd::proto::prebuildd::v1::WarmPoolInstance;
 use serde::Serialize;
@@ -116,6 +117,23 @@ fn age(created: Option<&pbjson_types::Timestamp>) -> String {
         s if s < 3600 => format!("{}m", s / 60),
         s if s < 86_400 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
+    }
+}
+
+/// One prebuild as a one-row table (with its failure or warning below), or its JSON.
+pub fn print_prebuild(format: Format, prebuild: &Prebuild) {
+    match format {
+        Format::Json => print_json(prebuild),
+        Format::Table => {
+            print_table(PREBUILD_HEADERS, &[prebuild_row(prebuild)]);
+            let status = prebuild.status.clone().unwrap_or_default();
+            if !status.failure_message.is_empty() {
+                line(&format!("failure: {}", status.failure_message));
+            }
+            if !status.warning_message.is_empty() {
+                line(&format!("warning: {}", status.warning_message));
+            }
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! `prebuildd prebuilds ...`: one subcommand per PrebuildService method
 //! (logs through the logs endpoint), each printing the resource it got.
 
-use super::client::{Client, Error, Result};
-use super::output::{self, prebuild_row, PREBUILD_HEADERS};
+use super::client::{get, required, Client, Result};
+use super::output::{self, prebuild_row, print_prebuild, PREBUILD_HEADERS};
 use super::Format;
 use clap::Subcommand;
 use prebuildd::proto::gitpod::v1::*;
@@ -71,7 +71,7 @@ pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
             if watch {
                 return super::watch::follow(&mut client, prebuild).await;
             }
-            print_one(client.format, &prebuild);
+            print_prebuild(client.format, &prebuild);
         }
         Command::List { project, phase } => {
             let filter = list_filter(project, phase);
@@ -91,12 +91,12 @@ pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
         }
         Command::Get { id } => {
             let prebuild = get(&mut client, &id).await?;
-            print_one(client.format, &prebuild);
+            print_prebuild(client.format, &prebuild);
         }
         Command::Cancel { id } => {
             let request = CancelPrebuildRequest { prebuild_id: id };
             let prebuild = required(client.prebuilds.cancel_prebuild(request).await?.into_inner().prebuild)?;
-            print_one(client.format, &prebuild);
+            print_prebuild(client.format, &prebuild);
         }
         Command::Delete { id } => {
             let response = client.prebuilds.delete_prebuild(DeletePrebuildRequest { prebuild_id: id.clone() }).await?.into_inner();
@@ -113,32 +113,6 @@ pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
 
 fn list_filter(project_ids: Vec<String>, phases: Vec<PrebuildPhase>) -> list_prebuilds_request::Filter {
     list_prebuilds_request::Filter { project_ids, phases: phases.into_iter().map(|p| p as i32).collect(), ..Default::default() }
-}
-
-pub async fn get(client: &mut Client, id: &str) -> Result<Prebuild> {
-    required(client.prebuilds.get_prebuild(GetPrebuildRequest { prebuild_id: id.into() }).await?.into_inner().prebuild)
-}
-
-/// A response without its resource is the server's fault, not the user's.
-pub fn required<T>(value: Option<T>) -> Result<T> {
-    value.ok_or_else(|| Error::new("internal", "the server's response has no resource"))
-}
-
-/// One prebuild as a one-row table (with its failure or warning below), or its JSON.
-pub fn print_one(format: Format, prebuild: &Prebuild) {
-    match format {
-        Format::Json => output::print_json(prebuild),
-        Format::Table => {
-            output::print_table(PREBUILD_HEADERS, &[prebuild_row(prebuild)]);
-            let status = prebuild.status.clone().unwrap_or_default();
-            if !status.failure_message.is_empty() {
-                output::line(&format!("failure: {}", status.failure_message));
-            }
-            if !status.warning_message.is_empty() {
-                output::line(&format!("warning: {}", status.warning_message));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

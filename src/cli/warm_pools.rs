@@ -1,9 +1,8 @@
 //! `prebuildd warm-pools ...`: the warm pool methods of PrebuildService,
 //! and `claim`, prebuildd's own WarmPoolInstanceService/ClaimInstance.
 
-use super::client::{Client, Result};
+use super::client::{required, Client, Result};
 use super::output::{self, instance_row, warm_pool_row, INSTANCE_HEADERS, WARM_POOL_HEADERS};
-use super::prebuilds::required;
 use super::Format;
 use clap::Subcommand;
 use prebuildd::proto::gitpod::v1::*;

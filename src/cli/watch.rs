@@ -4,9 +4,8 @@
 //! logs stay readable. Progress goes to stderr: stdout has only the final
 //! prebuild, so `-o json --watch | jq` works.
 
-use super::client::{Client, Result};
-use super::output::{prebuild_phase, prebuild_phase_name};
-use super::prebuilds::{get, print_one};
+use super::client::{get, Client, Result};
+use super::output::{prebuild_phase, prebuild_phase_name, print_prebuild};
 use indicatif::{ProgressBar, ProgressStyle};
 use prebuildd::proto::gitpod::v1::{Prebuild, PrebuildPhase};
 use std::io::IsTerminal;
@@ -67,7 +66,7 @@ pub async fn follow(client: &mut Client, mut prebuild: Prebuild) -> Result<ExitC
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }
-    print_one(client.format, &prebuild);
+    print_prebuild(client.format, &prebuild);
     let phase = prebuild_phase(&prebuild);
     if phase == PrebuildPhase::Completed {
         return Ok(ExitCode::SUCCESS);

@@ -328,9 +328,9 @@ impl Reconciler {
                     if !written.await? {
                         return Ok(());
                     }
-                    self.logs.sink(&prebuild.id).line(&format!("prebuild {} starting in environment {environment_id}", prebuild.id));
+                    self.logs.sink(&prebuild.id).line(&format!("prebuild {} starting in environment {environment_id}", prebuild.id)).await;
                 } else {
-                    self.logs.sink(&prebuild.id).line("the runner lost this prebuild (a restart?); starting it again");
+                    self.logs.sink(&prebuild.id).line("the runner lost this prebuild (a restart?); starting it again").await;
                 }
                 runner
                     .start(PrebuildJob {
@@ -353,7 +353,7 @@ impl Reconciler {
                     runner.remove(&prebuild.id).await?;
                 }
                 if let prebuild::Finish::Failed(message) = &finish {
-                    self.logs.sink(&prebuild.id).line(&format!("failed: {message}"));
+                    self.logs.sink(&prebuild.id).line(&format!("failed: {message}")).await;
                 }
                 self.finish(&prebuild, finish).await
             }

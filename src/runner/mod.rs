@@ -21,7 +21,9 @@ mod workspace;
 
 use crate::error::Result;
 use async_trait::async_trait;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+pub use crate::logs::LogSink;
 
 /// What a runner needs to run one prebuild.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,37 +138,6 @@ pub trait Runner: Send + Sync + 'static {
     async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>>;
     /// Removes all of a pool's instances. Returns true once none is left.
     async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool>;
-}
-
-/// A prebuild's log: an append-only file under the data dir, written by the
-/// runner (and its child processes) and read by the log endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogSink {
-    path: PathBuf,
-}
-
-impl LogSink {
-    pub fn new(path: PathBuf) -> Self {
-        LogSink { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends one line (a trailing newline is added).
-    pub fn line(&self, text: &str) {
-        use std::io::Write;
-        let result = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).and_then(|mut file| writeln!(file, "{text}"));
-        if let Err(error) = result {
-            tracing::warn!(path = %self.path.display(), %error, "cannot write a prebuild log line");
-        }
-    }
-
-    /// Opens the log for appending, for a child process's stdout/stderr.
-    pub fn open_append(&self) -> std::io::Result<std::fs::File> {
-        std::fs::OpenOptions::new().create(true).append(true).open(&self.path)
-    }
 }
 
 /// The server's own files on this host, which what runners run must never

@@ -117,10 +117,11 @@ impl SimulatedRunner {
         }
     }
 
-    /// Writes the log lines of every phase the job passed since the last
-    /// ones written, so the log reads like a real runner's even when the
-    /// reconciler looks only now and then.
-    fn log_transition(job: &mut Job, state: &JobState) {
+    /// The log lines of every phase the job passed since the last ones
+    /// written, so the log reads like a real runner's even when the
+    /// reconciler looks only now and then. The caller writes them once it
+    /// has let go of the runner's lock.
+    fn log_transition(job: &mut Job, state: &JobState) -> Vec<String> {
         let rank = |s: &JobState| match s {
             JobState::Starting => 0,
             JobState::Running => 1,
@@ -131,9 +132,10 @@ impl SimulatedRunner {
         let from = job.logged.as_ref().map_or(0, |logged| rank(logged) + 1);
         let to = rank(state);
         if job.logged.is_some() && from > to {
-            return;
+            return Vec::new();
         }
         let failed_early = matches!(state, JobState::Failed { .. } | JobState::Stopped);
+        let mut lines = Vec::new();
         for step in from..=to {
             let line = match step {
                 0 => format!("[simulated] creating environment {}", job.job.environment_id),
@@ -149,9 +151,10 @@ impl SimulatedRunner {
                     _ => "[simulated] stopped".to_string(),
                 },
             };
-            job.job.log.line(&line);
+            lines.push(line);
         }
         job.logged = Some(state.clone());
+        lines
     }
 }
 
@@ -170,36 +173,57 @@ impl Runner for SimulatedRunner {
     }
 
     async fn observe(&self, prebuild_id: &str) -> Option<JobState> {
-        let mut state = self.lock();
-        let job = state.jobs.get_mut(prebuild_id)?;
-        if let Some(finished) = &job.finished {
-            return Some(finished.clone());
-        }
-        let current = self.state_at(job.ending, job.started.elapsed());
-        Self::log_transition(job, &current);
-        if matches!(current, JobState::Completed { .. }) {
-            // The snapshot: a small real file.
-            let path = self.snapshot_path(prebuild_id);
-            let written = std::fs::create_dir_all(&self.snapshot_dir).and_then(|_| std::fs::write(&path, vec![0u8; SNAPSHOT_BYTES]));
-            if let Err(error) = written {
-                let failed = JobState::Failed { message: format!("cannot write the snapshot: {error}") };
-                job.finished = Some(failed.clone());
-                return Some(failed);
+        let (current, log, lines) = {
+            let mut state = self.lock();
+            let job = state.jobs.get_mut(prebuild_id)?;
+            if let Some(finished) = &job.finished {
+                return Some(finished.clone());
             }
+            let current = self.state_at(job.ending, job.started.elapsed());
+            let lines = Self::log_transition(job, &current);
+            if matches!(current, JobState::Failed { .. }) {
+                job.finished = Some(current.clone());
+            }
+            (current, job.job.log.clone(), lines)
+        };
+        let mut current = current;
+        if matches!(current, JobState::Completed { .. }) {
+            // The snapshot: a small real file, written on a blocking thread.
+            let (dir, path) = (self.snapshot_dir.clone(), self.snapshot_path(prebuild_id));
+            let written = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, [0u8; SNAPSHOT_BYTES]))
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(error) = written {
+                current = JobState::Failed { message: format!("cannot write the snapshot: {error}") };
+            }
+            // Two observers may both get here; the first result stays.
+            let mut state = self.lock();
+            let job = state.jobs.get_mut(prebuild_id)?;
+            current = job.finished.get_or_insert(current).clone();
         }
-        if matches!(current, JobState::Completed { .. } | JobState::Failed { .. }) {
-            job.finished = Some(current.clone());
+        for line in lines {
+            log.line(&line).await;
         }
         Some(current)
     }
 
     async fn stop(&self, prebuild_id: &str) -> Result<()> {
-        let mut state = self.lock();
-        if let Some(job) = state.jobs.get_mut(prebuild_id) {
-            if job.finished.is_none() && !job.stopped {
-                job.stopped = true;
-                job.finished = Some(JobState::Stopped);
-                Self::log_transition(job, &JobState::Stopped);
+        let written = {
+            let mut state = self.lock();
+            match state.jobs.get_mut(prebuild_id) {
+                Some(job) if job.finished.is_none() && !job.stopped => {
+                    job.stopped = true;
+                    job.finished = Some(JobState::Stopped);
+                    Some((job.job.log.clone(), Self::log_transition(job, &JobState::Stopped)))
+                }
+                _ => None,
+            }
+        };
+        if let Some((log, lines)) = written {
+            for line in lines {
+                log.line(&line).await;
             }
         }
         Ok(())
@@ -208,7 +232,7 @@ impl Runner for SimulatedRunner {
     async fn remove(&self, prebuild_id: &str) -> Result<()> {
         self.stop(prebuild_id).await?;
         self.lock().jobs.remove(prebuild_id);
-        match std::fs::remove_file(self.snapshot_path(prebuild_id)) {
+        match tokio::fs::remove_file(self.snapshot_path(prebuild_id)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::Internal(format!("cannot remove the snapshot of {prebuild_id}: {e}"))),

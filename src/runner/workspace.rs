@@ -43,13 +43,13 @@ async fn copy_repository(
     workspace: &Path,
     root: &Path,
 ) -> std::result::Result<(), String> {
-    log.line(&format!("{} is a directory, not a git repository: copying it into the workspace", source.display()));
+    log.line(&format!("{} is a directory, not a git repository: copying it into the workspace", source.display())).await;
     let (from, to, skip, task_shared) = (source.to_path_buf(), workspace.to_path_buf(), root.to_path_buf(), processes.clone());
     blocking(move || copy_tree(&from, &to, &skip, &task_shared))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot copy {} into the workspace: {e}", source.display()))?;
-    log.line("copied");
+    log.line("copied").await;
     Ok(())
 }
 
@@ -90,7 +90,7 @@ async fn clone_repository(
     shallow: bool,
     workspace: &Path,
 ) -> std::result::Result<(), String> {
-    log.line(&format!("cloning {source}"));
+    log.line(&format!("cloning {source}")).await;
     let stdout = log.open_append().map_err(|e| format!("cannot open the log: {e}"))?;
     let mut command = tokio::process::Command::new("git");
     command.arg("clone").arg("--quiet");
@@ -117,10 +117,10 @@ async fn clone_repository(
     let status = wait_in_group(processes, &mut child).await.map_err(|e| format!("waiting for git: {e}"))?;
     let errors = String::from_utf8_lossy(&errors);
     for line in errors.lines() {
-        log.line(line);
+        log.line(line).await;
     }
     if status.success() {
-        log.line("cloned");
+        log.line("cloned").await;
         return Ok(());
     }
     let lines: Vec<&str> = errors.lines().filter(|l| !l.trim().is_empty()).collect();

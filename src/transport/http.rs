@@ -15,7 +15,7 @@ pub fn router(service: Arc<Service>, auth: Arc<Authenticator>, logs: Logs, metri
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(move || std::future::ready(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], scraped.render()))))
-        .merge(super::logs::router(service.clone(), logs))
+        .merge(super::logs::router(service.clone(), logs.reader()))
         .merge(super::ui::router())
         .merge(super::connect::router(service, auth, metrics))
 }

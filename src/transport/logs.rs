@@ -1,35 +1,37 @@
 //! `GET /logs/prebuilds/<id>`: a prebuild's log, for the holder of a token
 //! from CreatePrebuildLogsToken (`Authorization: Bearer <token>` or
 //! `?access_token=`). Streams live while the prebuild runs (chunked,
-//! following the file until the prebuild ends), the archived log afterwards.
+//! following the log until the prebuild ends), the archived log afterwards.
+//!
+//! The log is read through a [`LogStore`], whichever backend holds it. A
+//! failure of the store or of the log store while streaming ends the
+//! response with an error (the client sees a broken body, not the end of a
+//! log that was cut short).
 
 use crate::domain::phase_of;
 use crate::error::{Error, Result};
-use crate::logs::Logs;
+use crate::logs::LogStore;
 use crate::service::Service;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use std::time::{Duration, Instant};
 
 /// How often a live log is checked for new lines.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
-const CHUNK: usize = 64 * 1024;
 
 #[derive(Clone)]
 struct LogState {
     service: Arc<Service>,
-    logs: Logs,
+    logs: Arc<dyn LogStore>,
 }
 
-pub fn router(service: Arc<Service>, logs: Logs) -> Router {
+pub fn router(service: Arc<Service>, logs: Arc<dyn LogStore>) -> Router {
     Router::new().route("/logs/prebuilds/{prebuild_id}", get(stream_log)).with_state(LogState { service, logs })
 }
 
@@ -72,78 +74,11 @@ async fn open(state: &LogState, prebuild_id: &str, query: &HashMap<String, Strin
     if !grant.prebuild_id.eq_ignore_ascii_case(prebuild_id) {
         return Err(Error::Unauthenticated("this logs token is for another prebuild".into()));
     }
-    let prebuild_id = grant.prebuild_id.clone();
     let store = state.service.store().clone();
-    if store.get_prebuild(&grant.organization_id, &prebuild_id).await?.is_none() {
-        return Err(Error::NotFound(format!("prebuild {prebuild_id} not found")));
+    if store.get_prebuild(&grant.organization_id, &grant.prebuild_id).await?.is_none() {
+        return Err(Error::NotFound(format!("prebuild {} not found", grant.prebuild_id)));
     }
-    if let Some(shared) = state.logs.shared() {
-        return Ok(text_response(Body::from_stream(follow_shared(shared.clone(), store, grant))));
-    }
-    let path = state.logs.path(&prebuild_id);
-
-    // Follow the file: send what is new; when at the end, stop if the
-    // prebuild has finished (or is gone), else wait and look again.
-    struct Follow {
-        file: Option<tokio::fs::File>,
-        offset: u64,
-        done: bool,
-    }
-    let follow = Follow { file: None, offset: 0, done: false };
-    let stream = futures::stream::unfold(follow, move |mut follow| {
-        let path = path.clone();
-        let store = store.clone();
-        let grant = grant.clone();
-        async move {
-            loop {
-                if follow.done {
-                    return None;
-                }
-                if follow.file.is_none() {
-                    follow.file = tokio::fs::File::open(&path).await.ok();
-                    if let Some(file) = follow.file.as_mut() {
-                        if file.seek(std::io::SeekFrom::Start(follow.offset)).await.is_err() {
-                            follow.file = None;
-                        }
-                    }
-                }
-                if let Some(file) = follow.file.as_mut() {
-                    let mut buffer = vec![0u8; CHUNK];
-                    match file.read(&mut buffer).await {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            buffer.truncate(n);
-                            follow.offset += n as u64;
-                            return Some((Ok::<Bytes, std::io::Error>(Bytes::from(buffer)), follow));
-                        }
-                        Err(error) => return Some((Err(error), Follow { done: true, ..follow })),
-                    }
-                }
-                // At the end of what is written: is more coming?
-                let finished = match store.get_prebuild(&grant.organization_id, &grant.prebuild_id).await {
-                    Ok(Some(prebuild)) => phase_of(&prebuild).has_ended(),
-                    _ => true,
-                };
-                if finished {
-                    // One last read: lines written just before the end.
-                    follow.done = true;
-                    if let Some(file) = follow.file.as_mut() {
-                        let mut rest = Vec::new();
-                        if file.read_to_end(&mut rest).await.is_ok() && !rest.is_empty() {
-                            return Some((Ok(Bytes::from(rest)), follow));
-                        }
-                    }
-                    return None;
-                }
-                tokio::time::sleep(FOLLOW_INTERVAL).await;
-                // Reopen if the file did not exist yet.
-                if follow.file.is_none() {
-                    continue;
-                }
-            }
-        }
-    });
-    Ok(text_response(Body::from_stream(stream)))
+    Ok(text_response(Body::from_stream(follow(state.logs.clone(), store, grant))))
 }
 
 fn text_response(body: Body) -> Response {
@@ -156,58 +91,57 @@ fn text_response(body: Body) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Chunks read from the database at once.
-const SHARED_CHUNKS: i64 = 64;
+/// Where a follower is.
+struct Follow {
+    cursor: u64,
+    /// When the prebuild was first seen ended (final, deleting or gone).
+    ended_at: Option<Instant>,
+    /// Set after an error has been sent: the stream ends.
+    failed: bool,
+}
 
-/// Follows a log shared through PostgreSQL (whichever replica runs the
-/// prebuild copies it there every [`crate::logs::COPY_INTERVAL`]): sends
-/// what is there, then looks again every [`FOLLOW_INTERVAL`] until the
-/// prebuild has finished and a few copy intervals have brought nothing more
-/// (the lines its runner wrote last are copied after it finished).
-fn follow_shared(
-    shared: crate::store::postgres::PostgresStore,
+/// Follows a prebuild's log: sends what is there, then looks again every
+/// [`FOLLOW_INTERVAL`] while the prebuild runs. Once it has ended, reading
+/// goes on until a read finds nothing new at least the log store's
+/// settling time after the end (the lines its runner wrote last may reach
+/// the store later). An error of either store ends the body with that
+/// error.
+fn follow(
+    logs: Arc<dyn LogStore>,
     store: Arc<dyn crate::store::Store>,
     grant: crate::tokens::LogsGrant,
-) -> impl futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> {
-    struct Follow {
-        after_seq: i64,
-        /// Empty looks since the prebuild was seen finished.
-        quiet_since_finished: Option<u32>,
-    }
-    const QUIET_LOOKS: u32 = 4;
-    futures::stream::unfold(Follow { after_seq: 0, quiet_since_finished: None }, move |mut follow| {
-        let (shared, store, grant) = (shared.clone(), store.clone(), grant.clone());
+) -> impl futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> {
+    let failure = |error: Error| {
+        tracing::warn!(%error, "a prebuild log stream failed");
+        std::io::Error::other(error.to_string())
+    };
+    futures::stream::unfold(Follow { cursor: 0, ended_at: None, failed: false }, move |mut follow| {
+        let (logs, store, grant) = (logs.clone(), store.clone(), grant.clone());
         async move {
+            if follow.failed {
+                return None;
+            }
             loop {
-                let chunks = match shared.log_chunks_after(&grant.prebuild_id, follow.after_seq, SHARED_CHUNKS).await {
-                    Ok(chunks) => chunks,
-                    Err(error) => {
-                        return Some((
-                            Err(std::io::Error::other(error.to_string())),
-                            Follow { quiet_since_finished: Some(QUIET_LOOKS), ..follow },
-                        ))
-                    }
+                let read = match logs.read(&grant.prebuild_id, follow.cursor).await {
+                    Ok(read) => read,
+                    Err(error) => return Some((Err(failure(error)), Follow { failed: true, ..follow })),
                 };
-                if let Some((last, _)) = chunks.last() {
-                    follow.after_seq = *last;
-                    let mut bytes = Vec::new();
-                    for (_, chunk) in chunks {
-                        bytes.extend_from_slice(&chunk);
-                    }
-                    return Some((Ok(Bytes::from(bytes)), follow));
+                if !read.bytes.is_empty() {
+                    follow.cursor = read.cursor;
+                    return Some((Ok(read.bytes), follow));
                 }
-                match follow.quiet_since_finished {
-                    Some(looks) if looks >= QUIET_LOOKS => return None,
-                    Some(looks) => follow.quiet_since_finished = Some(looks + 1),
-                    None => {
-                        let finished = match store.get_prebuild(&grant.organization_id, &grant.prebuild_id).await {
-                            Ok(Some(prebuild)) => phase_of(&prebuild).has_ended(),
-                            _ => true,
-                        };
-                        if finished {
-                            follow.quiet_since_finished = Some(0);
+                match follow.ended_at {
+                    Some(at) if at.elapsed() >= logs.settling_time() => return None,
+                    Some(_) => {}
+                    None => match store.get_prebuild(&grant.organization_id, &grant.prebuild_id).await {
+                        Ok(prebuild) if prebuild.as_ref().is_none_or(|p| phase_of(p).has_ended()) => {
+                            // Read once more at once: lines written just before the end.
+                            follow.ended_at = Some(Instant::now());
+                            continue;
                         }
-                    }
+                        Ok(_) => {}
+                        Err(error) => return Some((Err(failure(error)), Follow { failed: true, ..follow })),
+                    },
                 }
                 tokio::time::sleep(FOLLOW_INTERVAL).await;
             }

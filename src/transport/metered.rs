@@ -31,8 +31,8 @@ pub fn method_of(path: &str) -> Option<(RpcMethod, bool)> {
         Some(rest) => (rest, true),
         None => (path.strip_prefix('/')?, false),
     };
-    let index = super::connect::METHOD_NAMES.iter().position(|known| *known == name)?;
-    Some((RpcMethod { index, name: super::connect::METHOD_NAMES[index] }, under_api))
+    let (index, method) = super::methods::find(name)?;
+    Some((RpcMethod { index, name: method.name }, under_api))
 }
 
 /// The protocol the dispatcher marked a request with before it reached the
@@ -141,6 +141,7 @@ pub fn record_connect(metrics: &Metrics, path: &str, started: Instant, response:
 
 #[cfg(test)]
 mod tests {
+    use super::super::methods::METHODS;
     use super::*;
 
     #[test]
@@ -152,8 +153,8 @@ mod tests {
             Some(("prebuildd.v1.WarmPoolInstanceService/ClaimInstance", true))
         );
         let indexes: std::collections::HashSet<usize> =
-            super::super::connect::METHOD_NAMES.iter().filter_map(|name| method_of(&format!("/{name}"))).map(|(m, _)| m.index).collect();
-        assert_eq!(indexes.len(), super::super::connect::METHOD_NAMES.len(), "one index per method");
+            METHODS.iter().filter_map(|method| method_of(&format!("/{}", method.name))).map(|(m, _)| m.index).collect();
+        assert_eq!(indexes.len(), METHODS.len(), "one index per method");
         for other in
             ["/grpc.health.v1.Health/Check", "/gitpod.v1.PrebuildService/Nope", "/healthz", "", "gitpod.v1.PrebuildService/GetPrebuild"]
         {

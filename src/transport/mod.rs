@@ -16,6 +16,7 @@ pub mod http;
 pub mod json;
 pub mod logs;
 pub mod metered;
+pub mod methods;
 pub mod request_body;
 pub mod runner_service;
 pub mod ui;

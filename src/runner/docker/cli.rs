@@ -128,7 +128,7 @@ impl Cli {
                 while let Ok(Some(record)) = lines.next_line().await {
                     for line in log_lines(&record) {
                         exit_code = exit_code.or_else(|| exit_code_in(&line));
-                        log.line(&line);
+                        log.line(&line).await;
                     }
                 }
             }

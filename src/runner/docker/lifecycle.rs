@@ -101,7 +101,7 @@ pub(super) async fn run_job(runner: Arc<Core>, shared: Arc<JobShared>, job: Preb
         Ok((size, warning)) => JobState::Completed { snapshot_size_bytes: size, warning },
         Err(message) => {
             if !shared.is_stopped() {
-                job.log.line(&format!("failed: {message}"));
+                job.log.line(&format!("failed: {message}")).await;
             }
             JobState::Failed { message }
         }
@@ -145,7 +145,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     let prepared =
         blocking(move || config::prepare(&workspace, &repository, default_image.as_deref())).await.map_err(|e| e.to_string())??;
     for note in &prepared.notes {
-        log.line(note);
+        log.line(note).await;
     }
     let config_file = paths.config_dir.join("devcontainer.json");
     write_json(&config_file, &Value::Object(prepared.config.clone())).await?;
@@ -153,7 +153,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     let config_arg = config_file.display().to_string();
     let build_image = labels::build_image(&runner.runner_id, &job.prebuild_id);
 
-    log.line("building the dev container image");
+    log.line("building the dev container image").await;
     let args = strings(&["build", "--workspace-folder", &workspace_arg, "--config", &config_arg, "--image-name", &build_image]);
     let built = runner
         .cli
@@ -168,7 +168,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     let container_labels = runner.prebuild_labels(&job.prebuild_id);
     let settings = ContainerSettings { labels: &container_labels, resources: job.resources };
     write_json(&config_file, &config::up_config(&prepared, &build_image, &settings)).await?;
-    log.line("creating the dev container");
+    log.line("creating the dev container").await;
     let mut args = strings(&["up", "--skip-post-create", "--workspace-folder", &workspace_arg, "--config", &config_arg]);
     args.push("--mount-workspace-git-root=false".into());
     for (key, value) in &container_labels[..2] {
@@ -213,14 +213,14 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     }
 
     shared.advance(JobState::Stopping);
-    log.line("stopping the dev container");
+    log.line("stopping the dev container").await;
     engine.stop(&container_id, STOP_SECONDS).await?;
     if shared.is_stopped() {
         return Err(stopped());
     }
 
     shared.advance(JobState::Snapshotting { percent: 0 });
-    log.line("committing the snapshot");
+    log.line("committing the snapshot").await;
     let snapshot_labels = HashMap::from([
         (labels::RUNNER_ID.to_string(), runner.runner_id.clone()),
         (labels::PREBUILD_ID.to_string(), job.prebuild_id.clone()),
@@ -229,7 +229,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         (labels::WORKSPACE_FOLDER.to_string(), folder),
     ]);
     let size = engine.commit(&container_id, labels::SNAPSHOT_REPOSITORY, &job.prebuild_id, snapshot_labels).await?;
-    log.line(&format!("snapshot {} committed: {size} bytes", labels::snapshot_image(&job.prebuild_id)));
+    log.line(&format!("snapshot {} committed: {size} bytes", labels::snapshot_image(&job.prebuild_id))).await;
     Ok((size, prepared.warning))
 }
 

@@ -52,7 +52,8 @@ pub(super) async fn copy_workspace_in(
     log.line(&format!(
         "copying the workspace into the container at {folder} (owned by {}, uid {uid})",
         if user.is_empty() { "root" } else { user }
-    ));
+    ))
+    .await;
     // The archive is written on a blocking thread straight into the
     // request body: no temporary file, and the upload starts at once.
     let (sender, receiver) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);

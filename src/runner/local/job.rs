@@ -29,22 +29,23 @@ struct Launch<'a> {
 async fn run_lifecycle(shared: &JobShared, log: &LogSink, launch: &Launch<'_>) -> std::result::Result<Option<String>, String> {
     let workspace = launch.workspace;
     let Some(path) = devcontainer::locate(workspace) else {
-        log.line(&format!("warning: {NO_DEVCONTAINER}"));
+        log.line(&format!("warning: {NO_DEVCONTAINER}")).await;
         return Ok(Some(NO_DEVCONTAINER.to_string()));
     };
     let name = path.strip_prefix(workspace).unwrap_or(&path).display().to_string();
     let text = tokio::fs::read_to_string(&path).await.map_err(|e| format!("cannot read {name}: {e}"))?;
     let lifecycle = devcontainer::parse(&text).map_err(|e| format!("{name}: {e}"))?;
-    log.line(&format!("read {name}"));
+    log.line(&format!("read {name}")).await;
     if !lifecycle.container_keys.is_empty() {
         let verb = if lifecycle.container_keys.len() == 1 { "is" } else { "are" };
-        log.line(&format!("note: this runner runs the commands on its host; {} {verb} not used", lifecycle.container_keys.join(", ")));
+        log.line(&format!("note: this runner runs the commands on its host; {} {verb} not used", lifecycle.container_keys.join(", ")))
+            .await;
     }
     if lifecycle.commands.is_empty() {
-        log.line("no onCreateCommand or updateContentCommand; nothing to run");
+        log.line("no onCreateCommand or updateContentCommand; nothing to run").await;
     }
     for (key, command) in &lifecycle.commands {
-        log.line(&format!("running {key}"));
+        log.line(&format!("running {key}")).await;
         if let Err(failure) = run_command(shared, log, launch, key, command).await {
             return Err(format!("{failure}; last log lines:\n{}", log_tail(log).await));
         }
@@ -88,7 +89,7 @@ async fn run_single(
         },
         LifecycleCommand::Parallel(_) => return Err(format!("{label}: parallel commands do not nest")),
     };
-    log.line(&format!("[{label}] $ {written}"));
+    log.line(&format!("[{label}] $ {written}")).await;
     let command = launch.confinement.command(launch.workspace, launch.home, &program, &args).await;
     let status = run_logged(&shared.processes, log, command).await.map_err(|e| format!("{label} `{written}` could not start: {e}"))?;
     if status.success() {
@@ -112,7 +113,7 @@ async fn prebuild(
     // Without a working sandbox nothing of the repository runs (or is even
     // fetched): the check's message says what the host lacks.
     let confinement = sandbox.check().await?;
-    log.line(&confinement.describe());
+    log.line(&confinement.describe()).await;
     // A job started again after a restart begins from a clean environment.
     let home = home_of(workspace);
     let (stale, stale_home) = (workspace.to_path_buf(), home.clone());
@@ -130,17 +131,17 @@ async fn prebuild(
     let warning = run_lifecycle(shared, log, &launch).await?;
 
     shared.advance(JobState::Stopping);
-    log.line("stopping the environment");
+    log.line("stopping the environment").await;
     shared.processes.kill_all();
 
     shared.advance(JobState::Snapshotting { percent: 0 });
-    log.line("writing the snapshot");
+    log.line("writing the snapshot").await;
     let (task_shared, from, to) = (shared.clone(), workspace.to_path_buf(), snapshot.to_path_buf());
     let size = blocking(move || write_snapshot(&from, &to, &task_shared))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot write the snapshot: {e}"))?;
-    log.line(&format!("snapshot written: {size} bytes"));
+    log.line(&format!("snapshot written: {size} bytes")).await;
     Ok((size, warning))
 }
 
@@ -158,7 +159,7 @@ pub(super) async fn run_job(
         Ok((size, warning)) => JobState::Completed { snapshot_size_bytes: i64::try_from(size).unwrap_or(i64::MAX), warning },
         Err(message) => {
             if !shared.is_stopped() {
-                job.log.line(&format!("failed: {message}"));
+                job.log.line(&format!("failed: {message}")).await;
             }
             JobState::Failed { message }
         }

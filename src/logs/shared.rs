@@ -1,84 +1,68 @@
-//! Where prebuild logs live: one append-only file per prebuild under
-//! `<data_dir>/logs/`, written by runners, streamed by the log endpoint,
-//! and removed with the prebuild.
-//!
-//! On PostgreSQL the files are also copied, as they grow, into the database
-//! ([`copy_to_database`]), and the log endpoint reads from there, so every
-//! replica serves the log of a prebuild that another one runs.
+//! Logs shared through PostgreSQL: every replica copies what is new in its
+//! log files into the database ([`copy_to_database`]), and any replica
+//! reads a log from there ([`SharedLogs`]).
 
-use crate::runner::LogSink;
+use super::{FileLogs, LogRead, LogStore, Logs};
+use crate::error::{Error, Result};
 use crate::store::postgres::PostgresStore;
+use async_trait::async_trait;
+use bytes::Bytes;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How often new log lines are copied into the database.
 pub const COPY_INTERVAL: Duration = Duration::from_millis(200);
 /// The largest chunk copied at once.
 const COPY_CHUNK: usize = 64 * 1024;
+/// Chunks read from the database at once.
+const READ_CHUNKS: i64 = 64;
 
+/// Logs read from the database (`prebuild_log_chunks`).
 #[derive(Debug, Clone)]
-pub struct Logs {
-    dir: PathBuf,
-    /// Where logs are shared with other replicas, on PostgreSQL.
-    shared: Option<PostgresStore>,
+pub struct SharedLogs {
+    store: PostgresStore,
 }
 
-impl Logs {
-    pub fn new(data_dir: &Path) -> std::io::Result<Self> {
-        let dir = data_dir.join("logs");
-        std::fs::create_dir_all(&dir)?;
-        Ok(Logs { dir, shared: None })
+impl SharedLogs {
+    pub fn new(store: PostgresStore) -> Self {
+        SharedLogs { store }
+    }
+}
+
+#[async_trait]
+impl LogStore for SharedLogs {
+    /// The cursor is the sequence number of the last chunk read.
+    async fn read(&self, prebuild_id: &str, cursor: u64) -> Result<LogRead> {
+        let after = i64::try_from(cursor).unwrap_or(i64::MAX);
+        let chunks = self.store.log_chunks_after(prebuild_id, after, READ_CHUNKS).await?;
+        let Some((last, _)) = chunks.last() else { return Ok(LogRead { bytes: Bytes::new(), cursor }) };
+        let cursor = u64::try_from(*last).unwrap_or(cursor);
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, chunk)| chunk).collect();
+        Ok(LogRead { bytes: Bytes::from(bytes), cursor })
     }
 
-    /// Logs shared through `store`'s database: read from there, and copied
-    /// there by [`copy_to_database`].
-    pub fn shared_through(mut self, store: PostgresStore) -> Self {
-        self.shared = Some(store);
-        self
+    /// The lines a runner wrote last are copied up to [`COPY_INTERVAL`]
+    /// after it wrote them, so a reader waits a few intervals more.
+    fn settling_time(&self) -> Duration {
+        COPY_INTERVAL * 5
     }
 
-    /// The database logs are read from, when they are shared.
-    pub fn shared(&self) -> Option<&PostgresStore> {
-        self.shared.as_ref()
-    }
-
-    /// The log file of a prebuild. IDs are validated UUIDs before they get
-    /// here, so they are safe as file names.
-    pub fn path(&self, prebuild_id: &str) -> PathBuf {
-        self.dir.join(format!("{prebuild_id}.log"))
-    }
-
-    pub fn sink(&self, prebuild_id: &str) -> LogSink {
-        LogSink::new(self.path(prebuild_id))
-    }
-
-    /// Removes a prebuild's log, and its copy in the database (idempotent).
-    pub async fn remove(&self, prebuild_id: &str) -> crate::error::Result<()> {
-        match std::fs::remove_file(self.path(prebuild_id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(crate::error::Error::Internal(format!("cannot remove the log of {prebuild_id}: {e}")))
-            }
-            _ => {}
-        }
-        if let Some(store) = &self.shared {
-            store.remove_log(prebuild_id).await?;
-        }
-        Ok(())
+    async fn remove(&self, prebuild_id: &str) -> Result<()> {
+        self.store.remove_log(prebuild_id).await
     }
 }
 
 /// The name this data dir's copies carry in the database
 /// (`<data_dir>/logs/source-id`, made on first use), so that a restarted
 /// process resumes its files where it left them.
-fn source_id(logs: &Logs) -> std::io::Result<String> {
-    let path = logs.dir.join("source-id");
-    match std::fs::read_to_string(&path) {
+async fn source_id(files: &FileLogs) -> std::io::Result<String> {
+    let path = files.dir().join("source-id");
+    match tokio::fs::read_to_string(&path).await {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
         Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is empty", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = uuid::Uuid::new_v4().to_string();
-            std::fs::write(&path, &id)?;
+            tokio::fs::write(&path, &id).await?;
             Ok(id)
         }
         Err(e) => Err(e),
@@ -88,7 +72,8 @@ fn source_id(logs: &Logs) -> std::io::Result<String> {
 /// Copies what is new in this data dir's log files into the database every
 /// [`COPY_INTERVAL`], until `shutdown` resolves (then once more).
 pub async fn copy_to_database(logs: Logs, store: PostgresStore, shutdown: impl std::future::Future<Output = ()>) {
-    let source = match source_id(&logs) {
+    let files = logs.files();
+    let source = match source_id(files).await {
         Ok(source) => source,
         Err(error) => {
             tracing::error!(%error, "cannot name this data dir's logs: prebuild logs are not shared with other replicas");
@@ -103,7 +88,7 @@ pub async fn copy_to_database(logs: Logs, store: PostgresStore, shutdown: impl s
             _ = tokio::time::sleep(COPY_INTERVAL) => false,
             _ = &mut shutdown => true,
         };
-        if let Err(error) = copy_new_lines(&logs, &store, &source, &mut copied).await {
+        if let Err(error) = copy_new_lines(files, &store, &source, &mut copied).await {
             tracing::warn!(%error, "cannot copy prebuild logs into the database; trying again");
         }
         if stop {
@@ -112,10 +97,10 @@ pub async fn copy_to_database(logs: Logs, store: PostgresStore, shutdown: impl s
     }
 }
 
-async fn copy_new_lines(logs: &Logs, store: &PostgresStore, source: &str, copied: &mut HashMap<String, u64>) -> crate::error::Result<()> {
+async fn copy_new_lines(files: &FileLogs, store: &PostgresStore, source: &str, copied: &mut HashMap<String, u64>) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let io = |e: std::io::Error| crate::error::Error::Internal(format!("reading the log dir {}: {e}", logs.dir.display()));
-    let mut entries = tokio::fs::read_dir(&logs.dir).await.map_err(io)?;
+    let io = |e: std::io::Error| Error::Internal(format!("reading the log dir {}: {e}", files.dir().display()));
+    let mut entries = tokio::fs::read_dir(files.dir()).await.map_err(io)?;
     let mut present = std::collections::HashSet::new();
     while let Some(entry) = entries.next_entry().await.map_err(io)? {
         let name = entry.file_name();
