@@ -8,7 +8,6 @@
 
 pub mod agent;
 pub mod auth;
-pub mod bench;
 pub mod catalog;
 pub mod clock;
 pub mod config;

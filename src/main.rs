@@ -7,9 +7,8 @@ use prebuildd::clock::SystemClock;
 use prebuildd::config::{Config, Overrides, DEMO_API_KEY, DEMO_PROJECT_ID};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-/// prebuildd: the server, its benchmark, and a client of its API.
+/// prebuildd: the server, a runner, and a client of its API.
 #[derive(Parser)]
 #[command(name = "prebuildd", version, about, propagate_version = true)]
 struct Cli {
@@ -23,15 +22,8 @@ struct Cli {
 enum Command {
     /// Runs the service.
     Serve(ServeArgs),
-    /// Runs the benchmark (see BENCHMARKS.md) against a prebuildd it starts itself.
-    Bench(BenchArgs),
     /// Runs a runner on this machine: connects out to the server and does the prebuilds and warm pools it sends.
     Runner(RunnerArgs),
-    /// The benchmark's plain server (started by `bench`).
-    #[command(hide = true)]
-    BenchPlainServer(PlainServerArgs),
-    /// Bulk-loads prebuilds of the demo project into a data dir (the server must be stopped).
-    Seed(SeedArgs),
     /// Creates, lists, follows, cancels and deletes prebuilds on a server.
     #[command(subcommand)]
     Prebuilds(cli::prebuilds::Command),
@@ -54,51 +46,10 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
-struct BenchArgs {
-    /// How long each measurement runs.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Concurrent requests (at least 1).
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    /// Rows in the table of the large list measurement (at least 1000).
-    #[arg(long, default_value_t = 1_000_000)]
-    rows: usize,
-    /// Active prebuilds of the reconciler measurement (at least 1).
-    #[arg(long, default_value_t = 10_000)]
-    active: usize,
-    /// Runs only this scenario (`GetPrebuild`, ...); `docker` runs only the
-    /// docker runner benchmark (needs a Docker daemon and the Dev Containers CLI).
-    #[arg(long, value_name = "SCENARIO")]
-    only: Option<String>,
-}
-
-#[derive(Args)]
 struct RunnerArgs {
     /// The runner's TOML configuration (server, runner_id, token, data_dir, [engine]).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-}
-
-#[derive(Args)]
-struct PlainServerArgs {
-    #[arg(long, value_enum)]
-    protocol: prebuildd::bench::plain::PlainProtocol,
-    #[arg(long)]
-    listen: std::net::SocketAddr,
-    /// The canned response: an encoded GetPrebuildResponse, or its JSON.
-    #[arg(long, value_name = "FILE")]
-    response: PathBuf,
-}
-
-#[derive(Args)]
-struct SeedArgs {
-    /// The data dir to load into.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
-    /// How many prebuilds.
-    #[arg(long)]
-    count: usize,
 }
 
 fn main() -> ExitCode {
@@ -137,22 +88,6 @@ fn main() -> ExitCode {
             };
             runtime.block_on(run(config, args.config, overrides))
         }
-        Command::Bench(args) => {
-            let options = prebuildd::bench::Options {
-                duration: args.duration,
-                concurrency: args.concurrency.max(1),
-                large_rows: args.rows.max(1000),
-                active_prebuilds: args.active.max(1),
-                only: args.only,
-            };
-            match runtime.block_on(prebuildd::bench::run(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("prebuildd bench: {error}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         Command::Runner(args) => {
             let config = match prebuildd::agent::AgentConfig::load(&args.config) {
                 Ok(config) => config,
@@ -169,32 +104,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::BenchPlainServer(args) => {
-            let response = match std::fs::read(&args.response) {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    eprintln!("prebuildd bench-plain-server: {}: {error}", args.response.display());
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(prebuildd::bench::plain::serve(args.protocol, args.listen, response.into())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("prebuildd bench-plain-server: {error}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Seed(args) => match prebuildd::bench::seed(&args.data_dir, args.count) {
-            Ok(count) => {
-                println!("seeded {count} prebuilds into {}", args.data_dir.display());
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("prebuildd seed: {error}");
-                ExitCode::FAILURE
-            }
-        },
         Command::Prebuilds(command) => runtime.block_on(cli::run(cli.client, cli::Request::Prebuilds(command))),
         Command::WarmPools(command) => runtime.block_on(cli::run(cli.client, cli::Request::WarmPools(command))),
     }

@@ -10,6 +10,7 @@
 
 use super::client::{get, Client, Error, Result};
 use super::output::prebuild_phase;
+use http_body_util::BodyExt;
 use prebuildd::proto::gitpod::v1::CreatePrebuildLogsTokenRequest;
 use std::io::Write;
 use std::time::Duration;
@@ -23,40 +24,70 @@ pub async fn print(client: &mut Client, id: &str, follow: bool) -> Result<()> {
     let request = CreatePrebuildLogsTokenRequest { prebuild_id: id.into() };
     let token = client.prebuilds.create_prebuild_logs_token(request).await?.into_inner().access_token;
     let url = format!("{}/logs/prebuilds/{id}", client.server);
-    let unavailable = |e: reqwest::Error| Error::new("unavailable", format!("GET {url}: {e}"));
-    let mut response = reqwest::Client::new().get(&url).bearer_auth(token).send().await.map_err(unavailable)?;
-    if !response.status().is_success() {
-        return Err(http_error(response).await);
+    let unavailable = |e: &dyn std::fmt::Display| Error::new("unavailable", format!("GET {url}: {e}"));
+    let response = http_get(&url, &token).await.map_err(|e| unavailable(&e))?;
+    let (parts, mut body) = response.into_parts();
+    if !parts.status.is_success() {
+        let text = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Err(http_error(parts.status, &text));
     }
     let mut stdout = std::io::stdout();
     loop {
         let next = if follow || !running {
-            response.chunk().await
+            body.frame().await
         } else {
-            match tokio::time::timeout(QUIET, response.chunk()).await {
+            match tokio::time::timeout(QUIET, body.frame()).await {
                 Ok(next) => next,
                 Err(_) => break,
             }
         };
         match next {
-            Ok(Some(chunk)) => {
+            Some(Ok(frame)) => {
+                let Ok(chunk) = frame.into_data() else { continue };
                 // A closed stdout (`| head`) ends the command quietly.
                 if stdout.write_all(&chunk).and_then(|_| stdout.flush()).is_err() {
                     break;
                 }
             }
-            Ok(None) => break,
-            Err(error) => return Err(unavailable(error)),
+            None => break,
+            // The server ended the stream with an error (its store failed):
+            // what was printed is not the whole log.
+            Some(Err(error)) => return Err(unavailable(&error)),
         }
     }
     Ok(())
 }
 
+/// A GET of `url` (plain `http://`, as the CLI's server URLs are) with a
+/// bearer token, over HTTP/1.1 on a connection of its own; the response's
+/// body streams.
+async fn http_get(url: &str, token: &str) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// servers are supported".into());
+    }
+    let authority = uri.authority().ok_or("the URL has no host")?.clone();
+    let address = if authority.port().is_some() { authority.to_string() } else { format!("{authority}:80") };
+    let stream = tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "the logs connection ended with an error");
+        }
+    });
+    let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    sender.send_request(request).await.map_err(|e| e.to_string())
+}
+
 /// The endpoint's JSON error (`{"code": ..., "message": ...}`) as ours.
-async fn http_error(response: reqwest::Response) -> Error {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+fn http_error(status: http::StatusCode, body: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(body);
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let code = match json["code"].as_str() {
         Some("unauthenticated") => "unauthenticated",
         Some("not_found") => "not_found",

@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use std::process::ExitCode;
 
 /// The client's options, accepted before or after the subcommand (serve,
-/// bench and seed ignore them).
+/// and runner ignore them).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Client options (prebuilds, warm-pools)")]
 pub struct Global {

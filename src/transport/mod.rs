@@ -17,6 +17,7 @@ pub mod json;
 pub mod logs;
 pub mod metered;
 pub mod methods;
+pub mod raw_codec;
 pub mod request_body;
 pub mod runner_service;
 pub mod ui;

@@ -259,7 +259,7 @@ async fn every_bad_input_gets_its_code_over_every_protocol() {
                 request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
             }
             let path = http::uri::PathAndQuery::try_from(format!("/gitpod.v1.PrebuildService/{}", case.method)).unwrap();
-            let status = grpc.unary(request, path, prebuildd::bench::raw::RawCodec).await.expect_err(case.what);
+            let status = grpc.unary(request, path, prebuildd::transport::raw_codec::RawCodec).await.expect_err(case.what);
             assert_eq!(status.code(), grpc_code(case.code), "{} over gRPC: {}", case.what, status.message());
             assert!(
                 readable(status.message()) && status.message().contains(case.needle),

@@ -109,7 +109,7 @@ async fn malformed_protobuf_is_invalid_argument() {
         let mut request = tonic::Request::new(bytes::Bytes::from(garbage));
         request.metadata_mut().insert("authorization", format!("Bearer {TOKEN_A}").parse().unwrap());
         let path = http::uri::PathAndQuery::from_static("/gitpod.v1.PrebuildService/GetPrebuild");
-        let result = grpc.unary(request, path, prebuildd::bench::raw::RawCodec).await;
+        let result = grpc.unary(request, path, prebuildd::transport::raw_codec::RawCodec).await;
         assert_status(result, Code::InvalidArgument, "not a valid protobuf message");
     }
     // An unknown method or service is UNIMPLEMENTED, and says which.
@@ -117,7 +117,7 @@ async fn malformed_protobuf_is_invalid_argument() {
         grpc.ready().await.unwrap();
         let mut request = tonic::Request::new(bytes::Bytes::new());
         request.metadata_mut().insert("authorization", format!("Bearer {TOKEN_A}").parse().unwrap());
-        let result = grpc.unary(request, http::uri::PathAndQuery::from_static(path), prebuildd::bench::raw::RawCodec).await;
+        let result = grpc.unary(request, http::uri::PathAndQuery::from_static(path), prebuildd::transport::raw_codec::RawCodec).await;
         assert_status(result, Code::Unimplemented, path);
     }
     // The server is still fine.

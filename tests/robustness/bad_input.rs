@@ -259,7 +259,7 @@ async fn run(case: &Case, base_url: &str, http: &reqwest::Client, channel: &toni
                 request.metadata_mut().insert("authorization", authorization.parse().expect("an ASCII header"));
             }
             let path = http::uri::PathAndQuery::try_from(format!("/{}", case.method)).unwrap();
-            grpc.unary(request, path, prebuildd::bench::raw::RawCodec).await
+            grpc.unary(request, path, prebuildd::transport::raw_codec::RawCodec).await
         }
         .await;
         match result {

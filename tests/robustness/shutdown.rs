@@ -129,7 +129,7 @@ async fn sigterm_lets_a_grpc_call_in_flight_finish() {
     let mut request = tonic::Request::new(futures::stream::once(async move { message.await.expect("the test sends the message") }));
     request.metadata_mut().insert("authorization", format!("Bearer {TOKEN_A}").parse().unwrap());
     let path = http::uri::PathAndQuery::from_static("/gitpod.v1.PrebuildService/CreatePrebuild");
-    let call = tokio::spawn(async move { grpc.client_streaming(request, path, prebuildd::bench::raw::RawCodec).await });
+    let call = tokio::spawn(async move { grpc.client_streaming(request, path, prebuildd::transport::raw_codec::RawCodec).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     process.signal(libc::SIGTERM);

@@ -158,7 +158,7 @@ impl SqliteStore {
 
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
         // Two readers per core (at least four): a reader waiting on the disk
-        // or the OS leaves a core to another (measured with `prebuildd bench`;
+        // or the OS leaves a core to another (measured with `prebuildd-bench`;
         // PREBUILDD_SQLITE_READERS overrides).
         let readers = match std::env::var("PREBUILDD_SQLITE_READERS").ok().and_then(|v| v.parse::<usize>().ok()) {
             Some(count) => count.clamp(1, 32),

@@ -10,9 +10,11 @@
 //! servers under test as child processes. With two replicas the clients are
 //! split between them, as a load balancer would, and the figures are summed.
 
-use super::load::Stats;
-use super::{config, measure, proto, ChildServer, Clients, Options, Protocol, CREATE_PROJECT};
-use crate::proto::gitpod::v1::{CreatePrebuildRequest, GetPrebuildRequest, PrebuildSpec};
+use crate::api::{measure, proto, row, Clients, DecodeBytes, Protocol};
+use crate::load::Stats;
+use crate::server::{config, ChildServer, CREATE_PROJECT};
+use crate::Options;
+use prebuildd::proto::gitpod::v1::{CreatePrebuildRequest, GetPrebuildRequest, PrebuildSpec};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -139,7 +141,7 @@ async fn setup(work: &Path, name: &str, store: Option<&str>, replicas: usize, op
         spec: Some(PrebuildSpec::default()),
     });
     let created = all[0].call(Protocol::Grpc, "/gitpod.v1.PrebuildService/CreatePrebuild", create.clone(), 0).await?;
-    let created = <crate::proto::gitpod::v1::CreatePrebuildResponse as super::DecodeBytes>::decode_bytes(&created)?;
+    let created = <prebuildd::proto::gitpod::v1::CreatePrebuildResponse as DecodeBytes>::decode_bytes(&created)?;
     let prebuild_id = created.prebuild.map(|p| p.id).ok_or("no prebuild in the response")?;
     let get = proto(&GetPrebuildRequest { prebuild_id });
     for (scenario, path, body) in [
@@ -147,7 +149,7 @@ async fn setup(work: &Path, name: &str, store: Option<&str>, replicas: usize, op
         ("CreatePrebuild", "/gitpod.v1.PrebuildService/CreatePrebuild", create),
     ] {
         let stats = measure_all(&all, options, path, vec![body]).await;
-        super::row(scenario, name, &stats, None);
+        row(scenario, name, &stats, None);
     }
     for server in servers {
         tokio::task::spawn_blocking(move || server.stop()).await.map_err(|e| e.to_string())?;

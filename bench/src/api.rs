@@ -1,210 +1,22 @@
-//! `prebuildd bench`: the load generator and its scenarios.
+//! The API scenarios: phases A, B and C (see `main.rs`).
 //!
-//! It starts prebuildd as a child process on a temporary data dir (so it can
-//! read the server's RSS from /proc), drives it at a fixed concurrency for a
-//! fixed time per scenario, and prints requests/s, p50/p99/max latency and
-//! the server's RSS. Every API scenario runs twice side by side: against the
-//! real method and against a baseline handler in the same binary that
-//! answers with a canned response of the same size without touching the
-//! store (see `transport::baseline`); figures are reported as ratios to it.
-//!
-//! Phases: (A) the API scenarios on a table of 1,000 prebuilds; (B) the same
+//! (A) the API scenarios on a table of 1,000 prebuilds; (B) the same
 //! list query after seeding the table to a million rows; (C) the reconciler
 //! with 10,000 active prebuilds on the simulated runner, and the API's p99
 //! while it runs.
 //!
-//! `--only docker` runs the docker runner scenario instead (see `docker.rs`):
-//! it needs a Docker daemon and the Dev Containers CLI, so it is not part of
-//! the default run.
 
-mod docker;
-mod load;
-pub mod plain;
-mod postgres;
-pub mod raw;
-
-use crate::config::DEMO_API_KEY;
-use crate::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;
-use crate::proto::gitpod::v1::{Prebuild, Subject};
-use crate::service::{new_prebuild, NewPrebuild};
+use crate::load::{self, Stats};
+use crate::server::*;
+use crate::{docker, plain, postgres, Options};
 use bytes::Bytes;
-use load::Stats;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use prebuildd::config::DEMO_API_KEY;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Benchmark settings (`prebuildd bench --help`).
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub duration: Duration,
-    pub concurrency: usize,
-    /// Rows in the table for the large list measurement.
-    pub large_rows: usize,
-    /// Active prebuilds for the reconciler measurement.
-    pub active_prebuilds: usize,
-    /// Run only the phase A scenario of this name (`GetPrebuild`, ...),
-    /// and skip phases B and C: for quick iteration. `docker`: only the
-    /// docker runner scenario (never run otherwise).
-    pub only: Option<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { duration: Duration::from_secs(5), concurrency: 64, large_rows: 1_000_000, active_prebuilds: 10_000, only: None }
-    }
-}
-
-const ORG: &str = "8d9e8f4a-1b2c-4d3e-9f00-0a1b2c3d4e5f";
-const USER: &str = "e6a7c1f0-2b3d-4e5f-8a9b-0c1d2e3f4a5b";
-const RUNNER: &str = "3f1a2b3c-4d5e-4f60-8a7b-1c2d3e4f5a6b";
-const CLASS: &str = "d2c94c27-3b76-4a42-b88c-95a85e392c68";
-/// Reconciler passes so far, and their total time (`/metrics`).
-const PASSES: &str = "prebuildd_reconciler_pass_duration_seconds_count";
-const PASS_SECONDS: &str = "prebuildd_reconciler_pass_duration_seconds_sum";
-
-/// The project whose prebuilds the list scenario filters for.
-const LIST_PROJECT: &str = "b0e12f6c-4c67-429d-a4a6-d9838b5da047";
-/// Where CreatePrebuild writes (so the list project keeps its size).
-const CREATE_PROJECT: &str = "0f4c9a7e-2d1b-4e8a-9c3f-5b6a7d8e9f01";
-/// Other projects that fill the large table.
-const FILLER_PROJECT: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
-
-fn config(listen: &str, reconcile: bool, max_concurrent: usize) -> String {
-    // sim://hang: one step STARTING, then RUNNING until cancelled, so the
-    // reconciler's prebuilds stay active (observed every pass).
-    let project = |id: &str, name: &str, repository: &str| {
-        format!(
-            "[[projects]]\nid = \"{id}\"\norganization_id = \"{ORG}\"\nname = \"{name}\"\nrepository = \"{repository}\"\ndefault_environment_class_id = \"{CLASS}\"\n[projects.prebuilds]\nenabled = true\nenvironment_class_ids = [\"{CLASS}\"]\n"
-        )
-    };
-    format!(
-        "[server]\nlisten = \"{listen}\"\n[reconciler]\nenabled = {reconcile}\ninterval = \"1s\"\n[bench]\nbaseline = true\n\
-         [[organizations]]\nid = \"{ORG}\"\nname = \"Bench\"\n\
-         [[api_keys]]\ntoken = \"{DEMO_API_KEY}\"\norganization_id = \"{ORG}\"\nsubject_id = \"{USER}\"\n\
-         [[runners]]\nid = \"{RUNNER}\"\nkind = \"simulated\"\nmax_concurrent_prebuilds = {max_concurrent}\nstep_duration = \"1s\"\n\
-         [[environment_classes]]\nid = \"{CLASS}\"\nrunner_id = \"{RUNNER}\"\nname = \"small\"\n{}{}{}",
-        project(LIST_PROJECT, "list", "sim://hang"),
-        project(CREATE_PROJECT, "create", "sim://hang"),
-        project(FILLER_PROJECT, "filler", "sim://hang"),
-    )
-}
-
-/// Prebuilds as the API would create them, for seeding.
-fn seed_rows(project_id: &'static str, count: usize) -> impl Iterator<Item = Prebuild> {
-    let subject = Subject { id: USER.into(), principal: 2 };
-    (0..count).map(move |_| {
-        new_prebuild(NewPrebuild {
-            organization_id: ORG.into(),
-            project_id: project_id.into(),
-            environment_class_id: CLASS.into(),
-            creator: subject.clone(),
-            executor: subject.clone(),
-            triggered_by: PrebuildTrigger::Manual,
-            timeout: Duration::from_secs(3600),
-            public_url: "http://127.0.0.1".into(),
-            now: crate::clock::timestamp(std::time::SystemTime::now()),
-        })
-    })
-}
-
-/// `prebuildd seed`: bulk-loads `count` prebuilds of the demo organization's
-/// first project into a data dir (the server must not be running on it).
-pub fn seed(data_dir: &Path, count: usize) -> Result<usize, String> {
-    crate::store::sqlite::seed_prebuilds(data_dir, seed_rows(LIST_PROJECT, count)).map_err(|e| e.to_string())
-}
-
-/// A prebuildd child process.
-struct ChildServer {
-    child: Child,
-    base: String,
-    data_dir: PathBuf,
-}
-
-impl ChildServer {
-    fn start(data_dir: &Path, reconcile: bool, max_concurrent: usize) -> Result<ChildServer, String> {
-        Self::start_with(data_dir, |listen| config(listen, reconcile, max_concurrent))
-    }
-
-    /// A server on the configuration `config(listen address)` makes.
-    fn start_with(data_dir: &Path, config: impl FnOnce(&str) -> String) -> Result<ChildServer, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let listen = format!("127.0.0.1:{port}");
-        std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
-        let config_path = data_dir.join("bench.toml");
-        std::fs::write(&config_path, config(&listen)).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(data_dir.join("server.log")).map_err(|e| e.to_string())?;
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let child = Command::new(exe)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("PREBUILDD_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start the server: {e}"))?;
-        Ok(ChildServer { child, base: format!("http://{listen}"), data_dir: data_dir.to_path_buf() })
-    }
-
-    async fn ready(&self) -> Result<(), String> {
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if client.get(format!("{}/healthz", self.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(format!("the server did not come up; see {}", self.data_dir.join("server.log").display()))
-    }
-
-    /// (current RSS, peak RSS) in MiB, from /proc.
-    fn rss_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .map_or(0.0, |kib| kib / 1024.0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    /// The sum of every series of metric `name` at `/metrics` (one
-    /// value for a metric without labels).
-    async fn metric(&self, name: &str) -> Option<f64> {
-        let text = reqwest::get(format!("{}/metrics", self.base)).await.ok()?.text().await.ok()?;
-        let values: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
-            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    }
-
-    fn stop(mut self) {
-        // SIGTERM and wait: a graceful stop leaves the data dir consistent
-        // for the next phase.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub(crate) enum Protocol {
     Grpc,
     ConnectJson,
 }
@@ -221,21 +33,21 @@ impl Protocol {
 /// One request of a scenario, pre-encoded for both protocols; `variants`
 /// rotate so writes really change something.
 #[derive(Clone)]
-struct Scenario {
+pub(crate) struct Scenario {
     name: &'static str,
     method: &'static str,
     proto: Vec<Bytes>,
     json: Vec<Bytes>,
 }
 
-struct Clients {
+pub(crate) struct Clients {
     grpc: Vec<tonic::client::Grpc<tonic::transport::Channel>>,
     http: reqwest::Client,
     base: String,
 }
 
 impl Clients {
-    async fn new(base: &str, concurrency: usize) -> Result<Clients, String> {
+    pub(crate) async fn new(base: &str, concurrency: usize) -> Result<Clients, String> {
         let mut grpc = Vec::new();
         for _ in 0..2 {
             let channel = tonic::transport::Channel::from_shared(base.to_string())
@@ -250,7 +62,7 @@ impl Clients {
     }
 
     /// One call; `path` is `/<service>/<method>`.
-    async fn call(&self, protocol: Protocol, path: &str, body: Bytes, n: u64) -> Result<Bytes, String> {
+    pub(crate) async fn call(&self, protocol: Protocol, path: &str, body: Bytes, n: u64) -> Result<Bytes, String> {
         match protocol {
             Protocol::Grpc => {
                 let mut grpc = self.grpc[(n % self.grpc.len() as u64) as usize].clone();
@@ -258,7 +70,7 @@ impl Clients {
                 let mut request = tonic::Request::new(body);
                 request.metadata_mut().insert("authorization", format!("Bearer {DEMO_API_KEY}").parse().map_err(|_| "header")?);
                 let path = http::uri::PathAndQuery::try_from(path).map_err(|e| e.to_string())?;
-                grpc.unary(request, path, raw::RawCodec)
+                grpc.unary(request, path, prebuildd::transport::raw_codec::RawCodec)
                     .await
                     .map(|r| r.into_inner())
                     .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
@@ -293,15 +105,15 @@ fn bodies_of(scenario: &Scenario, protocol: Protocol) -> Vec<Bytes> {
     }
 }
 
-fn json(value: serde_json::Value) -> Bytes {
+pub(crate) fn json(value: serde_json::Value) -> Bytes {
     Bytes::from(value.to_string())
 }
 
-fn proto(message: &impl prost::Message) -> Bytes {
+pub(crate) fn proto(message: &impl prost::Message) -> Bytes {
     Bytes::from(message.encode_to_vec())
 }
 
-async fn measure(clients: &Arc<Clients>, options: &Options, protocol: Protocol, path: String, bodies: Vec<Bytes>) -> Stats {
+pub(crate) async fn measure(clients: &Arc<Clients>, options: &Options, protocol: Protocol, path: String, bodies: Vec<Bytes>) -> Stats {
     let clients = clients.clone();
     let path = Arc::new(path);
     let bodies = Arc::new(bodies);
@@ -314,7 +126,7 @@ async fn measure(clients: &Arc<Clients>, options: &Options, protocol: Protocol, 
     .await
 }
 
-fn row(name: &str, protocol: &str, stats: &Stats, baseline: Option<&Stats>) {
+pub(crate) fn row(name: &str, protocol: &str, stats: &Stats, baseline: Option<&Stats>) {
     let ratio = baseline.map_or("".to_string(), |b| format!("{:.2}x", stats.per_second() / b.per_second().max(1e-9)));
     println!(
         "{name:<16} {protocol:<13} {:>10.0} req/s {:>8.2} ms p50 {:>8.2} ms p99 {:>8.2} ms max  errors {:<6} {ratio}",
@@ -352,11 +164,11 @@ pub async fn run(options: Options) -> Result<(), String> {
 }
 
 async fn phases(work: &Path, options: &Options) -> Result<(), String> {
-    use crate::proto::gitpod::v1::*;
+    use prebuildd::proto::gitpod::v1::*;
 
     // Phase A: the API on a table of 1,000 prebuilds.
     let data_a = work.join("api");
-    crate::store::sqlite::seed_prebuilds(&data_a, seed_rows(LIST_PROJECT, 1000)).map_err(|e| e.to_string())?;
+    prebuildd::store::sqlite::seed_prebuilds(&data_a, seed_rows(LIST_PROJECT, 1000)).map_err(|e| e.to_string())?;
     let server = ChildServer::start(&data_a, false, 4)?;
     server.ready().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -490,7 +302,7 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
     let more = options.large_rows.saturating_sub(1000);
     let in_list = more / 10;
     let seeding = Instant::now();
-    crate::store::sqlite::seed_prebuilds(&data_a, seed_rows(LIST_PROJECT, in_list).chain(seed_rows(FILLER_PROJECT, more - in_list)))
+    prebuildd::store::sqlite::seed_prebuilds(&data_a, seed_rows(LIST_PROJECT, in_list).chain(seed_rows(FILLER_PROJECT, more - in_list)))
         .map_err(|e| e.to_string())?;
     println!("seeded {more} rows in {:.1} s", seeding.elapsed().as_secs_f64());
     let server = ChildServer::start(&data_a, false, 4)?;
@@ -512,7 +324,7 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
     // Phase C: the reconciler with many active prebuilds.
     println!("\n== Phase C: reconciler with {} active prebuilds on the simulated runner", options.active_prebuilds);
     let data_c = work.join("reconciler");
-    crate::store::sqlite::seed_prebuilds(&data_c, seed_rows(CREATE_PROJECT, options.active_prebuilds)).map_err(|e| e.to_string())?;
+    prebuildd::store::sqlite::seed_prebuilds(&data_c, seed_rows(CREATE_PROJECT, options.active_prebuilds)).map_err(|e| e.to_string())?;
     let server = ChildServer::start(&data_c, true, options.active_prebuilds + 10)?;
     server.ready().await?;
     // Let the first passes start every prebuild, then watch steady passes.
@@ -581,7 +393,7 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
     Ok(())
 }
 
-trait DecodeBytes: Sized {
+pub(crate) trait DecodeBytes: Sized {
     fn decode_bytes(bytes: &[u8]) -> Result<Self, String>;
 }
 

@@ -5,10 +5,10 @@
 //! as ratios to these, so the cost of prebuildd's own listener (the
 //! protocol split, the middleware, auth) is measured, not cancelled out.
 //!
-//! `prebuildd bench` starts them as `prebuildd bench-plain-server`.
+//! The benchmark starts them as `prebuildd-bench plain-server`.
 
-use crate::proto::gitpod::v1::{GetPrebuildRequest, GetPrebuildResponse};
 use bytes::Bytes;
+use prebuildd::proto::gitpod::v1::{GetPrebuildRequest, GetPrebuildResponse};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -79,7 +79,7 @@ pub struct PlainServer {
 }
 
 impl PlainServer {
-    /// Starts `prebuildd bench-plain-server` answering with `response`
+    /// Starts `prebuildd-bench plain-server` answering with `response`
     /// (written next to the other files in `work`) and waits until it
     /// accepts connections.
     pub async fn start(work: &Path, protocol: PlainProtocol, response: &[u8]) -> Result<PlainServer, String> {
@@ -89,7 +89,7 @@ impl PlainServer {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let name = if protocol == PlainProtocol::Grpc { "grpc" } else { "json" };
         let child = Command::new(exe)
-            .args(["bench-plain-server", "--protocol", name, "--listen", &format!("127.0.0.1:{port}"), "--response"])
+            .args(["plain-server", "--protocol", name, "--listen", &format!("127.0.0.1:{port}"), "--response"])
             .arg(&file)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -117,8 +117,8 @@ impl Drop for PlainServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
-    use crate::proto::gitpod::v1::Prebuild;
+    use prebuildd::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
+    use prebuildd::proto::gitpod::v1::Prebuild;
 
     fn free_address() -> SocketAddr {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
@@ -139,7 +139,7 @@ mod tests {
         let mut client = PrebuildServiceClient::connect(format!("http://{address}")).await.unwrap();
         let answer = client.get_prebuild(GetPrebuildRequest { prebuild_id: "any".into() }).await.unwrap().into_inner();
         assert_eq!(answer, canned);
-        let other = client.list_prebuilds(crate::proto::gitpod::v1::ListPrebuildsRequest::default()).await;
+        let other = client.list_prebuilds(prebuildd::proto::gitpod::v1::ListPrebuildsRequest::default()).await;
         assert!(other.is_err(), "only GetPrebuild is served");
     }
 

@@ -1,5 +1,7 @@
-//! A gRPC codec of raw bytes: the benchmark sends pre-encoded requests and
-//! does not decode responses, so it measures the server, not the client.
+//! A gRPC codec of raw bytes, for clients that send pre-encoded messages
+//! and read responses undecoded: the benchmark (it measures the server,
+//! not the client's encoder) and tests that send malformed messages. The
+//! server itself never uses it.
 
 use bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
