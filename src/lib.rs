@@ -22,6 +22,7 @@ pub mod runner;
 pub mod service;
 pub mod store;
 pub mod sync;
+pub mod tasks;
 pub mod tokens;
 pub mod transport;
 pub mod validate;
@@ -31,18 +32,18 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::logs::Logs;
 use crate::reconciler::replicas::Replicas;
-use crate::reconciler::Reconciler;
+use crate::reconciler::{PassReport, Reconciler};
 use crate::runner::{Runners, ServerFiles};
 use crate::service::{Service, ServiceParts};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::tasks::{TaskFailed, Tasks};
 use crate::tokens::TokenKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A running server: its bound address and a way to stop it.
@@ -51,31 +52,32 @@ pub struct Server {
     pub service: Arc<Service>,
     auth: Arc<Authenticator>,
     shutdown: CancellationToken,
-    task: JoinHandle<()>,
-    reconciler: JoinHandle<()>,
-    /// Leadership and wake-ups among replicas (a no-op task on SQLite).
-    replicas: JoinHandle<()>,
-    /// Copies log files into PostgreSQL (a no-op task on SQLite).
-    log_copier: JoinHandle<()>,
+    /// The listener, the reconciler, leadership among replicas and the log
+    /// copier (the last two on PostgreSQL only).
+    tasks: Tasks,
+    reconciler: Arc<Reconciler>,
 }
 
 impl Server {
     /// Stops accepting, lets in-flight requests finish, stops the
-    /// reconciler, and waits.
-    pub async fn shutdown(mut self) {
+    /// reconciler, and waits. An error says which task had failed.
+    pub async fn shutdown(self) -> Result<(), TaskFailed> {
         self.shutdown.cancel();
-        let _ = (&mut self.task).await;
-        let _ = (&mut self.reconciler).await;
-        let _ = (&mut self.replicas).await;
-        let _ = (&mut self.log_copier).await;
+        self.tasks.wait().await
     }
 
-    /// Waits until the server stops (after a shutdown trigger).
-    pub async fn wait(mut self) {
-        let _ = (&mut self.task).await;
-        let _ = (&mut self.reconciler).await;
-        let _ = (&mut self.replicas).await;
-        let _ = (&mut self.log_copier).await;
+    /// Waits until the server stops: after a shutdown trigger, or because
+    /// one of its tasks failed (then the error says which, and why).
+    pub async fn wait(self) -> Result<(), TaskFailed> {
+        self.tasks.wait().await
+    }
+
+    /// Runs one whole reconciler pass now, after any pass under way, and
+    /// returns what it did: lets a test see that a pass has happened
+    /// instead of sleeping and hoping one did. On a replica that does not
+    /// lead, the pass takes no steps (as the leader's would not).
+    pub async fn reconcile_once(&self) -> PassReport {
+        self.reconciler.pass().await
     }
 
     /// A handle that can trigger shutdown from elsewhere (signal handlers).
@@ -200,32 +202,34 @@ pub async fn start_with_private_files(
     let grpc = transport::grpc_router(service.clone(), auth.clone(), metrics.clone(), shutdown.clone());
     let http = transport::http::router(service.clone(), auth.clone(), logs.clone(), metrics.clone());
     let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
-    let task = tokio::spawn(transport::serve(listener, grpc, http, config.header_read_timeout, shutdown.clone().cancelled_owned()));
+    let mut tasks = Tasks::new(shutdown.clone());
+    tasks.spawn("listener", transport::serve(listener, grpc, http, config.header_read_timeout, shutdown.clone().cancelled_owned()));
     // Every replica copies its log files, also one that no longer leads (a
     // pass may have written after its last copy).
-    let log_copier = match &postgres {
-        Some(store) => tokio::spawn(logs::copy_to_database(logs.clone(), store.clone(), shutdown.clone().cancelled_owned())),
-        None => tokio::spawn(async {}),
-    };
+    if let Some(store) = &postgres {
+        tasks.spawn("log copier", logs::copy_to_database(logs.clone(), store.clone(), shutdown.clone().cancelled_owned()));
+    }
     let reconciler = Reconciler::new(service.clone(), runners.clone(), logs, changes, config.reconcile_interval, config.retention);
-    let (reconciler, replicas) = if config.reconcile {
-        let (reconciler, replicas) = match postgres {
+    let reconciler = if config.reconcile {
+        let reconciler = match postgres {
             // Replicas may share the database: one leads the reconciler.
             Some(store) => {
                 let (replicas, task) = Replicas::on_postgres(store, metrics, shutdown.clone().cancelled_owned());
+                tasks.spawn("leadership", task);
                 runners.follow_leadership(replicas.leadership());
-                (reconciler.with_replicas(replicas), task)
+                Arc::new(reconciler.with_replicas(replicas))
             }
             None => {
                 metrics.set_leader(true);
-                (reconciler, tokio::spawn(async {}))
+                Arc::new(reconciler)
             }
         };
-        (tokio::spawn(Arc::new(reconciler).run(shutdown.clone().cancelled_owned())), replicas)
+        tasks.spawn("reconciler", reconciler.clone().run(shutdown.clone().cancelled_owned()));
+        reconciler
     } else {
         tracing::warn!("the reconciler is disabled ([reconciler] enabled = false): nothing will run");
-        (tokio::spawn(async {}), tokio::spawn(async {}))
+        Arc::new(reconciler)
     };
     tracing::info!(%addr, "prebuildd listening (gRPC, gRPC-Web, Connect and HTTP on one port)");
-    Ok(Server { addr, service, auth, shutdown, task, reconciler, replicas, log_copier })
+    Ok(Server { addr, service, auth, shutdown, tasks, reconciler })
 }

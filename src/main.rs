@@ -132,9 +132,17 @@ async fn run(config: Config, config_path: Option<PathBuf>, overrides: Overrides)
     if let Some(path) = config_path {
         reload_on_sighup(server.reloader(), path, overrides);
     }
-    server.wait().await;
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    match server.wait().await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            // Logged where it happened; said once more where a person reads.
+            eprintln!("prebuildd: {failure}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// SIGHUP re-reads the configuration file; an invalid one is logged and

@@ -60,6 +60,9 @@ pub struct Reconciler {
     /// What the reconciler writes through: the service's store, or on
     /// PostgreSQL the same database with every write fenced by the lease.
     store: Arc<dyn Store>,
+    /// Held by each pass: passes never overlap, whoever starts them (the
+    /// loop, or `Server::reconcile_once`).
+    pass_lock: tokio::sync::Mutex<()>,
 }
 
 /// What one pass did, for tests and the benchmark.
@@ -93,6 +96,7 @@ impl Reconciler {
             schedules_done: Default::default(),
             phase_times: Default::default(),
             replicas: Replicas::single(),
+            pass_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -141,8 +145,10 @@ impl Reconciler {
         }
     }
 
-    /// One pass over every active prebuild and every warm pool.
+    /// One pass over every active prebuild and every warm pool (after the
+    /// pass under way, if there is one).
     pub async fn pass(&self) -> PassReport {
+        let _only_pass = self.pass_lock.lock().await;
         let started = Instant::now();
         let report = self.pass_steps().await;
         self.service.metrics().record_pass(started.elapsed());

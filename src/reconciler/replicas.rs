@@ -28,7 +28,6 @@ use crate::store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
 
 /// How long a lease lasts past its last renewal (database time).
 pub const LEASE: Duration = Duration::from_secs(3);
@@ -61,12 +60,13 @@ impl Replicas {
 
     /// One of possibly several replicas on `store`'s database: competes for
     /// the lease and listens for other replicas' writes until `shutdown`,
-    /// then releases the lease. The task ends after that.
+    /// then releases the lease. The task (for the caller to spawn) ends
+    /// after that.
     pub fn on_postgres(
         store: PostgresStore,
         metrics: Arc<Metrics>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> (Replicas, JoinHandle<()>) {
+    ) -> (Replicas, impl std::future::Future<Output = ()> + Send + 'static) {
         let fence = LeaseFence::new(uuid::Uuid::new_v4().to_string());
         let remote_changes = Arc::new(Notify::new());
         let listener = store.listen(remote_changes.clone());
@@ -77,7 +77,7 @@ impl Replicas {
             remote_changes,
             announce: Some(store.clone()),
         };
-        let task = tokio::spawn(async move {
+        let task = async move {
             tokio::pin!(shutdown);
             let holder = fence.holder().to_string();
             let mut ticks = tokio::time::interval(RENEW_EVERY);
@@ -129,7 +129,7 @@ impl Replicas {
                     tracing::warn!(%error, "cannot release the reconciler lease");
                 }
             }
-        });
+        };
         (replicas, task)
     }
 

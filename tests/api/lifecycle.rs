@@ -232,7 +232,8 @@ async fn a_runner_runs_at_most_its_limit_oldest_first() {
     }
     wait_phase(&mut client, &ids[0], PrebuildPhase::Running).await;
     wait_phase(&mut client, &ids[1], PrebuildPhase::Running).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A whole pass with the runner full starts nothing more.
+    server.reconcile_once().await;
     for id in &ids[2..] {
         assert_eq!(phase(&get(&mut client, id).await.unwrap()), PrebuildPhase::Pending, "queued while the runner is full");
     }
@@ -328,7 +329,7 @@ async fn warm_pools_follow_the_newest_snapshot_and_hand_out_instances() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.reconcile_once().await;
     let waiting = client.get_warm_pool(GetWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().warm_pool.unwrap();
     assert_eq!(pool_phase(&waiting), WarmPoolPhase::Pending, "no snapshot yet");
     assert_status(
@@ -456,7 +457,7 @@ async fn schedules_make_one_prebuild_per_class_per_day_across_restarts() {
     assert_eq!(metadata.executor, metadata.creator);
     server.restart().await;
     let mut client = server.client(Some(TOKEN_A)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.reconcile_once().await;
     assert_eq!(scheduled(&mut client).await.len(), 1, "still exactly one today after a restart");
 }
 

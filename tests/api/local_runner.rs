@@ -281,7 +281,7 @@ echo done-searching
     let unpacked = tempfile::tempdir().unwrap();
     tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive).unwrap()).unwrap()).unpack(unpacked.path()).unwrap();
     assert_eq!(std::fs::read_to_string(unpacked.path().join("mine.txt")).unwrap(), "mine\n");
-    server.shutdown().await;
+    server.shutdown().await.expect("the server stops cleanly");
 }
 
 async fn wait_for(client: &mut Client, id: &str, done: &[PrebuildPhase]) -> Prebuild {

@@ -174,10 +174,10 @@ async fn a_prebuild_created_on_a_follower_starts_at_once() {
     let one = on_postgres::TestServer::start_with(reconciling_config("30s")).await.into_inner();
     let two = one.start_replica().await;
     let leader = the_leader(&[&one, &two], Duration::from_secs(5)).await;
-    let follower = if leader == 0 { &two } else { &one };
+    let (leader, follower) = if leader == 0 { (&one, &two) } else { (&two, &one) };
     // Let the leader's first pass (on taking the lease) go by: from now on
     // only a wake-up makes it pass before the 30 s interval.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    leader.reconcile_once().await;
 
     let mut client = follower.client(Some(TOKEN_A)).await;
     let created = create_prebuild(&mut client, OK).await;
@@ -252,6 +252,9 @@ async fn a_replica_whose_lease_was_taken_writes_nothing_until_it_leads_again() {
         assert!(patience.elapsed() < Duration::from_secs(5), "the replica still leads without the lease");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A whole pass of its own, now that it knows it does not lead, changes
+    // nothing either.
+    server.reconcile_once().await;
     let now = client.get_prebuild(GetPrebuildRequest { prebuild_id: created.id.clone() }).await.unwrap().into_inner().prebuild.unwrap();
     assert_eq!(phase(&now), PrebuildPhase::Pending, "a replica without the lease changed the prebuild: {now:?}");
 

@@ -217,7 +217,7 @@ impl TestServer {
     /// [`Self::restart`]).
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
-            server.shutdown().await;
+            server.shutdown().await.expect("the server stops cleanly");
         }
     }
 
@@ -261,7 +261,7 @@ impl TestServer {
     /// Stops the server gracefully and starts a new one on the same data dir.
     pub async fn restart(&mut self) {
         if let Some(server) = self.server.take() {
-            server.shutdown().await;
+            server.shutdown().await.expect("the server stops cleanly");
         }
         let server = launch(&self.config_toml, self.data_dir.path(), self.postgres_url.as_deref(), self.clock.clone()).await;
         self.addr = server.addr;
@@ -270,6 +270,12 @@ impl TestServer {
 
     pub fn service(&self) -> &prebuildd::service::Service {
         &self.server.as_ref().expect("running").service
+    }
+
+    /// One whole reconciler pass, after the one under way: what a test
+    /// awaits before asserting that something did *not* happen.
+    pub async fn reconcile_once(&self) -> prebuildd::reconciler::PassReport {
+        self.server.as_ref().expect("running").reconcile_once().await
     }
 
     pub async fn channel(&self) -> Channel {

@@ -1,7 +1,9 @@
 //! Robustness tests: prebuildd killed with SIGKILL under write load,
-//! stopped with SIGTERM under load, fed bad input over every protocol, and
-//! held to its deadlines and header timeout. One binary, a module per area;
-//! the process-level tests run the real `prebuildd` executable as a child.
+//! stopped with SIGTERM under load, reloaded with SIGHUP, fed bad input
+//! over every protocol, held to its deadlines and header timeout, and run
+//! as replicas on PostgreSQL with the leader killed. One binary, a module
+//! per area; the process-level tests run the real `prebuildd` executable as
+//! a child.
 
 // The deprecated `desired_size` fields are part of the API under test.
 #![allow(deprecated)]
@@ -13,4 +15,6 @@ mod bad_input;
 mod crash;
 mod deadlines;
 mod process;
+mod reload;
+mod replicas;
 mod shutdown;

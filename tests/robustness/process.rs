@@ -98,6 +98,16 @@ impl Process {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits up to `limit` for the `count`-th line of the log that contains
+    /// `needle`; panics with the log if it does not come.
+    pub async fn wait_for_log(&self, needle: &str, count: usize, limit: Duration) {
+        let started = Instant::now();
+        while self.log.lock().unwrap().iter().filter(|line| line.contains(needle)).count() < count {
+            assert!(started.elapsed() < limit, "no {count}. line with {needle:?} within {limit:?}; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends `signal` (SIGTERM, SIGHUP, ...) to the child.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
@@ -272,6 +282,16 @@ impl Load {
 
     pub fn acknowledged_so_far(&self) -> usize {
         self.outcomes.lock().unwrap().acknowledged.len()
+    }
+
+    /// Stops every worker where it is (a create in flight may be committed
+    /// without being acknowledged), and returns what they saw.
+    pub async fn stop(self) -> Outcomes {
+        self.stopping();
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.finish(Duration::from_secs(5)).await
     }
 
     /// Waits up to `limit` for every worker to end, and returns what they saw.
