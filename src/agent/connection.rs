@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How often jobs, pools and logs are looked at for news.
+/// How often jobs, pools and logs are looked at for news when the engine
+/// raises no event (new log lines raise none).
 const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages queued for the server before the reporter waits.
 const OUTBOX: usize = 256;
@@ -201,8 +202,9 @@ async fn send_new_log(agent: &Agent, outbox: &Outbox, prebuild_id: &str) {
     }
 }
 
-/// Every [`REPORT_INTERVAL`]: new log lines, changed job states, pools
-/// converged and their changed observations, finished pool removals.
+/// At every engine event, and every [`REPORT_INTERVAL`] otherwise: new log
+/// lines, changed job states, pools converged and their changed
+/// observations, finished pool removals.
 async fn report_changes(agent: Arc<Agent>, outbox: Outbox) {
     loop {
         let jobs: Vec<String> = lock(&agent.state).jobs.iter().filter(|(_, job)| !job.removing).map(|(id, _)| id.clone()).collect();
@@ -258,6 +260,9 @@ async fn report_changes(agent: Arc<Agent>, outbox: Outbox) {
                 Err(error) => tracing::warn!(pool = %id, %error, "cannot remove the pool's instances yet"),
             }
         }
-        tokio::time::sleep(REPORT_INTERVAL).await;
+        tokio::select! {
+            _ = agent.events.woken() => {}
+            _ = tokio::time::sleep(REPORT_INTERVAL) => {}
+        }
     }
 }

@@ -17,7 +17,7 @@ pub use config::AgentConfig;
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::logs::Logs;
-use crate::runner::{JobState, PoolObservation, PoolTarget, Runner, Runners, ServerFiles};
+use crate::runner::{JobState, PoolObservation, PoolTarget, Runner, RunnerEvents, Runners, ServerFiles};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ pub enum AgentError {
 pub(crate) struct Agent {
     config: AgentConfig,
     engine: Arc<dyn Runner>,
+    /// The engine's events: a job or pool changed, report it now.
+    events: RunnerEvents,
     logs: Logs,
     state: Mutex<AgentState>,
 }
@@ -85,10 +87,11 @@ impl Agent {
             data_dir: config.data_dir.clone(),
             private_files: if config.path.as_os_str().is_empty() { Vec::new() } else { vec![config.path.clone()] },
         };
-        let engine = Runners::new(files, &catalog)
-            .get(&config.runner_id)
-            .ok_or_else(|| AgentError::Setup("cannot start the engine; see the log above".into()))?;
-        Ok(Agent { config, engine, logs, state: Mutex::new(AgentState::default()) })
+        let runners = Runners::new(files, &catalog);
+        let engine =
+            runners.get(&config.runner_id).ok_or_else(|| AgentError::Setup("cannot start the engine; see the log above".into()))?;
+        let events = runners.events().clone();
+        Ok(Agent { config, engine, events, logs, state: Mutex::new(AgentState::default()) })
     }
 }
 

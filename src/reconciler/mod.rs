@@ -4,7 +4,9 @@
 //! Level-triggered: each pass reads desired and observed state (store and
 //! runners) and takes the next step; nothing a restart would lose lives only
 //! in memory (backoff timers are a courtesy, not state). A pass runs on
-//! every write (the service's notify) and on a periodic tick. It reads only
+//! every write (the service's notify), on every runner event (a job changed
+//! phase, an instance became ready; see `runner::RunnerEvents`), and on a
+//! periodic tick that is only the safety net. It reads only
 //! objects not in a final phase, so its cost follows active work, not
 //! history. Status writes are guarded by the versions the step saw: a lost
 //! race changes nothing and the next pass decides again.
@@ -138,6 +140,8 @@ impl Reconciler {
             tokio::select! {
                 _ = self.changes.notified() => {}
                 _ = self.replicas.remote_changes().notified() => {}
+                // A runner's job or pool changed: look now, not at the tick.
+                _ = self.runners.events().woken() => {}
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = leadership.changed() => {}
                 _ = &mut shutdown => return,

@@ -11,6 +11,7 @@
 
 pub mod devcontainer;
 pub mod docker;
+mod events;
 mod job;
 pub mod local;
 mod pool_plan;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use std::path::PathBuf;
 
 pub use crate::logs::LogSink;
+pub use events::RunnerEvents;
 
 /// What a runner needs to run one prebuild.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +163,8 @@ pub struct Runners {
     /// Whether this process leads the reconciler: only the leader gives
     /// remote runners work, so only it accepts their connections.
     leads: std::sync::atomic::AtomicBool,
+    /// What every runner here says when something it runs changes.
+    events: RunnerEvents,
 }
 
 impl std::fmt::Debug for Runners {
@@ -177,6 +181,7 @@ impl Runners {
             by_id: Default::default(),
             remote: Default::default(),
             leads: std::sync::atomic::AtomicBool::new(true),
+            events: RunnerEvents::new(),
         };
         runners.sync(catalog);
         runners
@@ -191,11 +196,11 @@ impl Runners {
             }
             let runner: std::sync::Arc<dyn Runner> = match config.kind {
                 crate::catalog::RunnerKind::Simulated => {
-                    std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir))
+                    std::sync::Arc::new(simulated::SimulatedRunner::new(config.step_duration, &self.data_dir, self.events.clone()))
                 }
                 crate::catalog::RunnerKind::Docker => {
                     let root = config.docker.root.clone().unwrap_or_else(|| docker::DockerRunner::default_root(&self.data_dir, &config.id));
-                    match docker::DockerRunner::new(&config.id, &root, &config.docker) {
+                    match docker::DockerRunner::new(&config.id, &root, &config.docker, self.events.clone()) {
                         Ok(runner) => std::sync::Arc::new(runner),
                         Err(error) => {
                             tracing::error!(runner = %config.id, %error, "cannot start the docker runner; its prebuilds will fail");
@@ -205,7 +210,8 @@ impl Runners {
                 }
                 crate::catalog::RunnerKind::Remote => match crate::logs::Logs::new(&self.data_dir) {
                     Ok(logs) => {
-                        let runner = std::sync::Arc::new(remote::RemoteRunner::new(&config.id, config.remote.grace, logs));
+                        let runner =
+                            std::sync::Arc::new(remote::RemoteRunner::new(&config.id, config.remote.grace, logs, self.events.clone()));
                         crate::sync::write(&self.remote).insert(config.id.clone(), runner.clone());
                         runner
                     }
@@ -217,6 +223,7 @@ impl Runners {
                 crate::catalog::RunnerKind::Local => match local::LocalRunner::new(
                     &self.data_dir.join("local").join(&config.id),
                     local::SandboxSettings::new(config.sandbox, self.paths_to_hide(catalog)),
+                    self.events.clone(),
                 ) {
                     Ok(runner) => std::sync::Arc::new(runner),
                     Err(error) => {
@@ -238,6 +245,12 @@ impl Runners {
             .filter(|runner| runner.kind == crate::catalog::RunnerKind::Docker)
             .map(|runner| runner.docker.root.clone().unwrap_or_else(|| docker::DockerRunner::default_root(&self.data_dir, &runner.id)));
         std::iter::once(self.data_dir.clone()).chain(self.private_files.iter().cloned()).chain(roots).collect()
+    }
+
+    /// The events of every runner here (the reconciler and waiting claims
+    /// listen to them).
+    pub fn events(&self) -> &RunnerEvents {
+        &self.events
     }
 
     pub fn get(&self, runner_id: &str) -> Option<std::sync::Arc<dyn Runner>> {

@@ -9,20 +9,25 @@
 //! - anything else fails at once, saying what the simulated runner accepts.
 //!
 //! A job's state is computed from the time since it started, so thousands
-//! of jobs cost no tasks or timers. Log lines are written as a job passes
+//! of jobs cost no task each; one timer task per runner ([`Alarms`]) turns
+//! the moments when a job or instance changes into runner events, so the
+//! reconciler sees them at once. Log lines are written as a job passes
 //! each phase, and snapshots are small real files under the data dir.
 //! Warm pool instances are in-memory records that become ready one step
 //! after they are provisioned; "stopped" ones are records marked stopped.
 //! Jobs and instances live in memory: after a restart the runner knows
 //! none (the reconciler then starts lost jobs again).
 
-use super::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob, Runner};
+use super::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob, Runner, RunnerEvents};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
@@ -75,13 +80,116 @@ pub struct SimulatedRunner {
     step: Duration,
     snapshot_dir: PathBuf,
     state: Mutex<State>,
+    alarms: Arc<Alarms>,
 }
 
 const SNAPSHOT_BYTES: usize = 4096;
 
+/// The moments at which the runner's jobs and instances change (their
+/// states follow from the clock), each turned into a runner event by one
+/// timer task.
+#[derive(Debug)]
+struct Alarms {
+    at: Mutex<BinaryHeap<Reverse<Instant>>>,
+    /// An earlier moment was set, or the runner is gone.
+    rescheduled: Notify,
+    closed: AtomicBool,
+    started: AtomicBool,
+    events: RunnerEvents,
+}
+
+impl Alarms {
+    fn new(events: RunnerEvents) -> Arc<Alarms> {
+        Arc::new(Alarms {
+            at: Mutex::default(),
+            rescheduled: Notify::new(),
+            closed: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            events,
+        })
+    }
+
+    /// Raises an event at each of `moments` (at once for those past).
+    fn set(self: &Arc<Self>, moments: impl IntoIterator<Item = Instant>) {
+        let earlier = {
+            let mut at = crate::sync::lock(&self.at);
+            let before = at.peek().map(|Reverse(first)| *first);
+            at.extend(moments.into_iter().map(Reverse));
+            at.peek().map(|Reverse(first)| *first) != before
+        };
+        if earlier {
+            self.rescheduled.notify_one();
+        }
+        // The task starts with the first alarm (within a runtime: the
+        // runner is made outside one in some tests).
+        if !self.started.swap(true, Ordering::SeqCst) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(Self::ring(Arc::downgrade(self)))),
+                Err(_) => self.started.store(false, Ordering::SeqCst),
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.rescheduled.notify_one();
+    }
+
+    /// Sleeps until the next moment, raises one event for every moment
+    /// passed, and again, until the runner is gone.
+    async fn ring(alarms: Weak<Alarms>) {
+        loop {
+            let Some(alarms) = alarms.upgrade() else { return };
+            if alarms.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = Instant::now();
+            let (passed, next) = {
+                let mut at = crate::sync::lock(&alarms.at);
+                let mut passed = false;
+                while at.peek().is_some_and(|Reverse(first)| *first <= now) {
+                    at.pop();
+                    passed = true;
+                }
+                (passed, at.peek().map(|Reverse(first)| *first))
+            };
+            if passed {
+                alarms.events.changed();
+            }
+            let rescheduled = alarms.rescheduled.notified();
+            match next {
+                Some(next) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next.into()) => {}
+                        _ = rescheduled => {}
+                    }
+                }
+                None => rescheduled.await,
+            }
+        }
+    }
+}
+
 impl SimulatedRunner {
-    pub fn new(step: Duration, data_dir: &Path) -> Self {
-        SimulatedRunner { step, snapshot_dir: data_dir.join("simulated").join("snapshots"), state: Mutex::new(State::default()) }
+    pub fn new(step: Duration, data_dir: &Path, events: RunnerEvents) -> Self {
+        SimulatedRunner {
+            step,
+            snapshot_dir: data_dir.join("simulated").join("snapshots"),
+            state: Mutex::new(State::default()),
+            alarms: Alarms::new(events),
+        }
+    }
+
+    /// When a job started now with `ending` changes state: each step up to
+    /// its last one (at once for a job that fails at the start).
+    fn changes_of(&self, ending: Ending, started: Instant) -> Vec<Instant> {
+        let steps = match ending {
+            Ending::Reject => 0,
+            Ending::Hang => 1,
+            Ending::Fail => 2,
+            Ending::Complete | Ending::Warn => 4,
+        };
+        (0..=steps).filter(|k| *k > 0 || ending == Ending::Reject).map(|k| started + self.step.max(Duration::from_millis(1)) * k).collect()
     }
 
     fn snapshot_path(&self, prebuild_id: &str) -> PathBuf {
@@ -158,6 +266,13 @@ impl SimulatedRunner {
     }
 }
 
+impl Drop for SimulatedRunner {
+    /// Its alarms' task ends with it.
+    fn drop(&mut self) {
+        self.alarms.close();
+    }
+}
+
 #[async_trait]
 impl Runner for SimulatedRunner {
     async fn start(&self, job: PrebuildJob) -> Result<()> {
@@ -165,10 +280,10 @@ impl Runner for SimulatedRunner {
         if state.jobs.contains_key(&job.prebuild_id) {
             return Ok(());
         }
-        let ending = ending_of(&job.repository);
-        state
-            .jobs
-            .insert(job.prebuild_id.clone(), Job { job, ending, started: Instant::now(), stopped: false, logged: None, finished: None });
+        let (ending, started) = (ending_of(&job.repository), Instant::now());
+        state.jobs.insert(job.prebuild_id.clone(), Job { job, ending, started, stopped: false, logged: None, finished: None });
+        drop(state);
+        self.alarms.set(self.changes_of(ending, started));
         Ok(())
     }
 
@@ -222,6 +337,7 @@ impl Runner for SimulatedRunner {
             }
         };
         if let Some((log, lines)) = written {
+            self.alarms.events.changed();
             for line in lines {
                 log.line(&line).await;
             }
@@ -249,6 +365,8 @@ impl Runner for SimulatedRunner {
         };
         let current = |i: &Instance| i.snapshot_id == snapshot_id;
         let ready = |i: &Instance| i.running && i.ready_at <= now;
+        // When the instances started now become ready: alarms.
+        let mut readying = Vec::new();
         // Promote stopped instances first: faster than provisioning anew.
         let mut running = instances.iter().filter(|i| current(i) && i.running).count() as u32;
         for instance in instances.iter_mut().filter(|i| i.snapshot_id == snapshot_id && !i.running) {
@@ -257,6 +375,7 @@ impl Runner for SimulatedRunner {
             }
             instance.running = true;
             instance.ready_at = now + self.step / 2;
+            readying.push(instance.ready_at);
             running += 1;
         }
         while running < target.running {
@@ -266,6 +385,7 @@ impl Runner for SimulatedRunner {
                 running: true,
                 ready_at: now + self.step,
             });
+            readying.push(now + self.step);
             running += 1;
         }
         let stopped = instances.iter().filter(|i| current(i) && !i.running).count() as u32;
@@ -296,12 +416,17 @@ impl Runner for SimulatedRunner {
         if new_ready >= target.running {
             instances.retain(|i| i.snapshot_id == snapshot_id);
         }
-        Ok(PoolObservation {
+        let observation = PoolObservation {
             running: new_ready,
             stopped: instances.iter().filter(|i| current(i) && !i.running).count() as u32,
             outdated: instances.iter().filter(|i| !current(i)).count() as u32,
             failure: None,
-        })
+        };
+        drop(state);
+        if !readying.is_empty() {
+            self.alarms.set(readying);
+        }
+        Ok(observation)
     }
 
     async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>> {
@@ -353,7 +478,7 @@ mod tests {
     #[test]
     fn the_repository_chooses_the_ending() {
         let dir = tempfile::tempdir().unwrap();
-        let runner = SimulatedRunner::new(Duration::from_secs(1), dir.path());
+        let runner = SimulatedRunner::new(Duration::from_secs(1), dir.path(), RunnerEvents::new());
         let s = Duration::from_millis;
         assert_eq!(runner.state_at(Ending::Complete, s(500)), JobState::Starting);
         assert_eq!(runner.state_at(Ending::Complete, s(1500)), JobState::Running);
@@ -369,7 +494,7 @@ mod tests {
     #[tokio::test]
     async fn jobs_log_complete_stop_and_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let runner = SimulatedRunner::new(Duration::from_millis(1), dir.path());
+        let runner = SimulatedRunner::new(Duration::from_millis(1), dir.path(), RunnerEvents::new());
         runner.start(job(dir.path(), "sim://ok")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(matches!(runner.observe("p1").await, Some(JobState::Completed { snapshot_size_bytes: 4096, .. })));
@@ -391,7 +516,7 @@ mod tests {
     #[tokio::test]
     async fn pools_fill_rotate_and_hand_out_instances() {
         let dir = tempfile::tempdir().unwrap();
-        let runner = SimulatedRunner::new(Duration::from_millis(2), dir.path());
+        let runner = SimulatedRunner::new(Duration::from_millis(2), dir.path(), RunnerEvents::new());
         let target = |snapshot: &str| PoolTarget {
             warm_pool_id: "w".into(),
             snapshot_id: Some(snapshot.into()),

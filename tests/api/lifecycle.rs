@@ -196,6 +196,32 @@ async fn the_timeout_fails_a_prebuild_that_runs_too_long() {
     assert!(message.contains("timed out") && message.contains("5m"), "says it timed out and after how long: {message}");
 }
 
+/// With a 30 s interval no tick comes during the test: every phase change
+/// after the create is seen because the runner says so.
+#[tokio::test]
+async fn runner_events_move_a_prebuild_without_waiting_for_the_interval() {
+    let server =
+        TestServer::start_with(config("50ms", "", &[CLASS_SMALL], false).replace("interval = \"40ms\"", "interval = \"30s\"")).await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+    // The pass at start is over: from here on only wake-ups make passes.
+    server.reconcile_once().await;
+    let started = Instant::now();
+    let created = create_prebuild(&mut client, OK).await;
+    let (done, seen) = wait_phase(&mut client, &created.id, PrebuildPhase::Completed).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "completed after {took:?}; phases seen: {seen:?}");
+    assert_eq!(done.status.unwrap().snapshot_size_bytes, 4096);
+    // A failure in RUNNING, and a cancel of a hanging one, end as fast.
+    let failing = create_prebuild(&mut client, FAIL).await;
+    let (failed, _) = wait_phase(&mut client, &failing.id, PrebuildPhase::Failed).await;
+    assert!(failed.status.unwrap().failure_message.contains("simulated failure"));
+    let hanging = create_prebuild(&mut client, HANG).await;
+    wait_phase(&mut client, &hanging.id, PrebuildPhase::Running).await;
+    client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: hanging.id.clone() }).await.unwrap();
+    wait_phase(&mut client, &hanging.id, PrebuildPhase::Cancelled).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "all three within seconds, not ticks: {:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn delete_removes_work_log_and_row() {
     let server = TestServer::start_with(default_config()).await;

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 const OK: &str = "0c000000-0000-4000-8000-0000000000a1";
 
-/// The reconciler on with passes every `interval` (and on wake-ups), a fast
-/// simulated runner and a project whose prebuilds succeed. The runner's
-/// progress is seen at the next pass: a prebuild goes one phase further per
-/// interval.
+/// The reconciler on with passes every `interval` (and on wake-ups: writes
+/// and runner events), a fast simulated runner and a project whose
+/// prebuilds succeed.
 fn reconciling_config(interval: &str) -> String {
     format!(
         r#"
@@ -168,8 +167,10 @@ async fn metrics_text(server: &TestServer) -> String {
     reqwest::get(format!("{}/metrics", server.base_url())).await.expect("GET /metrics").text().await.expect("metrics text")
 }
 
+/// A 30 s interval: only wake-ups move the prebuild, the follower's write
+/// passed on to the leader, then the runner's events on the leader.
 #[tokio::test]
-async fn a_prebuild_created_on_a_follower_starts_at_once() {
+async fn a_prebuild_created_on_a_follower_completes_in_seconds_with_a_30s_interval() {
     // Only a wake-up makes the leader pass before 30 s.
     let one = on_postgres::TestServer::start_with(reconciling_config("30s")).await.into_inner();
     let two = one.start_replica().await;
@@ -190,6 +191,10 @@ async fn a_prebuild_created_on_a_follower_starts_at_once() {
     )
     .await;
     eprintln!("left PENDING after {:?} ({:?})", started.elapsed(), phase(&moved));
+    // Four simulated steps of 50 ms, each seen at once.
+    let done = wait_for_phase(&mut client, &created.id, &[PrebuildPhase::Completed, PrebuildPhase::Failed], Duration::from_secs(2)).await;
+    assert_eq!(phase(&done), PrebuildPhase::Completed, "{done:?}");
+    eprintln!("completed after {:?}", started.elapsed());
 }
 
 #[tokio::test]

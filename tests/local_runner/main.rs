@@ -14,7 +14,7 @@ mod prebuilds;
 mod sandbox;
 
 use prebuildd::runner::local::{LocalRunner, SandboxSettings};
-use prebuildd::runner::{JobState, LogSink, PoolObservation, PoolTarget, PrebuildJob, Runner};
+use prebuildd::runner::{JobState, LogSink, PoolObservation, PoolTarget, PrebuildJob, Runner, RunnerEvents};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,7 +90,7 @@ struct Fixture {
 /// the configuration file as the server tells it; sandboxed or not.
 fn runner_in(dir: &Path, sandboxed: bool) -> LocalRunner {
     let hidden = vec![dir.join("data"), dir.join(CONFIG_FILE)];
-    LocalRunner::new(&dir.join(ROOT), SandboxSettings::new(sandboxed, hidden)).unwrap()
+    LocalRunner::new(&dir.join(ROOT), SandboxSettings::new(sandboxed, hidden), RunnerEvents::new()).unwrap()
 }
 
 impl Fixture {

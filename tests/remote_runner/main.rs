@@ -50,6 +50,29 @@ async fn a_prebuild_waits_for_its_runner_then_completes_with_its_log_on_the_serv
     assert!(!listening_ports(std::process::id()).contains(&0), "the port check reads /proc");
 }
 
+/// With a 30 s interval on the server, what moves a prebuild is the
+/// runner's engine events (reported at once over the stream) and the
+/// reports waking the server's reconciler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runners_reports_move_its_prebuilds_without_waiting_for_the_interval() {
+    let config = server_config("60s").replace("interval = \"100ms\"", "interval = \"30s\"");
+    assert!(config.contains("interval = \"30s\""), "the config edit applied");
+    let workspace = Workspace::new(&config);
+    let server = workspace.start().await;
+    let mut client = server.client(TOKEN_A).await;
+    let runner_dir = tempfile::tempdir().unwrap();
+    let runner = RunnerProcess::start(&server.base_url(), RUNNER_TOKEN, &runner_dir.path().join("data"), "50ms");
+    let context = || format!("runner log:\n{}\nserver log:\n{}", runner.log_text(), server.log_text());
+    // The first one waits for the runner to connect (its hello wakes the
+    // reconciler too).
+    let first = create_prebuild(&mut client, PROJECT_BACKEND).await;
+    wait_phase(&mut client, &first.id, PrebuildPhase::Completed, context).await;
+    let started = std::time::Instant::now();
+    let second = create_prebuild(&mut client, PROJECT_BACKEND).await;
+    wait_phase(&mut client, &second.id, PrebuildPhase::Completed, context).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "completed after {:?}, not at a tick", started.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_on_the_remote_runner_becomes_ready_and_a_claim_is_answered_by_the_runner() {
     let workspace = Workspace::new(&server_config("60s"));

@@ -53,6 +53,8 @@ pub(crate) struct Core {
     engine: tokio::sync::OnceCell<Engine>,
     jobs: Mutex<HashMap<String, Job>>,
     pools: Mutex<HashMap<String, DockerPool>>,
+    /// Told when a job changes phase or an instance is made.
+    events: crate::runner::RunnerEvents,
 }
 
 struct Job {
@@ -75,7 +77,7 @@ impl std::fmt::Debug for DockerRunner {
 impl DockerRunner {
     /// A runner with its own root directory (created here; what a previous
     /// run left in it is swept). Docker itself is reached on first use.
-    pub fn new(runner_id: &str, root: &Path, settings: &DockerSettings) -> Result<DockerRunner> {
+    pub fn new(runner_id: &str, root: &Path, settings: &DockerSettings, events: crate::runner::RunnerEvents) -> Result<DockerRunner> {
         let internal =
             |what: &str, path: &Path, e: std::io::Error| Error::Internal(format!("docker runner: cannot {what} {}: {e}", path.display()));
         for dir in ["workspaces", "configs", "home"] {
@@ -105,6 +107,7 @@ impl DockerRunner {
             engine: tokio::sync::OnceCell::new(),
             jobs: Mutex::default(),
             pools: Mutex::default(),
+            events,
         };
         Ok(DockerRunner { core: Arc::new(core) })
     }
@@ -183,7 +186,7 @@ impl Runner for DockerRunner {
         if jobs.contains_key(&job.prebuild_id) {
             return Ok(());
         }
-        let shared = Arc::new(JobShared::new());
+        let shared = Arc::new(JobShared::reporting_to(self.core.events.clone()));
         let (prebuild_id, environment_id) = (job.prebuild_id.clone(), job.environment_id.clone());
         let task = tokio::spawn(lifecycle::run_job(self.core.clone(), shared.clone(), job));
         jobs.insert(prebuild_id, Job { environment_id, shared, task: Some(task) });

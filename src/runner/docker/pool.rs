@@ -207,6 +207,8 @@ impl Core {
                 None => false,
             }
         };
+        // Ready, or failed: either way the pool has news.
+        self.events.changed();
         if !kept {
             self.remove_container(&name).await;
         }

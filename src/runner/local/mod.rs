@@ -63,6 +63,8 @@ pub struct LocalRunner {
     pools: Arc<Mutex<HashMap<String, Pool>>>,
     /// How lifecycle commands run; shared with the jobs.
     sandbox: Arc<Sandbox>,
+    /// Told when a job changes phase or a warm instance is ready.
+    events: super::RunnerEvents,
 }
 
 impl std::fmt::Debug for LocalRunner {
@@ -105,7 +107,7 @@ impl LocalRunner {
     /// left half-done there, whose lifecycle commands run as `sandbox`
     /// says. Whether the sandbox works is checked in the background at once
     /// (when there is a runtime) and awaited by the first prebuild.
-    pub fn new(root: &Path, sandbox: SandboxSettings) -> Result<LocalRunner> {
+    pub fn new(root: &Path, sandbox: SandboxSettings, events: super::RunnerEvents) -> Result<LocalRunner> {
         for dir in ["workspaces", "snapshots", "pools", "claimed"] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(internal(format!("cannot create {}", path.display())))?;
@@ -118,7 +120,7 @@ impl LocalRunner {
             // The answer is logged once, at start, where an operator looks.
             runtime.spawn(async move { early.check().await });
         }
-        Ok(LocalRunner { root, jobs: Mutex::default(), pools: Arc::default(), sandbox })
+        Ok(LocalRunner { root, jobs: Mutex::default(), pools: Arc::default(), sandbox, events })
     }
 
     /// Where a prebuild's snapshot archive is. It depends on the prebuild ID
@@ -157,7 +159,7 @@ impl Runner for LocalRunner {
         if jobs.contains_key(&job.prebuild_id) {
             return Ok(());
         }
-        let shared = Arc::new(JobShared::new());
+        let shared = Arc::new(JobShared::reporting_to(self.events.clone()));
         let (workspace, snapshot) = (self.workspace(&job.environment_id), self.snapshot_path(&job.prebuild_id));
         let (prebuild_id, environment_id) = (job.prebuild_id.clone(), job.environment_id.clone());
         let task = tokio::spawn(job::run_job(shared.clone(), job, workspace, snapshot, self.root.clone(), self.sandbox.clone()));

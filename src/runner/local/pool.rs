@@ -126,8 +126,12 @@ impl LocalRunner {
     }
 
     pub(super) fn spawn_extraction(&self, warm_pool_id: &str, instance: Instance) {
-        let (pools, pool_id) = (self.pools.clone(), warm_pool_id.to_string());
+        let (pools, pool_id, events) = (self.pools.clone(), warm_pool_id.to_string(), self.events.clone());
         let (pool_dir, archive) = (self.pool_dir(warm_pool_id), self.snapshot_path(&instance.snapshot_id));
-        tokio::task::spawn_blocking(move || extract_instance(&pools, &pool_id, &pool_dir, &archive, &instance));
+        tokio::task::spawn_blocking(move || {
+            extract_instance(&pools, &pool_id, &pool_dir, &archive, &instance);
+            // Ready, or failed: either way the pool has news.
+            events.changed();
+        });
     }
 }

@@ -529,7 +529,7 @@ mod tests {
         std::fs::create_dir_all(repo.join(".devcontainer")).unwrap();
         let devcontainer = format!(r#"{{"onCreateCommand": ["touch", "{}"]}}"#, ran.display());
         std::fs::write(repo.join(".devcontainer/devcontainer.json"), devcontainer).unwrap();
-        let runner = LocalRunner::new(&dir.path().join("data/local/r1"), settings).unwrap();
+        let runner = LocalRunner::new(&dir.path().join("data/local/r1"), settings, crate::runner::RunnerEvents::new()).unwrap();
         let prebuild_id = uuid::Uuid::now_v7().to_string();
         let log = LogSink::new(dir.path().join("log"));
         let job = PrebuildJob {

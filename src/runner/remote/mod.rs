@@ -35,6 +35,8 @@ pub struct RemoteRunner {
     grace: Duration,
     logs: Logs,
     state: Mutex<State>,
+    /// Told of what the runner reports (job states, pools, its hello).
+    events: crate::runner::RunnerEvents,
 }
 
 impl std::fmt::Debug for RemoteRunner {
@@ -86,9 +88,9 @@ impl State {
 }
 
 impl RemoteRunner {
-    pub fn new(id: &str, grace: Duration, logs: Logs) -> Self {
+    pub fn new(id: &str, grace: Duration, logs: Logs, events: crate::runner::RunnerEvents) -> Self {
         let state = State { away_since: Some(Instant::now()), ..Default::default() };
-        RemoteRunner { id: id.to_string(), grace, logs, state: Mutex::new(state) }
+        RemoteRunner { id: id.to_string(), grace, logs, state: Mutex::new(state), events }
     }
 
     pub fn id(&self) -> &str {

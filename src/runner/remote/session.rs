@@ -56,6 +56,9 @@ impl RemoteRunner {
         }
         resend_everything(&state);
         drop(state);
+        // What it holds may differ from what was last known, and it can take
+        // work again.
+        self.events.changed();
         tracing::info!(runner = %self.id, engine = %hello.engine, version = %hello.version, jobs = hello.jobs.len(), "runner connected");
         (Session { runner: self.clone(), number }, messages)
     }
@@ -81,8 +84,21 @@ fn is_uuid(id: &str) -> bool {
 
 impl Session {
     /// Applies one message from the runner. An error ends the stream with
-    /// that error (the runner reconnects).
+    /// that error (the runner reconnects). Reports are runner events: the
+    /// reconciler looks at once.
     pub async fn handle(&self, message: pb::AttachRequest) -> Result<()> {
+        let news = matches!(
+            message.message,
+            Some(Message::JobReport(_) | Message::PoolReport(_) | Message::JobRemoved(_) | Message::PoolRemoved(_))
+        );
+        let applied = self.apply(message).await;
+        if news {
+            self.runner.events.changed();
+        }
+        applied
+    }
+
+    async fn apply(&self, message: pb::AttachRequest) -> Result<()> {
         let runner = &self.runner;
         match message.message {
             None => Ok(()),
@@ -157,6 +173,8 @@ impl Drop for Session {
             state.away_since = Some(Instant::now());
             state.claims.clear();
             tracing::warn!(runner = %self.runner.id, "runner disconnected");
+            drop(state);
+            self.runner.events.changed();
         }
     }
 }
