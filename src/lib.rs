@@ -102,7 +102,8 @@ impl Reloader {
     /// Swaps in the catalog (projects, classes, runners) and API keys. The
     /// reconciler then deletes warm pools the new configuration no longer
     /// allows. Listen address and storage (data dir, postgres_url, token_secret)
-    /// changes need a restart.
+    /// changes need a restart. New runners are made here, which does file
+    /// work: call it on a blocking thread.
     pub fn apply(&self, config: &Config) {
         self.auth.replace(&config.api_keys);
         self.service.set_catalog(Arc::new(config.catalog.clone()));
@@ -182,7 +183,9 @@ pub async fn start_with_private_files(
     };
     let changes = Arc::new(Notify::new());
     let files = ServerFiles { data_dir: config.data_dir.clone(), private_files };
-    let runners = Arc::new(Runners::new(files, &config.catalog));
+    // Runners sweep their roots as they are made: file work, off the runtime.
+    let catalog = config.catalog.clone();
+    let runners = Arc::new(tokio::task::spawn_blocking(move || Runners::new(files, &catalog)).await?);
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let metrics = Arc::new(metrics::Metrics::new());

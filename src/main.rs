@@ -155,7 +155,12 @@ fn reload_on_sighup(reloader: prebuildd::Reloader, path: PathBuf, overrides: Ove
         while hangup.recv().await.is_some() {
             match Config::load(&path, &overrides) {
                 Ok(config) => {
-                    reloader.apply(&config);
+                    let reloader = reloader.clone();
+                    // New runners sweep their roots: file work, off the runtime.
+                    if let Err(error) = tokio::task::spawn_blocking(move || reloader.apply(&config)).await {
+                        tracing::error!(%error, "configuration not reloaded: applying it failed");
+                        continue;
+                    }
                     tracing::info!(path = %path.display(), "configuration reloaded");
                 }
                 Err(error) => tracing::error!(%error, "configuration not reloaded: it is invalid"),

@@ -98,7 +98,11 @@ impl Agent {
 /// Runs the runner until `shutdown` resolves, or until the server refuses
 /// its credentials.
 pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
-    let agent = Arc::new(Agent::new(config)?);
+    // The engine sweeps its root as it is made: file work, off the runtime.
+    let agent = tokio::task::spawn_blocking(move || Agent::new(config))
+        .await
+        .map_err(|e| AgentError::Setup(format!("cannot start the engine: {e}")))??;
+    let agent = Arc::new(agent);
     tracing::info!(server = %agent.config.server, runner = %agent.config.runner_id, "runner starting");
     let work = async {
         let mut backoff = FIRST_BACKOFF;

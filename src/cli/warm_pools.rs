@@ -45,8 +45,13 @@ pub enum Command {
     },
     /// Deletes a warm pool (its instances are drained in the background).
     Delete { id: String },
-    /// Claims one ready instance of the pool's newest snapshot.
-    Claim { id: String },
+    /// Claims one ready instance of the pool's newest snapshot, waiting for one being made.
+    Claim {
+        id: String,
+        /// How long to wait for an instance when none is ready (`0s`: not at all; default and at most 60s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<std::time::Duration>,
+    },
 }
 
 pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
@@ -94,9 +99,10 @@ pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
                 Format::Table => output::line(&format!("warm pool {id} is being deleted")),
             }
         }
-        Command::Claim { id } => {
-            let instance =
-                required(client.instances.claim_instance(ClaimInstanceRequest { warm_pool_id: id }).await?.into_inner().instance)?;
+        Command::Claim { id, wait } => {
+            let wait = wait.map(|w| pbjson_types::Duration { seconds: w.as_secs() as i64, nanos: w.subsec_nanos() as i32 });
+            let request = ClaimInstanceRequest { warm_pool_id: id, wait };
+            let instance = required(client.instances.claim_instance(request).await?.into_inner().instance)?;
             match format {
                 Format::Json => output::print_json(&instance),
                 Format::Table => output::print_table(INSTANCE_HEADERS, &[instance_row(&instance)]),

@@ -52,9 +52,8 @@ pub struct Reconciler {
     retention: Retention,
     backoff: Mutex<HashMap<String, (u32, Instant)>>,
     last_retention: Mutex<Option<Instant>>,
-    /// (project, class, day) already scheduled: saves a store write per
-    /// pass; the store's unique key is what guarantees once per day.
-    schedules_done: Mutex<std::collections::HashSet<(String, String, String)>>,
+    /// (project, class) already scheduled today (see `schedule`).
+    schedules_done: Mutex<schedule::ScheduledToday>,
     /// When active prebuilds entered their phases (for the metrics).
     phase_times: phase_times::PhaseTimes,
     /// Whether this process leads, and wake-ups from other replicas.

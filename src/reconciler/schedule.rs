@@ -9,6 +9,37 @@ use crate::clock::timestamp;
 use crate::error::Result;
 use crate::proto::gitpod::v1::prebuild_metadata::PrebuildTrigger;
 use crate::service::{new_prebuild, NewPrebuild};
+use std::collections::HashSet;
+
+/// The (project, class) pairs already scheduled on the current UTC day, so
+/// that a pass makes no store write for them: only today's are kept, so its
+/// size follows the configuration, not how many days the server has run.
+/// (The store's unique key is what guarantees once per day.)
+#[derive(Debug, Default)]
+pub(super) struct ScheduledToday {
+    day: String,
+    done: HashSet<(String, String)>,
+}
+
+impl ScheduledToday {
+    /// Whether the pair was scheduled on `day`; a new day forgets the last.
+    fn contains(&mut self, day: &str, project_id: &str, class_id: &str) -> bool {
+        self.roll_over(day);
+        self.done.contains(&(project_id.to_string(), class_id.to_string()))
+    }
+
+    fn insert(&mut self, day: &str, project_id: &str, class_id: &str) {
+        self.roll_over(day);
+        self.done.insert((project_id.to_string(), class_id.to_string()));
+    }
+
+    fn roll_over(&mut self, day: &str) {
+        if self.day != day {
+            self.day = day.to_string();
+            self.done.clear();
+        }
+    }
+}
 
 /// The UTC day and hour of a moment.
 pub fn utc_day_and_hour(at: std::time::SystemTime) -> (String, u8) {
@@ -26,8 +57,7 @@ pub(super) async fn run(reconciler: &Reconciler, catalog: &Catalog) -> Result<()
             continue;
         }
         for class_id in &settings.environment_class_ids {
-            let key = (project.id.clone(), class_id.clone(), day.clone());
-            if crate::sync::lock(&reconciler.schedules_done).contains(&key) {
+            if crate::sync::lock(&reconciler.schedules_done).contains(&day, &project.id, class_id) {
                 continue;
             }
             let prebuild = new_prebuild(NewPrebuild {
@@ -46,7 +76,7 @@ pub(super) async fn run(reconciler: &Reconciler, catalog: &Catalog) -> Result<()
                 tracing::info!(project = %project.id, class = %class_id, prebuild = %id, "scheduled prebuild created");
                 reconciler.changes.notify_one();
             }
-            crate::sync::lock(&reconciler.schedules_done).insert(key);
+            crate::sync::lock(&reconciler.schedules_done).insert(&day, &project.id, class_id);
         }
     }
     Ok(())
@@ -56,6 +86,18 @@ pub(super) async fn run(reconciler: &Reconciler, catalog: &Catalog) -> Result<()
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn only_todays_schedules_are_remembered() {
+        let mut today = ScheduledToday::default();
+        today.insert("2019-12-27", "p", "c");
+        today.insert("2019-12-27", "p", "d");
+        assert!(today.contains("2019-12-27", "p", "c"));
+        assert!(!today.contains("2019-12-28", "p", "c"), "a new day, nothing done yet");
+        assert!(today.done.is_empty(), "yesterday's pairs are forgotten");
+        today.insert("2019-12-28", "p", "c");
+        assert_eq!(today.done.len(), 1);
+    }
 
     #[test]
     fn days_and_hours_are_utc() {

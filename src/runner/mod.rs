@@ -174,6 +174,9 @@ impl std::fmt::Debug for Runners {
 }
 
 impl Runners {
+    /// The runners `catalog` configures. Making one does file work (its
+    /// root, and the sweep of what a previous run left half-done there), so
+    /// call this, and [`Runners::sync`], on a blocking thread.
     pub fn new(files: ServerFiles, catalog: &crate::catalog::Catalog) -> Self {
         let runners = Runners {
             data_dir: files.data_dir,
@@ -187,7 +190,8 @@ impl Runners {
         runners
     }
 
-    /// Creates runners the catalog names that do not exist yet.
+    /// Creates runners the catalog names that do not exist yet (on a
+    /// blocking thread: see [`Runners::new`]).
     pub fn sync(&self, catalog: &crate::catalog::Catalog) {
         let mut by_id = crate::sync::write(&self.by_id);
         for config in catalog.runners.values() {

@@ -3,7 +3,7 @@
 //! transports decode a request, authenticate, call a method here with the
 //! prost request type, and encode what it returns.
 
-mod claims;
+pub mod claims;
 mod prebuilds;
 mod warm_pools;
 
@@ -53,6 +53,8 @@ pub struct Service {
     changes: Arc<Notify>,
     runners: Arc<Runners>,
     metrics: Arc<Metrics>,
+    /// Claims waiting for an instance, per pool, in order.
+    claim_lines: claims::ClaimLines,
 }
 
 impl std::fmt::Debug for Service {
@@ -64,7 +66,17 @@ impl std::fmt::Debug for Service {
 impl Service {
     pub fn new(parts: ServiceParts) -> Self {
         let ServiceParts { store, catalog, clock, tokens, public_url, changes, runners, metrics } = parts;
-        Service { store, catalog: RwLock::new(catalog), clock, tokens, public_url, changes, runners, metrics }
+        Service {
+            store,
+            catalog: RwLock::new(catalog),
+            clock,
+            tokens,
+            public_url,
+            changes,
+            runners,
+            metrics,
+            claim_lines: Default::default(),
+        }
     }
 
     /// The current catalog (a cheap `Arc` clone; a reload swaps it whole).

@@ -14,6 +14,12 @@ use axum::response::Response;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// When a gRPC call's deadline (`grpc-timeout`) passes: in the request's
+/// extensions, for a method that waits and should answer before it (a
+/// claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallDeadline(pub Instant);
+
 /// The gRPC spec: at most 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
@@ -69,7 +75,7 @@ fn name_unknown_methods(response: &mut Response, path: &str) {
     }
 }
 
-async fn with_deadline(request: Request, next: Next) -> Response {
+async fn with_deadline(mut request: Request, next: Next) -> Response {
     let timeout = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
     let Some(timeout) = timeout else {
         return next.run(request).await;
@@ -83,6 +89,7 @@ async fn with_deadline(request: Request, next: Next) -> Response {
     if timeout < Duration::from_millis(1) {
         return expired();
     }
+    request.extensions_mut().insert(CallDeadline(Instant::now() + timeout));
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => expired(),

@@ -6,7 +6,9 @@ use crate::proto::gitpod::v1::prebuild_service_server::PrebuildService;
 use crate::proto::gitpod::v1::*;
 use crate::proto::prebuildd::v1::warm_pool_instance_service_server::WarmPoolInstanceService;
 use crate::proto::prebuildd::v1::{ClaimInstanceRequest, ClaimInstanceResponse};
+use crate::service::claims::bound_wait;
 use crate::service::Service;
+use crate::transport::deadline::CallDeadline;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -68,6 +70,18 @@ impl GrpcWarmPoolInstanceService {
     }
 }
 
-grpc_service!(WarmPoolInstanceService, GrpcWarmPoolInstanceService {
-    claim_instance(ClaimInstanceRequest) -> ClaimInstanceResponse;
-});
+#[tonic::async_trait]
+impl WarmPoolInstanceService for GrpcWarmPoolInstanceService {
+    /// A claim may wait for an instance: it answers before the call's
+    /// deadline, if it has one.
+    async fn claim_instance(&self, request: Request<ClaimInstanceRequest>) -> Result<Response<ClaimInstanceResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata().get("authorization").map(|v| v.as_bytes()))?;
+        let deadline = request.extensions().get::<CallDeadline>().copied();
+        let mut claim = request.into_inner();
+        if let Some(CallDeadline(at)) = deadline {
+            bound_wait(&mut claim, at.saturating_duration_since(std::time::Instant::now()));
+        }
+        let span = tracing::debug_span!("rpc", method = "claim_instance", organization = %caller.organization_id);
+        self.service.claim_instance(&caller, claim).instrument(span).await.map(Response::new).map_err(|e: Error| e.into())
+    }
+}

@@ -359,7 +359,7 @@ async fn warm_pools_follow_the_newest_snapshot_and_hand_out_instances() {
     let waiting = client.get_warm_pool(GetWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().warm_pool.unwrap();
     assert_eq!(pool_phase(&waiting), WarmPoolPhase::Pending, "no snapshot yet");
     assert_status(
-        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await,
+        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None }).await,
         Code::Unavailable,
         "no warm instance is ready",
     );
@@ -372,8 +372,13 @@ async fn warm_pools_follow_the_newest_snapshot_and_hand_out_instances() {
     assert!(status.running_instances >= status.desired_size && status.desired_size >= 1);
     assert_eq!(status.running_instances + status.stopped_instances, 3, "stopped instances fill up to max_size");
 
-    let claimed =
-        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().instance.unwrap();
+    let claimed = claims
+        .claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
     assert_eq!(claimed.snapshot_id, first.id);
     assert_eq!(claimed.warm_pool_id, pool.id);
     assert!(!claimed.workspace_path.is_empty() && claimed.claimed_at.is_some());
@@ -388,8 +393,13 @@ async fn warm_pools_follow_the_newest_snapshot_and_hand_out_instances() {
         rotated.spec.as_ref().unwrap().spec_version > ready.spec.as_ref().unwrap().spec_version,
         "the snapshot is spec: its change bumps specVersion"
     );
-    let claimed =
-        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().instance.unwrap();
+    let claimed = claims
+        .claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
     assert_eq!(claimed.snapshot_id, second.id, "claims hand out the newest snapshot");
 
     client.delete_warm_pool(DeleteWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.unwrap();
@@ -424,11 +434,29 @@ async fn pools_scale_with_demand_and_to_zero() {
         (0, 0),
         "min_size 0: scaled to zero"
     );
-    assert_status(claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await, Code::Unavailable, "retry");
+    // A claim that may not wait gets nothing from a pool at zero, but its
+    // demand counts: the pool grows.
+    let at_once = Some(pbjson_types::Duration { seconds: 0, nanos: 0 });
+    assert_status(
+        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: at_once }).await,
+        Code::Unavailable,
+        "ready",
+    );
     let grown = wait_pool(&mut client, &pool.id, |p| p.status.as_ref().unwrap().running_instances >= 1).await;
     assert_eq!(grown.status.as_ref().unwrap().desired_size, 1, "one claim of demand: one running instance");
-    claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await.expect("the pool grew with demand");
+    claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None }).await.expect("the pool grew with demand");
     wait_pool(&mut client, &pool.id, |p| p.status.as_ref().unwrap().desired_size == 2).await;
+    // A claim that waits (the default) rides the pool's growth: it is
+    // answered with the instance its own demand made.
+    let idle_again = wait_pool(&mut client, &pool.id, |p| p.status.as_ref().unwrap().running_instances == 2).await;
+    assert_eq!(idle_again.status.unwrap().desired_size, 2);
+    for _ in 0..2 {
+        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None }).await.expect("a ready one");
+    }
+    let started = Instant::now();
+    let waited = claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None }).await.expect("one made for it");
+    assert!(waited.into_inner().instance.is_some());
+    assert!(started.elapsed() < PATIENCE, "{:?}", started.elapsed());
 }
 
 #[tokio::test]

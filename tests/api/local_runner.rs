@@ -172,8 +172,13 @@ async fn a_real_prebuild_of_a_git_repository() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut claims = WarmPoolInstanceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
-    let instance =
-        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().instance.unwrap();
+    let instance = claims
+        .claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
     assert_eq!(instance.snapshot_id, created.id);
     assert_eq!(
         std::fs::read_to_string(Path::new(&instance.workspace_path).join("out/result.txt")).unwrap(),

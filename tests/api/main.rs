@@ -9,6 +9,7 @@ mod common;
 
 mod auth_and_tenancy;
 mod bad_input;
+mod claims;
 mod connect;
 mod fuzz_inputs;
 mod grpc_surface;

@@ -213,7 +213,7 @@ async fn metrics_show_calls_prebuilds_pools_and_claims() {
     let mut claims = WarmPoolInstanceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
     let started = Instant::now();
     loop {
-        match claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await {
+        match claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None }).await {
             Ok(_) => break,
             Err(status) if status.code() == Code::Unavailable && started.elapsed() < PATIENCE => {
                 tokio::time::sleep(Duration::from_millis(20)).await
@@ -223,7 +223,7 @@ async fn metrics_show_calls_prebuilds_pools_and_claims() {
     }
     let misses_while_waiting = (Metrics::scrape(&server).await).value("prebuildd_warm_pool_claims_total", &[("result", "miss")]);
     assert_status(
-        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: empty.id.clone() }).await,
+        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: empty.id.clone(), wait: None }).await,
         Code::Unavailable,
         "no warm instance",
     );

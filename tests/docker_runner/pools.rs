@@ -73,8 +73,13 @@ async fn a_pool_of_containers_claims_backfills_rotates_survives_a_restart_and_go
     // A claim hands out the running container: a shell answers in it, and it
     // holds what the prebuild wrote outside and inside the workspace.
     let mut claims = WarmPoolInstanceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
-    let instance =
-        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().instance.unwrap();
+    let instance = claims
+        .claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
     assert!(running[0].starts_with(&instance.container_id) || instance.container_id == running[0], "{instance:?} vs {running:?}");
     assert_eq!(instance.workspace_path, "/workspaces/pool-repo");
     let inside =

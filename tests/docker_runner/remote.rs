@@ -79,8 +79,13 @@ async fn a_remote_docker_runner_builds_fills_a_pool_and_adopts_it_after_a_kill_9
     assert_eq!(after, before, "the restarted runner adopted the pool's containers; runner log:\n{}", runner.log_text());
 
     let mut claims = WarmPoolInstanceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
-    let instance =
-        claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await.unwrap().into_inner().instance.unwrap();
+    let instance = claims
+        .claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
     assert!(
         before.iter().any(|id| id.starts_with(&instance.container_id) || instance.container_id.starts_with(id.as_str())),
         "{instance:?}"

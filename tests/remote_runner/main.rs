@@ -104,7 +104,7 @@ async fn a_pool_on_the_remote_runner_becomes_ready_and_a_claim_is_answered_by_th
     let channel = tonic::transport::Channel::from_shared(server.base_url()).unwrap().connect().await.unwrap();
     let mut claims = WarmPoolInstanceServiceClient::with_interceptor(channel, bearer(TOKEN_A));
     let instance = claims
-        .claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() })
+        .claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None })
         .await
         .unwrap_or_else(|status| panic!("the claim failed: {status:?}\n{}", context()))
         .into_inner()
@@ -116,7 +116,7 @@ async fn a_pool_on_the_remote_runner_becomes_ready_and_a_claim_is_answered_by_th
     // handed out once it is running (until then: unavailable, retry).
     let started = std::time::Instant::now();
     let second = loop {
-        match claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone() }).await {
+        match claims.claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None }).await {
             Ok(response) => break response.into_inner().instance.unwrap(),
             Err(status) if status.code() == tonic::Code::Unavailable && started.elapsed() < PATIENCE => {
                 tokio::time::sleep(Duration::from_millis(50)).await

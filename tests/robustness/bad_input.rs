@@ -414,7 +414,7 @@ async fn bad_input_gets_its_code_and_a_readable_message_over_every_protocol() {
             .message(&CreatePrebuildRequest { project_id: huge.clone(), environment_class_id: None, spec: Some(Default::default()) })
             .expect("invalid_argument", "project_id: must be a UUID"),
         case("a 1 MiB warm pool ID", format!("{CLAIMS}/ClaimInstance").as_str())
-            .message(&ClaimInstanceRequest { warm_pool_id: huge.clone() })
+            .message(&ClaimInstanceRequest { warm_pool_id: huge.clone(), wait: None })
             .expect("invalid_argument", "warm_pool_id"),
         case("a 1 MiB page token", "ListPrebuilds").message(&list_with(0, &huge)).expect("invalid_argument", "pagination.token"),
         case("a 1 MiB unknown field name", "GetPrebuild")
@@ -672,7 +672,7 @@ async fn bad_input_gets_its_code_and_a_readable_message_over_every_protocol() {
             .token(TOKEN_B)
             .expect("not_found", "not found"),
         case("claiming from org A's warm pool, as org B", format!("{CLAIMS}/ClaimInstance").as_str())
-            .message(&ClaimInstanceRequest { warm_pool_id: pool.id.clone() })
+            .message(&ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None })
             .token(TOKEN_B)
             .expect("not_found", "not found"),
         case("org B's prebuild, as org A", "GetPrebuild").message(&get(&theirs.id)).expect("not_found", "not found"),

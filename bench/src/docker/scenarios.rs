@@ -251,7 +251,7 @@ impl Bench {
         let wall = SystemTime::now();
         let started = Instant::now();
         let instance = claims
-            .claim_instance(ClaimInstanceRequest { warm_pool_id: pool_id.into() })
+            .claim_instance(ClaimInstanceRequest { warm_pool_id: pool_id.into(), wait: None })
             .await
             .map_err(status_text)?
             .into_inner()

@@ -27,6 +27,11 @@ pub(super) struct DockerPool {
     /// Instances whose container is being created or started: Docker may not
     /// show them yet, so the sync does not take their absence for a loss.
     pub busy: HashSet<String>,
+    /// Claims under way, and claims done. A container list taken while a
+    /// claim was under way can still show the claimed container under its
+    /// pool name: the sync that took it must not remove it as a stray.
+    pub claiming: usize,
+    pub claims: u64,
 }
 
 impl DockerPool {
@@ -43,13 +48,13 @@ impl DockerPool {
         }
         // Instance IDs are version 7 UUIDs: sorted, oldest first, as created.
         pool.instances.sort_by(|a, b| a.id.cmp(&b.id));
-        DockerPool { pool, busy: HashSet::new() }
+        DockerPool { pool, ..Default::default() }
     }
 
     /// Brings the bookkeeping in line with what Docker reports. Returns the
     /// containers nothing owns (to remove) and the instances whose container
     /// died (to remove too; the plan replaces them).
-    fn align(&mut self, containers: &[ListedContainer]) -> Vec<String> {
+    fn align(&mut self, containers: &[ListedContainer], strays: bool) -> Vec<String> {
         let by_instance: HashMap<&str, &ListedContainer> =
             containers.iter().filter_map(|c| c.labels.get(labels::INSTANCE_ID).map(|id| (id.as_str(), c))).collect();
         let mut doomed = Vec::new();
@@ -73,7 +78,7 @@ impl DockerPool {
         });
         let known: HashSet<&str> = self.pool.instances.iter().map(|i| i.id.as_str()).collect();
         for (instance_id, container) in &by_instance {
-            if !known.contains(instance_id) && !self.busy.contains(*instance_id) && !doomed.contains(&container.id) {
+            if strays && !known.contains(instance_id) && !self.busy.contains(*instance_id) && !doomed.contains(&container.id) {
                 doomed.push(container.id.clone());
             }
         }
@@ -124,6 +129,7 @@ impl Core {
             },
             None => None,
         };
+        let claims_before = lock(&self.pools).get(&target.warm_pool_id).map_or((0, 0), |entry| (entry.claiming, entry.claims));
         let containers = match self.listed_pool_containers(&target.warm_pool_id).await {
             Ok(containers) => containers,
             Err(error) => return unreachable(error.to_string()),
@@ -131,7 +137,9 @@ impl Core {
         let (plan, doomed) = {
             let mut pools = lock(&self.pools);
             let entry = pools.entry(target.warm_pool_id.clone()).or_default();
-            let doomed = entry.align(&containers);
+            // Strays only from a list no claim overlapped (see `claiming`).
+            let quiet = claims_before == (0, entry.claims) && entry.claiming == 0;
+            let doomed = entry.align(&containers, quiet);
             let plan = entry.pool.plan(&target, missing.is_none(), || uuid::Uuid::now_v7().to_string());
             for instance in plan.markers.iter().chain(&plan.extractions) {
                 entry.busy.insert(instance.id.clone());
@@ -219,11 +227,19 @@ impl Core {
         // An instance whose container went away is skipped; the next sync
         // replaces it.
         loop {
-            let Some(instance) = lock(&self.pools).get_mut(warm_pool_id).and_then(|entry| entry.pool.take_for_claim()) else {
-                return Ok(None);
-            };
+            let taken = lock(&self.pools).get_mut(warm_pool_id).and_then(|entry| {
+                let instance = entry.pool.take_for_claim()?;
+                entry.claiming += 1;
+                Some(instance)
+            });
+            let Some(instance) = taken else { return Ok(None) };
             let name = labels::instance_name(&instance.id);
-            if engine.rename(&name, &labels::claimed_name(&instance.id)).await.is_err() {
+            let renamed = engine.rename(&name, &labels::claimed_name(&instance.id)).await;
+            if let Some(entry) = lock(&self.pools).get_mut(warm_pool_id) {
+                entry.claiming -= 1;
+                entry.claims += 1;
+            }
+            if renamed.is_err() {
                 continue;
             }
             let image = labels::snapshot_image(&instance.snapshot_id);
@@ -294,7 +310,12 @@ mod tests {
         pool.busy.insert("d".into());
         // a died, b was removed behind our back, c is fine, d is being made,
         // e is a container nothing owns.
-        let doomed = pool.align(&[container("a", false), container("c", false), container("e", true)]);
+        let listed = [container("a", false), container("c", false), container("e", true)];
+        // A list a claim overlapped may show the claimed container as e: no
+        // stray is taken from it.
+        let mut overlapped = DockerPool::adopted(&[container("a", true), container("c", false)]);
+        assert_eq!(overlapped.align(&listed, false), vec!["c-a".to_string()], "only the dead one");
+        let doomed = pool.align(&listed, true);
         let left: Vec<_> = pool.pool.instances.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(left, vec!["c", "d"]);
         let mut doomed = doomed;

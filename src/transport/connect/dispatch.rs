@@ -11,30 +11,39 @@ use crate::service::Service;
 use crate::transport::json;
 use prost::Message;
 
-/// Request types that carry a `PaginationRequest`.
-trait Paginated {
+/// What a request takes from the call beyond its body: the pagination of
+/// the URL's query (list requests), the time left before the call's
+/// deadline (a claim, which may wait).
+trait CallContext {
     fn pagination_mut(&mut self) -> Option<&mut Option<PaginationRequest>> {
         None
     }
+
+    fn bound_by_deadline(&mut self, _remaining: std::time::Duration) {}
 }
 
-impl Paginated for ListPrebuildsRequest {
+impl CallContext for ClaimInstanceRequest {
+    fn bound_by_deadline(&mut self, remaining: std::time::Duration) {
+        crate::service::claims::bound_wait(self, remaining);
+    }
+}
+
+impl CallContext for ListPrebuildsRequest {
     fn pagination_mut(&mut self) -> Option<&mut Option<PaginationRequest>> {
         Some(&mut self.pagination)
     }
 }
 
-impl Paginated for ListWarmPoolsRequest {
+impl CallContext for ListWarmPoolsRequest {
     fn pagination_mut(&mut self) -> Option<&mut Option<PaginationRequest>> {
         Some(&mut self.pagination)
     }
 }
 
-macro_rules! not_paginated {
-    ($($t:ty),*) => { $(impl Paginated for $t {})* };
+macro_rules! plain_requests {
+    ($($t:ty),*) => { $(impl CallContext for $t {})* };
 }
-not_paginated!(
-    ClaimInstanceRequest,
+plain_requests!(
     CreatePrebuildRequest,
     GetPrebuildRequest,
     CancelPrebuildRequest,
@@ -47,7 +56,7 @@ not_paginated!(
 );
 
 impl PageQuery {
-    fn apply<T: Paginated>(&self, request: &mut T) {
+    fn apply<T: CallContext>(&self, request: &mut T) {
         if self.token.is_none() && self.page_size.is_none() {
             return;
         }
@@ -151,11 +160,22 @@ fn encode_response<T: Message + serde::Serialize + EmptyLists>(codec: Codec, res
 /// The methods: name, service method and request type.
 macro_rules! connect_rpcs {
     ($($name:literal => $method:ident($req:ty);)*) => {
-        pub(super) async fn call(service: &Service, name: &str, caller: &Caller, codec: Codec, body: &[u8], page: &PageQuery) -> Result<Vec<u8>> {
+        pub(super) async fn call(
+            service: &Service,
+            name: &str,
+            caller: &Caller,
+            codec: Codec,
+            body: &[u8],
+            page: &PageQuery,
+            timeout: Option<std::time::Duration>,
+        ) -> Result<Vec<u8>> {
             match name {
                 $($name => {
                     let mut request: $req = decode(codec, body)?;
                     page.apply(&mut request);
+                    if let Some(timeout) = timeout {
+                        request.bound_by_deadline(timeout);
+                    }
                     let response = service.$method(caller, request).await?;
                     encode_response(codec, &response)
                 })*

@@ -97,7 +97,7 @@ async fn serve(state: &ConnectState, name: &str, method: &Method, uri: &Uri, hea
     let payload = if envelope.gzip { gunzip_limited(&envelope.payload)? } else { envelope.payload.to_vec() };
 
     let span = tracing::debug_span!("connect", method = name, organization = %caller.organization_id);
-    let work = dispatch::call(&state.service, name, &caller, envelope.codec, &payload, &envelope.page).instrument(span);
+    let work = dispatch::call(&state.service, name, &caller, envelope.codec, &payload, &envelope.page, envelope.timeout).instrument(span);
     let encoded = match envelope.timeout {
         // Already expired: fail without starting the work.
         Some(limit) if limit.is_zero() => {

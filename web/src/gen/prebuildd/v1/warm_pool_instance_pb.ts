@@ -4,15 +4,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file prebuildd/v1/warm_pool_instance.proto.
  */
 export const file_prebuildd_v1_warm_pool_instance: GenFile = /*@__PURE__*/
-  fileDesc("CiVwcmVidWlsZGQvdjEvd2FybV9wb29sX2luc3RhbmNlLnByb3RvEgxwcmVidWlsZGQudjEiLAoUQ2xhaW1JbnN0YW5jZVJlcXVlc3QSFAoMd2FybV9wb29sX2lkGAEgASgJIkkKFUNsYWltSW5zdGFuY2VSZXNwb25zZRIwCghpbnN0YW5jZRgBIAEoCzIeLnByZWJ1aWxkZC52MS5XYXJtUG9vbEluc3RhbmNlIqcBChBXYXJtUG9vbEluc3RhbmNlEgoKAmlkGAEgASgJEhQKDHdhcm1fcG9vbF9pZBgCIAEoCRITCgtzbmFwc2hvdF9pZBgDIAEoCRIWCg53b3Jrc3BhY2VfcGF0aBgEIAEoCRIuCgpjbGFpbWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxjb250YWluZXJfaWQYBiABKAkydQoXV2FybVBvb2xJbnN0YW5jZVNlcnZpY2USWgoNQ2xhaW1JbnN0YW5jZRIiLnByZWJ1aWxkZC52MS5DbGFpbUluc3RhbmNlUmVxdWVzdBojLnByZWJ1aWxkZC52MS5DbGFpbUluc3RhbmNlUmVzcG9uc2UiAGIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiVwcmVidWlsZGQvdjEvd2FybV9wb29sX2luc3RhbmNlLnByb3RvEgxwcmVidWlsZGQudjEiVQoUQ2xhaW1JbnN0YW5jZVJlcXVlc3QSFAoMd2FybV9wb29sX2lkGAEgASgJEicKBHdhaXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSQoVQ2xhaW1JbnN0YW5jZVJlc3BvbnNlEjAKCGluc3RhbmNlGAEgASgLMh4ucHJlYnVpbGRkLnYxLldhcm1Qb29sSW5zdGFuY2UipwEKEFdhcm1Qb29sSW5zdGFuY2USCgoCaWQYASABKAkSFAoMd2FybV9wb29sX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJEhYKDndvcmtzcGFjZV9wYXRoGAQgASgJEi4KCmNsYWltZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGNvbnRhaW5lcl9pZBgGIAEoCTJ1ChdXYXJtUG9vbEluc3RhbmNlU2VydmljZRJaCg1DbGFpbUluc3RhbmNlEiIucHJlYnVpbGRkLnYxLkNsYWltSW5zdGFuY2VSZXF1ZXN0GiMucHJlYnVpbGRkLnYxLkNsYWltSW5zdGFuY2VSZXNwb25zZSIAYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * ClaimInstanceRequest names the warm pool to claim an instance from.
@@ -27,6 +27,15 @@ export type ClaimInstanceRequest = Message<"prebuildd.v1.ClaimInstanceRequest"> 
    * @generated from field: string warm_pool_id = 1;
    */
   warmPoolId: string;
+
+  /**
+   * wait is how long the call may wait for an instance to become ready when
+   * none is. Unset: up to the call's deadline, at most 60s. "0s": answer at
+   * once. Must be between 0s and 60s.
+   *
+   * @generated from field: google.protobuf.Duration wait = 2;
+   */
+  wait?: Duration | undefined;
 };
 
 /**
@@ -123,9 +132,13 @@ export const WarmPoolInstanceSchema: GenMessage<WarmPoolInstance> = /*@__PURE__*
  */
 export const WarmPoolInstanceService: GenService<{
   /**
-   * ClaimInstance takes one ready instance out of a warm pool and returns it
-   * straight away. The claim triggers a backfill: the pool provisions a
-   * replacement in the background to get back to its target size.
+   * ClaimInstance takes one ready instance out of a warm pool and returns it.
+   * When none is ready but one is being provisioned or started, it waits for
+   * it (first come, first served), up to the request's `wait`, the call's
+   * deadline, or 60 seconds, whichever is shortest; it answers UNAVAILABLE
+   * when none will come in that time. The claim triggers a backfill: the pool
+   * provisions a replacement in the background to get back to its target
+   * size.
    *
    * @generated from rpc prebuildd.v1.WarmPoolInstanceService.ClaimInstance
    */
