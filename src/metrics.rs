@@ -122,6 +122,11 @@ struct PoolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunnerLabels {
+    runner_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClaimLabels {
     result: &'static str,
 }
@@ -159,6 +164,7 @@ pub struct Metrics {
     claims: Family<ClaimLabels, Counter>,
     reconciler_pass: Histogram,
     leader: Gauge,
+    runner_snapshots: Family<RunnerLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -227,6 +233,12 @@ impl Metrics {
             "Time one reconciler pass over every active prebuild and warm pool took",
             reconciler_pass.clone(),
         );
+        let runner_snapshots = Family::<RunnerLabels, Gauge>::default();
+        registry.register(
+            "prebuildd_runner_snapshots",
+            "Bytes of the snapshots each runner holds (images, archives, files), as its last collection found them",
+            runner_snapshots.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "prebuildd_reconciler_leader",
@@ -248,6 +260,7 @@ impl Metrics {
             claims,
             reconciler_pass,
             leader,
+            runner_snapshots,
         }
     }
 
@@ -316,6 +329,13 @@ impl Metrics {
         });
     }
 
+    /// What a runner holds in snapshots, in bytes.
+    pub fn set_runner_snapshots(&self, runner_id: &str, bytes: u64) {
+        self.runner_snapshots
+            .get_or_create(&RunnerLabels { runner_id: runner_id.to_string() })
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// A claim: `hit` when an instance was handed out.
     pub fn record_claim(&self, hit: bool) {
         self.claims.get_or_create(&ClaimLabels { result: if hit { "hit" } else { "miss" } }).inc();
@@ -330,6 +350,7 @@ impl Metrics {
         if !leader {
             self.prebuilds.clear();
             self.warm_pool_instances.clear();
+            self.runner_snapshots.clear();
             crate::sync::lock(&self.observed_pools).clear();
         }
     }

@@ -15,6 +15,11 @@ use tokio::sync::mpsc;
 /// How often jobs, pools and logs are looked at for news when the engine
 /// raises no event (new log lines raise none).
 const REPORT_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the engine collects what it made and nothing owns any more (a
+/// snapshot removed while a claimed container still used it): the server
+/// has the store and knows which prebuilds exist; this side removes what its
+/// engine itself gave up.
+const COLLECT_EVERY: Duration = Duration::from_secs(5);
 /// Messages queued for the server before the reporter waits.
 const OUTBOX: usize = 256;
 
@@ -206,7 +211,14 @@ async fn send_new_log(agent: &Agent, outbox: &Outbox, prebuild_id: &str) {
 /// lines, changed job states, pools converged and their changed
 /// observations, finished pool removals.
 async fn report_changes(agent: Arc<Agent>, outbox: Outbox) {
+    let mut collected = std::time::Instant::now();
     loop {
+        if collected.elapsed() >= COLLECT_EVERY {
+            collected = std::time::Instant::now();
+            if let Err(error) = agent.engine.collect_garbage(&[]).await {
+                tracing::warn!(%error, "the engine could not remove everything it no longer needs");
+            }
+        }
         let jobs: Vec<String> = lock(&agent.state).jobs.iter().filter(|(_, job)| !job.removing).map(|(id, _)| id.clone()).collect();
         for id in jobs {
             // Observe first, send the lines written up to now, then the

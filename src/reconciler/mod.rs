@@ -11,6 +11,7 @@
 //! history. Status writes are guarded by the versions the step saw: a lost
 //! race changes nothing and the next pass decides again.
 
+mod collect;
 mod phase_times;
 pub mod prebuild;
 pub mod replicas;
@@ -116,6 +117,8 @@ impl Reconciler {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut leadership = self.replicas.leadership();
+        let mut collection = tokio::time::interval(collect::COLLECT_EVERY);
+        collection.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if leadership.borrow_and_update().is_none() {
                 self.phase_times.clear();
@@ -136,14 +139,25 @@ impl Reconciler {
             if report.failures > 0 {
                 tracing::debug!(?report, "reconciler pass had failures");
             }
-            tokio::select! {
-                _ = self.changes.notified() => {}
-                _ = self.replicas.remote_changes().notified() => {}
-                // A runner's job or pool changed: look now, not at the tick.
-                _ = self.runners.events().woken() => {}
-                _ = tokio::time::sleep(self.interval) => {}
-                _ = leadership.changed() => {}
-                _ = &mut shutdown => return,
+            // Until a reason for the next pass, collecting runners' garbage
+            // every few seconds (the tick is not reset by collections).
+            let tick = tokio::time::sleep(self.interval);
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    _ = self.changes.notified() => break,
+                    _ = self.replicas.remote_changes().notified() => break,
+                    // A runner's job or pool changed: look now, not at the tick.
+                    _ = self.runners.events().woken() => break,
+                    _ = &mut tick => break,
+                    _ = leadership.changed() => break,
+                    _ = collection.tick() => {
+                        if self.replicas.is_leader() {
+                            collect::run(&self).await;
+                        }
+                    }
+                    _ = &mut shutdown => return,
+                }
             }
         }
     }

@@ -101,6 +101,14 @@ pub struct PoolObservation {
     pub failure: Option<String>,
 }
 
+/// A snapshot a runner holds (on its disk, or as an image of its daemon).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSnapshot {
+    /// The prebuild that made it.
+    pub prebuild_id: String,
+    pub bytes: u64,
+}
+
 /// An instance handed out by a claim; the caller owns it from then on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedInstance {
@@ -140,6 +148,20 @@ pub trait Runner: Send + Sync + 'static {
     async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>>;
     /// Removes all of a pool's instances. Returns true once none is left.
     async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool>;
+
+    /// The snapshots the runner holds, for collection and the
+    /// `prebuildd_runner_snapshots` metric. A runner that keeps none (or
+    /// cannot tell: one on another machine) holds none.
+    async fn snapshots(&self) -> Result<Vec<HeldSnapshot>> {
+        Ok(Vec::new())
+    }
+    /// Removes what the runner made and no live object owns: the snapshots
+    /// of the `gone` prebuilds (which the store no longer has), unless
+    /// something still uses one (it stays, and is asked for again), and its
+    /// own leftovers. Idempotent; called every few seconds.
+    async fn collect_garbage(&self, _gone: &[String]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The server's own files on this host, which what runners run must never
@@ -287,6 +309,11 @@ impl Runners {
                 }
             }
         });
+    }
+
+    /// Every runner, with its ID.
+    pub fn all(&self) -> Vec<(String, std::sync::Arc<dyn Runner>)> {
+        crate::sync::read(&self.by_id).iter().map(|(id, runner)| (id.clone(), runner.clone())).collect()
     }
 
     /// A remote runner, for its connection.

@@ -355,6 +355,35 @@ impl Runner for SimulatedRunner {
         }
     }
 
+    async fn snapshots(&self) -> Result<Vec<super::HeldSnapshot>> {
+        let mut held = Vec::new();
+        let Ok(mut entries) = tokio::fs::read_dir(&self.snapshot_dir).await else { return Ok(held) };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name();
+            let Some(prebuild_id) = name.to_str().and_then(|n| n.strip_suffix(".snapshot")) else { continue };
+            let bytes = entry.metadata().await.map(|m| m.len()).unwrap_or(0);
+            held.push(super::HeldSnapshot { prebuild_id: prebuild_id.to_string(), bytes });
+        }
+        Ok(held)
+    }
+
+    /// Removes the snapshot files of `gone` prebuilds (a job's own removal
+    /// takes care of the prebuilds it still has).
+    async fn collect_garbage(&self, gone: &[String]) -> Result<()> {
+        for prebuild_id in gone {
+            if self.lock().jobs.contains_key(prebuild_id) {
+                continue;
+            }
+            match tokio::fs::remove_file(self.snapshot_path(prebuild_id)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Internal(format!("cannot remove the snapshot of {prebuild_id}: {e}")))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     async fn sync_pool(&self, target: PoolTarget) -> Result<PoolObservation> {
         let now = Instant::now();
         let mut state = self.lock();

@@ -79,6 +79,9 @@ pub trait Store: Send + Sync + 'static {
     /// Prebuilds not in a final phase (COMPLETED, FAILED, CANCELLED), oldest
     /// first: the reconciler's work list.
     async fn active_prebuilds(&self, limit: usize) -> Result<Vec<Prebuild>>;
+    /// Which of `ids` are prebuilds the store still has, in any
+    /// organization: what a runner may keep the snapshots of.
+    async fn existing_prebuild_ids(&self, ids: &[String]) -> Result<std::collections::HashSet<String>>;
     /// The ID of the newest COMPLETED prebuild of (project, environment class).
     async fn newest_completed_prebuild_id(
         &self,

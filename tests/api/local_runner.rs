@@ -292,3 +292,50 @@ echo done-searching
 async fn wait_for(client: &mut Client, id: &str, done: &[PrebuildPhase]) -> Prebuild {
     wait_for_phase(client, id, done, PATIENCE).await
 }
+
+/// What the local runner holds is collected when nothing owns it: an
+/// archive whose prebuild the server does not have, a workspace of no job,
+/// also ones left from before the start; a live prebuild's archive stays.
+/// The metric reports what is held.
+#[tokio::test]
+async fn archives_and_workspaces_nothing_owns_are_collected() {
+    let repos = tempfile::tempdir().unwrap();
+    let ok = repos.path().join("ok");
+    repository(&ok, Some(r#"{ "onCreateCommand": "echo made > made.txt" }"#), true);
+    let server = TestServer::start_with(config(&[(OK, &ok)])).await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let kept = create_prebuild(&mut client, OK).await;
+    wait_for(&mut client, &kept.id, &[PrebuildPhase::Completed]).await;
+    let root = server.data_dir().join("local").join(RUNNER);
+    let archive = root.join("snapshots").join(format!("{}.tar.zst", kept.id));
+    let archive_bytes = std::fs::metadata(&archive).expect("the prebuild's archive").len();
+
+    // What a prebuild deleted while the server was down, or a crash, leaves.
+    let stray_archive = root.join("snapshots").join(format!("{}.tar.zst", uuid::Uuid::now_v7()));
+    std::fs::write(&stray_archive, vec![0u8; 100_000]).unwrap();
+    let stray_workspace = root.join("workspaces").join(uuid::Uuid::now_v7().to_string());
+    std::fs::create_dir_all(stray_workspace.join("src")).unwrap();
+    std::fs::write(stray_workspace.join("src/file"), "left behind").unwrap();
+    let series = format!("prebuildd_runner_snapshots{{runner_id=\"{RUNNER}\"}}");
+
+    let started = Instant::now();
+    while stray_archive.exists() || stray_workspace.exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "nothing collected what no one owns");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(archive.exists(), "the archive of a prebuild that exists stays");
+    // The next collection reports what is left.
+    let started = Instant::now();
+    while server.metric(&series).await != archive_bytes as f64 {
+        assert!(started.elapsed() < Duration::from_secs(20), "{series} is {}, not {archive_bytes}", server.metric(&series).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Deleted through the API, it goes with its prebuild, and the metric follows.
+    client.delete_prebuild(DeletePrebuildRequest { prebuild_id: kept.id.clone() }).await.unwrap();
+    let started = Instant::now();
+    while archive.exists() || server.metric(&series).await != 0.0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the deleted prebuild's archive stays");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod collection;
 mod failures;
 mod harness;
 mod isolation;

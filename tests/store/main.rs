@@ -133,6 +133,7 @@ on_both_stores!(
     concurrent_updates_lose_nothing,
     updates_from_two_processes_lose_nothing,
     remove_deletes_for_good,
+    existing_prebuild_ids_are_those_not_removed_in_any_organization,
     active_prebuilds_are_the_unfinished_ones_oldest_first,
     newest_completed_prebuild_of_a_pair,
     one_warm_pool_per_project_and_class,
@@ -585,6 +586,25 @@ async fn remove_deletes_for_good(t: TestStore) {
     assert_eq!(store.get_warm_pool(ORG, &pool.id).await.unwrap(), None);
     assert_eq!(store.claims_since(&pool.id, Micros(0)).await.unwrap(), 0, "its claims go with it");
     store.insert_warm_pool(warm_pool(ORG, PROJECT_A, SMALL)).await.expect("the pair is free again");
+}
+
+async fn existing_prebuild_ids_are_those_not_removed_in_any_organization(t: TestStore) {
+    let store = t.store.as_ref();
+    let (kept, removed) = (prebuild(DEFAULT), prebuild(DEFAULT));
+    let mut other = prebuild(DEFAULT);
+    other.metadata.as_mut().unwrap().organization_id = "0ther000-0000-4000-8000-000000000000".into();
+    for p in [&kept, &removed, &other] {
+        store.insert_prebuild(p.clone()).await.unwrap();
+    }
+    store.remove_prebuild(&removed.id).await.unwrap();
+    let never = uuid::Uuid::now_v7().to_string();
+    let asked = [kept.id.clone(), removed.id.clone(), other.id.clone(), never];
+    let existing = store.existing_prebuild_ids(&asked).await.unwrap();
+    assert_eq!(existing, [kept.id.clone(), other.id.clone()].into_iter().collect());
+    assert!(store.existing_prebuild_ids(&[]).await.unwrap().is_empty());
+    // More than one statement's worth of IDs.
+    let many: Vec<String> = (0..1200).map(|_| uuid::Uuid::now_v7().to_string()).chain([kept.id.clone()]).collect();
+    assert_eq!(store.existing_prebuild_ids(&many).await.unwrap().len(), 1);
 }
 
 async fn active_prebuilds_are_the_unfinished_ones_oldest_first(t: TestStore) {

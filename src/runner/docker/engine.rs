@@ -49,6 +49,16 @@ pub struct ListedContainer {
     pub image: String,
 }
 
+/// An image as a list call reports it.
+#[derive(Debug, Clone)]
+pub struct ListedImage {
+    pub id: String,
+    /// Its tags; empty once untagged.
+    pub tags: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub size: i64,
+}
+
 impl From<ContainerSummary> for ListedContainer {
     fn from(summary: ContainerSummary) -> Self {
         let name = summary.names.unwrap_or_default().into_iter().next().unwrap_or_default();
@@ -123,6 +133,34 @@ impl Engine {
         match self.docker.remove_image(name, Some(options), None).await {
             Err(error) if status_of(&error) != Some(404) => Err(describe(error)),
             _ => Ok(()),
+        }
+    }
+
+    /// Images carrying all of `with_labels`, tagged or not (an untagged one
+    /// is still there while a container uses it).
+    pub async fn images(&self, with_labels: &[(&str, &str)]) -> EngineResult<Vec<ListedImage>> {
+        let filters = HashMap::from([("label".to_string(), with_labels.iter().map(|(k, v)| labels::filter(k, v)).collect())]);
+        let options = ListImagesOptions { filters: Some(filters), ..Default::default() };
+        let list = self.docker.list_images(Some(options)).await.map_err(describe)?;
+        Ok(list
+            .into_iter()
+            .map(|image| ListedImage {
+                id: image.id,
+                tags: image.repo_tags.into_iter().filter(|tag| tag != "<none>:<none>").collect(),
+                labels: image.labels,
+                size: image.size,
+            })
+            .collect())
+    }
+
+    /// Removes an image by ID unless a container still uses it: `false`
+    /// then (Docker refuses with a conflict). A missing one is fine.
+    pub async fn remove_unused_image(&self, id: &str) -> EngineResult<bool> {
+        let options = RemoveImageOptions { force: false, noprune: false, ..Default::default() };
+        match self.docker.remove_image(id, Some(options), None).await {
+            Err(error) if status_of(&error) == Some(409) => Ok(false),
+            Err(error) if status_of(&error) != Some(404) => Err(describe(error)),
+            _ => Ok(true),
         }
     }
 

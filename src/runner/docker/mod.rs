@@ -22,6 +22,7 @@
 //! again), and so are the leftovers of unfinished work in the root.
 
 mod cli;
+mod collect;
 mod config;
 mod engine;
 mod labels;
@@ -239,5 +240,13 @@ impl Runner for DockerRunner {
 
     async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool> {
         self.core.remove_pool(warm_pool_id).await
+    }
+
+    async fn snapshots(&self) -> Result<Vec<crate::runner::HeldSnapshot>> {
+        self.core.snapshots().await
+    }
+
+    async fn collect_garbage(&self, gone: &[String]) -> Result<()> {
+        self.core.collect_garbage(gone).await
     }
 }

@@ -34,6 +34,7 @@
 //! This module knows nothing of the store or the API: it does what the
 //! [`Runner`] trait asks and reports what exists.
 
+mod collect;
 mod job;
 mod pool;
 mod sandbox;
@@ -267,5 +268,13 @@ impl Runner for LocalRunner {
         }
         pools.remove(warm_pool_id);
         Ok(true)
+    }
+
+    async fn snapshots(&self) -> Result<Vec<super::HeldSnapshot>> {
+        self.held_snapshots().await
+    }
+
+    async fn collect_garbage(&self, gone: &[String]) -> Result<()> {
+        self.collect(gone).await
     }
 }

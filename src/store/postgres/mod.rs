@@ -383,6 +383,13 @@ impl Store for PostgresStore {
         bodies(&self.client().await?, ACTIVE_PREBUILDS, &[&(limit as i64)]).await
     }
 
+    async fn existing_prebuild_ids(&self, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached("SELECT id FROM prebuilds WHERE id = ANY($1)").await?;
+        let rows = client.query(&statement, &[&ids]).await?;
+        rows.iter().map(|row| Ok(row.try_get::<_, String>(0)?)).collect()
+    }
+
     async fn newest_completed_prebuild_id(
         &self,
         organization_id: &str,

@@ -482,6 +482,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn existing_prebuild_ids(&self, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut existing = std::collections::HashSet::new();
+            // Well below SQLite's limit on bound parameters per statement.
+            for chunk in ids.chunks(500) {
+                let placeholders = vec!["?"; chunk.len()].join(", ");
+                let mut stmt = conn.prepare_cached(&format!("SELECT id FROM prebuilds WHERE id IN ({placeholders})"))?;
+                for id in stmt.query_map(params_from_iter(chunk), |row| row.get::<_, String>(0))? {
+                    existing.insert(id?);
+                }
+            }
+            Ok(existing)
+        })
+        .await
+    }
+
     async fn newest_completed_prebuild_id(
         &self,
         organization_id: &str,
