@@ -198,6 +198,7 @@ pub async fn start_with_private_files(
         changes: changes.clone(),
         runners: runners.clone(),
         metrics: metrics.clone(),
+        max_pending_prebuilds_per_project: config.limits.max_pending_prebuilds_per_project,
     }));
     let auth = Arc::new(Authenticator::new(&config.api_keys));
 
@@ -206,7 +207,10 @@ pub async fn start_with_private_files(
     let http = transport::http::router(service.clone(), auth.clone(), logs.clone(), metrics.clone());
     let (grpc, http) = if config.bench_baseline { transport::baseline::add_routes(grpc, http) } else { (grpc, http) };
     let mut tasks = Tasks::new(shutdown.clone());
-    tasks.spawn("listener", transport::serve(listener, grpc, http, config.header_read_timeout, shutdown.clone().cancelled_owned()));
+    tasks.spawn(
+        "listener",
+        transport::serve(listener, grpc, http, config.header_read_timeout, config.limits, shutdown.clone().cancelled_owned()),
+    );
     // Every replica copies its log files, also one that no longer leads (a
     // pass may have written after its last copy).
     if let Some(store) = &postgres {

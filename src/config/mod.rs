@@ -5,8 +5,10 @@
 //! (`projects[0].prebuilds.environment_class_ids[1]: ...`), so nothing
 //! downstream re-parses or re-checks a string.
 
+mod limits;
 mod runners;
 
+pub use limits::Limits;
 pub use runners::{engine_config, RawEngine};
 
 use crate::catalog::{Catalog, EnvironmentClass, Organization, PrebuildSettings, Project, Resources};
@@ -51,6 +53,8 @@ pub struct Config {
     pub reconcile: bool,
     /// Serve the benchmark's baseline routes (`[bench] baseline = true`).
     pub bench_baseline: bool,
+    /// `[limits]`: what the server takes on before it refuses more.
+    pub limits: Limits,
 }
 
 /// An API key, kept only as the SHA-256 of its token.
@@ -110,6 +114,8 @@ struct RawConfig {
     reconciler: RawReconciler,
     #[serde(default)]
     bench: RawBench,
+    #[serde(default)]
+    limits: limits::RawLimits,
     #[serde(default)]
     organizations: Vec<RawOrganization>,
     #[serde(default)]
@@ -455,6 +461,7 @@ impl RawConfig {
             reconcile_interval,
             reconcile: self.reconciler.enabled.unwrap_or(true),
             bench_baseline: self.bench.baseline,
+            limits: self.limits.validate()?,
         })
     }
 }

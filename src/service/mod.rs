@@ -40,6 +40,8 @@ pub struct ServiceParts {
     pub runners: Arc<Runners>,
     /// Where claims (and the cancellations decided here) are counted.
     pub metrics: Arc<Metrics>,
+    /// The cap on PENDING prebuilds per project (`None`: no cap).
+    pub max_pending_prebuilds_per_project: Option<u32>,
 }
 
 /// The PrebuildService, independent of transport.
@@ -55,6 +57,7 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// Claims waiting for an instance, per pool, in order.
     claim_lines: claims::ClaimLines,
+    max_pending_prebuilds_per_project: Option<u32>,
 }
 
 impl std::fmt::Debug for Service {
@@ -65,7 +68,8 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     pub fn new(parts: ServiceParts) -> Self {
-        let ServiceParts { store, catalog, clock, tokens, public_url, changes, runners, metrics } = parts;
+        let ServiceParts { store, catalog, clock, tokens, public_url, changes, runners, metrics, max_pending_prebuilds_per_project } =
+            parts;
         Service {
             store,
             catalog: RwLock::new(catalog),
@@ -76,6 +80,7 @@ impl Service {
             runners,
             metrics,
             claim_lines: Default::default(),
+            max_pending_prebuilds_per_project,
         }
     }
 

@@ -127,6 +127,7 @@ impl Service {
             .project_in(&caller.organization_id, &project_id)
             .ok_or_else(|| Error::NotFound(format!("project {project_id} not found")))?;
         let environment_class_id = prebuild_class(project, requested_class)?;
+        self.check_pending_cap(project).await?;
         let prebuild = new_prebuild(NewPrebuild {
             organization_id: caller.organization_id.clone(),
             project_id,
@@ -141,6 +142,23 @@ impl Service {
         self.store.insert_prebuild(prebuild.clone()).await?;
         self.changed();
         Ok(CreatePrebuildResponse { prebuild: Some(prebuild) })
+    }
+
+    /// Refuses a new prebuild of a project whose queue of PENDING ones is
+    /// full: a client creating faster than the runners start them gets a
+    /// clear answer at once, and the queue (which every reconciler pass
+    /// reads) stays bounded. Concurrent creates may pass the check together,
+    /// so the cap can be exceeded by as many as are in flight.
+    async fn check_pending_cap(&self, project: &Project) -> Result<()> {
+        let Some(cap) = self.max_pending_prebuilds_per_project else { return Ok(()) };
+        if self.store.pending_prebuilds(&project.id, cap).await? >= cap {
+            return Err(Error::ResourceExhausted(format!(
+                "project {} ({}) already has {cap} queued (PENDING) prebuilds, the most allowed ([limits] \
+                 max_pending_prebuilds_per_project = {cap}); retry once some have started, or cancel some",
+                project.name, project.id
+            )));
+        }
+        Ok(())
     }
 
     pub async fn list_prebuilds(&self, caller: &Caller, request: ListPrebuildsRequest) -> Result<ListPrebuildsResponse> {

@@ -79,6 +79,10 @@ pub trait Store: Send + Sync + 'static {
     /// Prebuilds not in a final phase (COMPLETED, FAILED, CANCELLED), oldest
     /// first: the reconciler's work list.
     async fn active_prebuilds(&self, limit: usize) -> Result<Vec<Prebuild>>;
+    /// The project's PENDING prebuilds, counted up to `up_to` (a count past
+    /// it is not needed, and would cost more): what the cap on queued
+    /// prebuilds compares with.
+    async fn pending_prebuilds(&self, project_id: &str, up_to: u32) -> Result<u32>;
     /// Which of `ids` are prebuilds the store still has, in any
     /// organization: what a runner may keep the snapshots of.
     async fn existing_prebuild_ids(&self, ids: &[String]) -> Result<std::collections::HashSet<String>>;

@@ -138,10 +138,49 @@ fn is_grpc<B>(request: &::http::Request<B>) -> bool {
     request.headers().get(::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Whether a request is exempt from the limit on calls in flight: probes and
+/// scrapes are cheap, and must answer while the API is overloaded (that is
+/// when they matter).
+fn is_exempt<B>(request: &::http::Request<B>) -> bool {
+    matches!(request.uri().path(), "/healthz" | "/metrics")
+}
+
+/// The answer to a call past the limit on calls in flight, at once and in
+/// the call's own protocol: gRPC's UNAVAILABLE (trailers-only), else
+/// Connect's error JSON with HTTP 503. Clients retry it with backoff.
+fn overloaded<B>(request: &::http::Request<B>, limit: usize) -> axum::response::Response {
+    let message = format!("the server is at its limit of {limit} calls in flight ([limits] max_requests_in_flight); retry with backoff");
+    if is_grpc(request) {
+        let mut response = tonic::Status::unavailable(message).into_http::<axum::body::Body>();
+        if is_grpc_web(request) {
+            if let Some(content_type) = request.headers().get(::http::header::CONTENT_TYPE) {
+                response.headers_mut().insert(::http::header::CONTENT_TYPE, content_type.clone());
+            }
+        }
+        return response;
+    }
+    let body = serde_json::json!({ "code": "unavailable", "message": message }).to_string();
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = ::http::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("application/json"));
+    response
+}
+
 /// Serves `grpc` and `http` on `listener` until `shutdown` resolves, then
 /// stops accepting and waits (up to [`SHUTDOWN_GRACE`]) for in-flight
-/// requests to finish.
-pub async fn serve(listener: TcpListener, grpc: Router, http: Router, header_read_timeout: Duration, shutdown: impl Future<Output = ()>) {
+/// requests to finish. Past `limits`, a call is refused at once with
+/// `unavailable`, and a connection is closed as it comes: overload costs
+/// the clients a retry, not the server its memory and everyone's latency.
+pub async fn serve(
+    listener: TcpListener,
+    grpc: Router,
+    http: Router,
+    header_read_timeout: Duration,
+    limits: crate::config::Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let calls = Arc::new(tokio::sync::Semaphore::new(limits.max_requests_in_flight));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     // gRPC-Web (browsers, `buf curl --protocol grpcweb`) is translated by
     // tonic-web in front of the same services; plain gRPC skips that layer.
     let grpc_web = grpc.clone().layer(tonic_web::GrpcWebLayer::new());
@@ -150,7 +189,14 @@ pub async fn serve(listener: TcpListener, grpc: Router, http: Router, header_rea
         let grpc = grpc.clone();
         let grpc_web = grpc_web.clone();
         let http = http.clone();
+        // Held until the handler has answered (a streamed body goes on
+        // without it).
+        let permit = if is_exempt(&request) { Ok(None) } else { calls.clone().try_acquire_owned().map(Some) };
+        let max_calls = limits.max_requests_in_flight;
         async move {
+            let Ok(_permit) = permit else {
+                return Ok(overloaded(&request, max_calls));
+            };
             // Translated calls reach the gRPC services marked with the
             // protocol they came in on (for the metrics); plain gRPC is not.
             if is_grpc_web(&request) {
@@ -186,9 +232,15 @@ pub async fn serve(listener: TcpListener, grpc: Router, http: Router, header_rea
                         continue;
                     }
                 };
+                let Ok(connection_permit) = connections.clone().try_acquire_owned() else {
+                    tracing::debug!(limit = limits.max_connections, "at the limit of open connections; closing a new one");
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let (builder, dispatch, watcher) = (builder.clone(), dispatch.clone(), graceful.watcher());
                 tokio::spawn(async move {
+                    let _connection_permit = connection_permit;
                     // The header read timeout starts once HTTP/1 is chosen; a
                     // client that sends nothing, or half the HTTP/2 preface,
                     // is cut off by this one.

@@ -90,7 +90,7 @@ impl RunnerService for GrpcRunnerService {
         });
 
         let stopping = self.shutdown.clone().cancelled_owned();
-        let messages = tokio_stream::wrappers::UnboundedReceiverStream::new(outbox).map(Ok);
+        let messages = tokio_stream::wrappers::ReceiverStream::new(outbox).map(Ok);
         // After the messages (they end when the session does), a failure the
         // reader saw, if any, ends the call; a session ended by this side
         // (lost leadership, say) ends it at once.

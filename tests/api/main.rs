@@ -15,6 +15,7 @@ mod fuzz_inputs;
 mod grpc_surface;
 mod interop;
 mod lifecycle;
+mod limits;
 mod local_runner;
 mod metrics;
 mod pagination;

@@ -54,6 +54,11 @@ public_url = "http://prebuildd.test"
 [reconciler]
 enabled = false
 
+# The load tests queue far more than the default cap on PENDING prebuilds;
+# tests/api/limits.rs tests the cap.
+[limits]
+max_pending_prebuilds_per_project = 0
+
 [[organizations]]
 id = "{ORG_A}"
 name = "Org A"

@@ -134,6 +134,7 @@ on_both_stores!(
     updates_from_two_processes_lose_nothing,
     remove_deletes_for_good,
     existing_prebuild_ids_are_those_not_removed_in_any_organization,
+    pending_prebuilds_are_counted_per_project_up_to_a_limit,
     active_prebuilds_are_the_unfinished_ones_oldest_first,
     newest_completed_prebuild_of_a_pair,
     one_warm_pool_per_project_and_class,
@@ -586,6 +587,36 @@ async fn remove_deletes_for_good(t: TestStore) {
     assert_eq!(store.get_warm_pool(ORG, &pool.id).await.unwrap(), None);
     assert_eq!(store.claims_since(&pool.id, Micros(0)).await.unwrap(), 0, "its claims go with it");
     store.insert_warm_pool(warm_pool(ORG, PROJECT_A, SMALL)).await.expect("the pair is free again");
+}
+
+async fn pending_prebuilds_are_counted_per_project_up_to_a_limit(t: TestStore) {
+    let store = t.store.as_ref();
+    for spec in [Spec { phase: PENDING, ..DEFAULT }; 5]
+        .into_iter()
+        .chain([Spec { phase: RUNNING, ..DEFAULT }, Spec { phase: COMPLETED, ..DEFAULT }])
+    {
+        store.insert_prebuild(prebuild(spec)).await.unwrap();
+    }
+    store.insert_prebuild(prebuild(Spec { phase: PENDING, project: PROJECT_B, ..DEFAULT })).await.unwrap();
+    assert_eq!(store.pending_prebuilds(PROJECT_A, 100).await.unwrap(), 5, "only PENDING ones, only of the project");
+    assert_eq!(store.pending_prebuilds(PROJECT_A, 3).await.unwrap(), 3, "counted up to the limit");
+    assert_eq!(store.pending_prebuilds(PROJECT_B, 100).await.unwrap(), 1);
+    // One that starts no longer counts.
+    let started = prebuild(Spec { phase: PENDING, ..DEFAULT });
+    store.insert_prebuild(started.clone()).await.unwrap();
+    assert_eq!(store.pending_prebuilds(PROJECT_A, 100).await.unwrap(), 6);
+    store
+        .update_prebuild(
+            ORG,
+            &started.id,
+            Box::new(|p| {
+                p.status.as_mut().unwrap().phase = RUNNING;
+                Ok(Change::Changed)
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.pending_prebuilds(PROJECT_A, 100).await.unwrap(), 5);
 }
 
 async fn existing_prebuild_ids_are_those_not_removed_in_any_organization(t: TestStore) {

@@ -68,8 +68,14 @@ struct State {
 
 struct Connection {
     number: u64,
-    outbox: mpsc::UnboundedSender<pb::AttachResponse>,
+    outbox: mpsc::Sender<pb::AttachResponse>,
 }
+
+/// Messages that may wait to be sent to a connected runner. A runner that
+/// does not read them as fast as they come is disconnected rather than
+/// buffered for: everything the server asks for is kept in this side's
+/// state and sent again when it reconnects.
+pub(crate) const OUTBOX: usize = 16 * 1024;
 
 struct Pool {
     target: PoolTarget,
@@ -79,10 +85,15 @@ struct Pool {
 use crate::sync::lock;
 
 impl State {
-    fn send(&self, message: pb::attach_response::Message) {
-        if let Some(connection) = &self.connection {
-            // A closed outbox means the stream is ending; the reconnect resends.
-            let _ = connection.outbox.send(pb::AttachResponse { message: Some(message) });
+    /// Queues a message for the runner. A full outbox ends the connection
+    /// (see [`OUTBOX`]); a closed one means the stream is ending already.
+    fn send(&mut self, message: pb::attach_response::Message) {
+        let Some(connection) = &self.connection else { return };
+        if let Err(mpsc::error::TrySendError::Full(_)) = connection.outbox.try_send(pb::AttachResponse { message: Some(message) }) {
+            tracing::warn!(limit = OUTBOX, "a runner does not read its messages as fast as they come; disconnecting it");
+            self.connection = None;
+            self.away_since = Some(Instant::now());
+            self.claims.clear();
         }
     }
 }

@@ -25,8 +25,8 @@ impl RemoteRunner {
     /// longer has (the reconciler starts those again), and sends it every
     /// pending removal and pool target. Returns the session and the
     /// messages to send on the stream.
-    pub fn attach(self: &Arc<Self>, hello: pb::RunnerHello) -> (Session, mpsc::UnboundedReceiver<pb::AttachResponse>) {
-        let (outbox, messages) = mpsc::unbounded_channel();
+    pub fn attach(self: &Arc<Self>, hello: pb::RunnerHello) -> (Session, mpsc::Receiver<pb::AttachResponse>) {
+        let (outbox, messages) = mpsc::channel(super::OUTBOX);
         let mut state = lock(&self.state);
         state.connections += 1;
         let number = state.connections;
@@ -54,7 +54,7 @@ impl RemoteRunner {
                 pool.observed = wire::pool_observation(report);
             }
         }
-        resend_everything(&state);
+        resend_everything(&mut state);
         drop(state);
         // What it holds may differ from what was last known, and it can take
         // work again.
@@ -64,17 +64,24 @@ impl RemoteRunner {
     }
 }
 
-fn resend_everything(state: &State) {
-    for id in &state.job_removals {
-        state.send(pb::attach_response::Message::RemoveJob(pb::RemoveJob { prebuild_id: id.clone() }));
-    }
-    for (id, removed) in &state.pool_removals {
-        if !removed {
-            state.send(pb::attach_response::Message::RemovePool(pb::RemovePool { warm_pool_id: id.clone() }));
+/// Everything the runner must hear again on a new connection. What does
+/// not fit in the outbox waits for the next connection (the reconciler asks
+/// for pools again at its next pass anyway).
+fn resend_everything(state: &mut State) {
+    let removals = state.job_removals.iter().map(|id| pb::attach_response::Message::RemoveJob(pb::RemoveJob { prebuild_id: id.clone() }));
+    let pool_removals = state
+        .pool_removals
+        .iter()
+        .filter(|(_, removed)| !**removed)
+        .map(|(id, _)| pb::attach_response::Message::RemovePool(pb::RemovePool { warm_pool_id: id.clone() }));
+    let targets = state.pools.values().map(|pool| pb::attach_response::Message::SetPool(wire::pool_target_to_wire(&pool.target)));
+    let messages: Vec<_> = removals.chain(pool_removals).chain(targets).collect();
+    let Some(connection) = &state.connection else { return };
+    for message in messages {
+        if connection.outbox.try_send(pb::AttachResponse { message: Some(message) }).is_err() {
+            tracing::warn!(limit = super::OUTBOX, "more to resend to a runner than its outbox holds; the rest goes at its next connection");
+            return;
         }
-    }
-    for pool in state.pools.values() {
-        state.send(pb::attach_response::Message::SetPool(wire::pool_target_to_wire(&pool.target)));
     }
 }
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../migrations/postgres/0002_replicas.sql")),
     (3, include_str!("../migrations/postgres/0003_logs.sql")),
+    (4, include_str!("../migrations/postgres/0004_pending.sql")),
 ];
 
 /// The advisory lock key serializing migrations ("prebuild" in ASCII).

@@ -383,6 +383,16 @@ impl Store for PostgresStore {
         bodies(&self.client().await?, ACTIVE_PREBUILDS, &[&(limit as i64)]).await
     }
 
+    async fn pending_prebuilds(&self, project_id: &str, up_to: u32) -> Result<u32> {
+        let client = self.client().await?;
+        // The same predicate as the partial index `prebuilds_pending`.
+        let statement = client
+            .prepare_cached("SELECT COUNT(*) FROM (SELECT 1 FROM prebuilds WHERE project_id = $1 AND phase = 10 LIMIT $2) pending")
+            .await?;
+        let count: i64 = client.query_one(&statement, &[&project_id, &i64::from(up_to)]).await?.try_get(0)?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     async fn existing_prebuild_ids(&self, ids: &[String]) -> Result<std::collections::HashSet<String>> {
         let client = self.client().await?;
         let statement = client.prepare_cached("SELECT id FROM prebuilds WHERE id = ANY($1)").await?;

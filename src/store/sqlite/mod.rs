@@ -26,10 +26,20 @@ use tokio::sync::oneshot;
 
 /// Numbered schema migrations, applied in order at start; `PRAGMA
 /// user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql"), include_str!("../migrations/0002_reconciler.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_reconciler.sql"),
+    include_str!("../migrations/0003_pending.sql"),
+];
 
 /// How many queued writes one transaction takes at most.
 const MAX_GROUP: usize = 512;
+/// Writes that may wait for the writer thread: sixteen full groups. Past
+/// it a write is refused at once (`unavailable`) rather than queued: the
+/// queue would only grow, and every caller in it wait longer.
+const MAX_QUEUED_WRITES: usize = 16 * MAX_GROUP;
+/// Reads that may wait for a reader thread (see [`MAX_QUEUED_WRITES`]).
+const MAX_QUEUED_READS: usize = 4096;
 /// How often a read-modify-write retries after losing an optimistic race.
 const MAX_UPDATE_ATTEMPTS: usize = 5;
 /// How long the server waits for a previous owner of the data dir to let go.
@@ -149,14 +159,14 @@ impl SqliteStore {
         // still sorts through temporary files.
         writer.pragma_update(None, "temp_store", "MEMORY")?;
 
-        let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let (write_tx, write_rx) = crossbeam_channel::bounded::<WriteJob>(MAX_QUEUED_WRITES);
         let writer_cache = cache.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, write_rx, writer_cache.as_deref()))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
 
-        let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
+        let (read_tx, read_rx) = crossbeam_channel::bounded::<ReadJob>(MAX_QUEUED_READS);
         // Two readers per core (at least four): a reader waiting on the disk
         // or the OS leaves a core to another (measured with `prebuildd-bench`;
         // PREBUILDD_SQLITE_READERS overrides).
@@ -189,7 +199,12 @@ impl SqliteStore {
         let job: ReadJob = Box::new(move |conn| {
             let _ = tx.send(f(conn));
         });
-        self.reads.send(job).map_err(|_| Error::Unavailable("the store is shutting down".into()))?;
+        self.reads.try_send(job).map_err(|error| match error {
+            crossbeam_channel::TrySendError::Full(_) => {
+                Error::Unavailable(format!("the store is overloaded: {MAX_QUEUED_READS} reads are already waiting; retry with backoff"))
+            }
+            crossbeam_channel::TrySendError::Disconnected(_) => Error::Unavailable("the store is shutting down".into()),
+        })?;
         rx.await.map_err(|_| Error::Internal("a store read failed unexpectedly".into()))?
     }
 
@@ -204,7 +219,12 @@ impl SqliteStore {
             });
             (ok, finish)
         });
-        self.writes.send(job).map_err(|_| Error::Unavailable("the store is shutting down".into()))?;
+        self.writes.try_send(job).map_err(|error| match error {
+            crossbeam_channel::TrySendError::Full(_) => {
+                Error::Unavailable(format!("the store is overloaded: {MAX_QUEUED_WRITES} writes are already waiting; retry with backoff"))
+            }
+            crossbeam_channel::TrySendError::Disconnected(_) => Error::Unavailable("the store is shutting down".into()),
+        })?;
         rx.await.map_err(|_| Error::Internal("a store write failed unexpectedly".into()))?
     }
 
@@ -478,6 +498,19 @@ impl Store for SqliteStore {
             ))?;
             let rows = stmt.query_map([limit as i64], |row| row.get::<_, Vec<u8>>(0))?;
             rows.map(|body| decode_body(&body?)).collect()
+        })
+        .await
+    }
+
+    async fn pending_prebuilds(&self, project_id: &str, up_to: u32) -> Result<u32> {
+        let project_id = project_id.to_string();
+        self.read(move |conn| {
+            // The same predicate as the partial index `prebuilds_pending`.
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM prebuilds WHERE project_id = ?1 AND phase = {} LIMIT ?2)",
+                PrebuildPhase::Pending as i32
+            ))?;
+            Ok(stmt.query_row(params![project_id, up_to], |row| row.get::<_, u32>(0))?)
         })
         .await
     }
