@@ -8,7 +8,7 @@
 
 use crate::load::{self, Stats};
 use crate::server::*;
-use crate::{docker, plain, postgres, Options};
+use crate::{docker, events, overload, plain, postgres, Options};
 use bytes::Bytes;
 use prebuildd::config::DEMO_API_KEY;
 use std::path::Path;
@@ -149,6 +149,16 @@ pub async fn run(options: Options) -> Result<(), String> {
     }
     if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("postgres")) {
         let result = postgres::run(&work, &options).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        return result;
+    }
+    if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("overload")) {
+        let result = overload::run(&work, &options).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        return result;
+    }
+    if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("events")) {
+        let result = events::run(&work, &options).await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         return result;
     }
@@ -390,7 +400,9 @@ async fn phases(work: &Path, options: &Options) -> Result<(), String> {
     let (rss_c, peak_c) = server.rss_mib();
     println!("server RSS during phase C: {rss_c:.1} MiB, peak {peak_c:.1} MiB");
     server.stop();
-    Ok(())
+
+    // Phase D: runner events.
+    events::run(work, options).await
 }
 
 pub(crate) trait DecodeBytes: Sized {

@@ -15,14 +15,20 @@
 //! the reconciler with 10,000 active prebuilds on the simulated runner, and
 //! the API's p99 while it runs.
 //!
+//! Phase D (`events.rs`): runner event to stored phase, with a 30 s
+//! reconciler interval.
+//!
 //! `--only docker` runs the docker runner scenario instead (`docker/`): it
 //! needs a Docker daemon and the Dev Containers CLI, so it is not part of
 //! the default run; `--only postgres` the PostgreSQL scenarios
-//! (`postgres.rs`).
+//! (`postgres.rs`); `--only overload` CreatePrebuild at four times the
+//! sustainable rate (`overload.rs`); `--only events` phase D alone.
 
 mod api;
 mod docker;
+mod events;
 mod load;
+mod overload;
 mod plain;
 mod postgres;
 mod server;
@@ -67,7 +73,8 @@ struct BenchArgs {
     active: usize,
     /// Runs only this scenario (`GetPrebuild`, ...); `docker` runs only the
     /// docker runner benchmark (needs a Docker daemon and the Dev Containers
-    /// CLI), `postgres` only the PostgreSQL one.
+    /// CLI), `postgres` only the PostgreSQL one, `overload` CreatePrebuild at
+    /// four times the sustainable rate, `events` runner event to stored phase.
     #[arg(long, value_name = "SCENARIO")]
     only: Option<String>,
     /// The prebuildd binary to measure (default: `prebuildd` beside this one).

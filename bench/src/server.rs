@@ -59,6 +59,7 @@ pub fn config(listen: &str, reconcile: bool, max_concurrent: usize) -> String {
     };
     format!(
         "[server]\nlisten = \"{listen}\"\n[reconciler]\nenabled = {reconcile}\ninterval = \"1s\"\n[bench]\nbaseline = true\n\
+         [limits]\nmax_pending_prebuilds_per_project = 0\n\
          [[organizations]]\nid = \"{ORG}\"\nname = \"Bench\"\n\
          [[api_keys]]\ntoken = \"{DEMO_API_KEY}\"\norganization_id = \"{ORG}\"\nsubject_id = \"{USER}\"\n\
          [[runners]]\nid = \"{RUNNER}\"\nkind = \"simulated\"\nmax_concurrent_prebuilds = {max_concurrent}\nstep_duration = \"1s\"\n\

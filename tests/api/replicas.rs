@@ -301,3 +301,39 @@ async fn replicas_given_the_same_token_secret_verify_each_others_page_tokens() {
     let theirs = on_own.list_prebuilds(list(1, "")).await.unwrap().into_inner().pagination.unwrap().next_token;
     assert_status(on_two.list_prebuilds(list(1, &theirs)).await, tonic::Code::InvalidArgument, "token");
 }
+
+/// A store that fails while a log is followed ends the stream with an
+/// error: the client must not mistake a cut-off log for the whole of it.
+#[tokio::test]
+async fn a_log_stream_whose_store_fails_ends_with_an_error_not_an_end_of_log() {
+    let config = reconciling_config("50ms").replace("sim://ok", "sim://hang");
+    let server = on_postgres::TestServer::start_with(config).await.into_inner();
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let created = create_prebuild(&mut client, OK).await;
+    wait_for_phase(&mut client, &created.id, &[PrebuildPhase::Running], Duration::from_secs(10)).await;
+    let token = logs_token(&mut client, &created.id).await;
+    let url = format!("{}/logs/prebuilds/{}", server.base_url(), created.id);
+    let mut response = reqwest::Client::new().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::timeout(Duration::from_secs(5), response.chunk()).await.expect("a first chunk").unwrap().expect("not the end");
+
+    // The store fails under the server: its prebuilds table is gone, while
+    // the log's chunks can still be read. The follower, finding nothing new,
+    // asks the store whether the prebuild has ended, and gets an error.
+    let (db, connection) = tokio_postgres::connect(server.postgres_url().unwrap(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    db.batch_execute("DROP TABLE prebuilds CASCADE").await.unwrap();
+
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match response.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends once the store fails");
+    assert!(ended.is_err(), "the stream ended as if the log were whole");
+}
