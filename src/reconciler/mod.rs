@@ -74,6 +74,12 @@ pub struct PassReport {
     pub warm_pools_seen: usize,
     pub steps_taken: usize,
     pub failures: usize,
+    /// Steps that end a prebuild holding a runner slot (it completed,
+    /// failed or was stopped), and PENDING prebuilds left waiting for one.
+    /// When both happened, the slots are free only after this pass: the
+    /// next one must follow at once, not at the next event or tick.
+    pub slots_freed: usize,
+    pub waiting_for_slots: usize,
 }
 
 impl Reconciler {
@@ -138,6 +144,10 @@ impl Reconciler {
             let report = self.pass().await;
             if report.failures > 0 {
                 tracing::debug!(?report, "reconciler pass had failures");
+            }
+            if report.slots_freed > 0 && report.waiting_for_slots > 0 {
+                // Those waiting can start now: pass again at once.
+                self.changes.notify_one();
             }
             // Until a reason for the next pass, collecting runners' garbage
             // every few seconds (the tick is not reset by collections).
@@ -305,6 +315,17 @@ impl Reconciler {
             }
             if matches!(step, Step::Start { fresh: true, .. }) && phase.is_pending() {
                 *used += 1;
+            }
+            if phase.is_pending() && step == Step::Wait {
+                report.waiting_for_slots += 1;
+            }
+            let ends_work = match &step {
+                Step::Stop(_) => true,
+                Step::Report(state) => state.is_final(),
+                _ => false,
+            };
+            if ends_work && phase.occupies_slot() {
+                report.slots_freed += 1;
             }
             if step != Step::Wait {
                 planned.push((prebuild, step, Some(runner)));

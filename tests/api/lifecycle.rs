@@ -220,6 +220,18 @@ async fn runner_events_move_a_prebuild_without_waiting_for_the_interval() {
     client.cancel_prebuild(CancelPrebuildRequest { prebuild_id: hanging.id.clone() }).await.unwrap();
     wait_phase(&mut client, &hanging.id, PrebuildPhase::Cancelled).await;
     assert!(started.elapsed() < Duration::from_secs(4), "all three within seconds, not ticks: {:?}", started.elapsed());
+
+    // The runner takes two at a time: the two that queue start as soon as
+    // the first two end, in the pass that follows at once.
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(create_prebuild(&mut client, OK).await.id);
+    }
+    for id in &ids {
+        wait_phase(&mut client, id, PrebuildPhase::Completed).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "two rounds of four 50 ms steps, not a tick: {:?}", started.elapsed());
 }
 
 #[tokio::test]
