@@ -36,6 +36,8 @@ struct Outcome {
     accepted: Vec<u32>,
     /// Refused or failed calls by their code.
     refused: BTreeMap<String, u64>,
+    /// The first message of each code, for the report.
+    examples: BTreeMap<String, String>,
     not_sent: u64,
 }
 
@@ -79,7 +81,11 @@ async fn open_loop(clients: Arc<Clients>, rate: f64, duration: Duration) -> (Out
                 let mut outcome = outcome.lock().unwrap();
                 match result {
                     Ok(_) => outcome.accepted.push(latency),
-                    Err(error) => *outcome.refused.entry(code_of(&error)).or_default() += 1,
+                    Err(error) => {
+                        let code = code_of(&error);
+                        *outcome.refused.entry(code.clone()).or_default() += 1;
+                        outcome.examples.entry(code).or_insert(error);
+                    }
                 }
             }));
         }
@@ -159,6 +165,10 @@ pub async fn run(work: &Path, options: &Options) -> Result<(), String> {
                 String::new()
             },
         );
+        for (code, example) in &outcome.examples {
+            let example: String = example.chars().take(160).collect();
+            println!("    {code}, e.g.: {example}");
+        }
         server.stop();
     }
     Ok(())

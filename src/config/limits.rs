@@ -9,8 +9,11 @@ use serde::Deserialize;
 /// runner works through in an interval, far less than would weigh on the
 /// reconciler, which reads every active prebuild each pass.
 pub const DEFAULT_MAX_PENDING_PREBUILDS_PER_PROJECT: u32 = 1000;
-/// The default number of API calls served at once; more are refused.
-pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 2048;
+/// The default number of API calls served at once; more are refused. A
+/// server saturates its cores with far fewer (64 concurrent calls do on two
+/// cores): more in flight only wait longer, so past this they are told to
+/// retry instead (measured in BENCHMARKS.md, "Overload").
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 256;
 /// The default number of open connections; more are closed as they come.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 

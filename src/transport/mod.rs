@@ -145,10 +145,21 @@ fn is_exempt<B>(request: &::http::Request<B>) -> bool {
     matches!(request.uri().path(), "/healthz" | "/metrics")
 }
 
-/// The answer to a call past the limit on calls in flight, at once and in
-/// the call's own protocol: gRPC's UNAVAILABLE (trailers-only), else
-/// Connect's error JSON with HTTP 503. Clients retry it with backoff.
-fn overloaded<B>(request: &::http::Request<B>, limit: usize) -> axum::response::Response {
+/// The answer to a call past the limit on calls in flight, in the call's
+/// own protocol: gRPC's UNAVAILABLE (trailers-only), else Connect's error
+/// JSON with HTTP 503. Clients retry it with backoff. The request's body is
+/// read first (up to the message limit, briefly): an HTTP/2 stream answered
+/// before its body is reset, and a burst of such resets makes the client's
+/// connection end (its other calls with it).
+async fn overloaded(request: ::http::Request<axum::body::Body>, limit: usize) -> axum::response::Response {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let drained = http_body_util::Limited::new(body, MAX_MESSAGE_BYTES).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
+    overloaded_answer(&::http::Request::from_parts(parts, ()), limit)
+}
+
+fn overloaded_answer<B>(request: &::http::Request<B>, limit: usize) -> axum::response::Response {
     let message = format!("the server is at its limit of {limit} calls in flight ([limits] max_requests_in_flight); retry with backoff");
     if is_grpc(request) {
         let mut response = tonic::Status::unavailable(message).into_http::<axum::body::Body>();
@@ -195,7 +206,7 @@ pub async fn serve(
         let max_calls = limits.max_requests_in_flight;
         async move {
             let Ok(_permit) = permit else {
-                return Ok(overloaded(&request, max_calls));
+                return Ok(overloaded(request, max_calls).await);
             };
             // Translated calls reach the gRPC services marked with the
             // protocol they came in on (for the metrics); plain gRPC is not.
