@@ -6,9 +6,18 @@
 //! is answered only after the commit that holds its write. A pool of reader
 //! threads, each with its own connection, serves reads concurrently (WAL lets
 //! readers proceed while the writer commits). GetPrebuild of a row read
-//! since the last commit is answered from memory (`prebuild_cache`).
+//! since the last commit is answered from memory (`prebuild_cache`). The
+//! queues to both kinds of thread are bounded: past them a call is refused.
+//!
+//! Files: this one (opening, the threads' queues, the Store trait),
+//! `writer.rs` (the group-committing writer thread), `schema.rs` (the
+//! connection's settings, the migrations, bulk loading), `prebuild_cache.rs`.
 
 mod prebuild_cache;
+mod schema;
+mod writer;
+
+pub use schema::seed_prebuilds;
 
 use self::prebuild_cache::PrebuildCache;
 use super::columns::prebuild_columns;
@@ -19,21 +28,13 @@ use crate::proto::gitpod::v1::{Prebuild, PrebuildPhase, WarmPool};
 use async_trait::async_trait;
 use prost::Message;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+use schema::{configure, migrate};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::oneshot;
+use writer::{writer_loop, Finish, WriteJob, MAX_GROUP};
 
-/// Numbered schema migrations, applied in order at start; `PRAGMA
-/// user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_initial.sql"),
-    include_str!("../migrations/0002_reconciler.sql"),
-    include_str!("../migrations/0003_pending.sql"),
-];
-
-/// How many queued writes one transaction takes at most.
-const MAX_GROUP: usize = 512;
 /// Writes that may wait for the writer thread: sixteen full groups. Past
 /// it a write is refused at once (`unavailable`) rather than queued: the
 /// queue would only grow, and every caller in it wait longer.
@@ -45,11 +46,7 @@ const MAX_UPDATE_ATTEMPTS: usize = 5;
 /// How long the server waits for a previous owner of the data dir to let go.
 const OWNER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-type Finish = Box<dyn FnOnce(Result<()>) + Send>;
-/// A write: runs inside the group transaction, says whether it succeeded (so
-/// its savepoint is kept or rolled back), and returns how to answer its
-/// caller once the commit outcome is known.
-type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// A read: runs on a reader thread with its connection.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 #[derive(Clone)]
@@ -67,35 +64,6 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").field("path", &self.path).finish()
     }
-}
-
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // WAL: readers never block the writer. FULL: an acknowledged commit
-    // survives power loss, not only a process crash.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.set_prepared_statement_cache_capacity(128);
-    Ok(())
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if applied as usize > MIGRATIONS.len() {
-        return Err(Error::Internal(format!(
-            "the database has schema version {applied}, newer than this binary knows ({}); upgrade prebuildd",
-            MIGRATIONS.len()
-        )));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
-        tx.commit()?;
-        tracing::info!(version = index + 1, "applied schema migration");
-    }
-    Ok(())
 }
 
 impl SqliteStore {
@@ -233,95 +201,6 @@ impl SqliteStore {
         self.read(|conn| Ok(conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))?)).await
     }
 }
-
-/// Bulk-loads prebuilds straight into `<data_dir>/prebuildd.db` (creating
-/// and migrating it if needed), many rows per transaction. For seeding
-/// benchmarks with a million rows in seconds; not for a running server's
-/// data dir.
-pub fn seed_prebuilds(data_dir: &Path, prebuilds: impl Iterator<Item = Prebuild>) -> Result<usize> {
-    std::fs::create_dir_all(data_dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", data_dir.display())))?;
-    let mut conn = Connection::open(data_dir.join("prebuildd.db"))?;
-    configure(&conn)?;
-    migrate(&mut conn)?;
-    let mut count = 0;
-    let mut prebuilds = prebuilds.peekable();
-    while prebuilds.peek().is_some() {
-        let tx = conn.transaction()?;
-        for prebuild in prebuilds.by_ref().take(50_000) {
-            insert_prebuild_row(&tx, &prebuild)?;
-            count += 1;
-        }
-        tx.commit()?;
-    }
-    conn.execute_batch("PRAGMA optimize")?;
-    Ok(count)
-}
-
-fn writer_loop(conn: Connection, jobs: crossbeam_channel::Receiver<WriteJob>, cache: Option<&PrebuildCache>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = Vec::with_capacity(16);
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        commit_group(&conn, group, cache);
-    }
-}
-
-fn commit_group(conn: &Connection, group: Vec<WriteJob>, cache: Option<&PrebuildCache>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let error = Error::from(e);
-        for job in group {
-            // Run nothing; answer each caller with the failure.
-            drop(job);
-            tracing::error!(%error, "cannot begin a write transaction");
-        }
-        return;
-    }
-    let mut finishers = Vec::with_capacity(group.len());
-    for job in group {
-        if let Err(e) = run_cached(conn, "SAVEPOINT job") {
-            tracing::error!(error = %e, "cannot open a savepoint");
-            continue;
-        }
-        match std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
-            Ok((true, finish)) => {
-                let _ = run_cached(conn, "RELEASE job");
-                finishers.push(finish);
-            }
-            Ok((false, finish)) => {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                finishers.push(finish);
-            }
-            Err(_) => {
-                tracing::error!("a store write panicked; it was rolled back");
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            }
-        }
-    }
-    let commit = conn.execute_batch("COMMIT").map_err(Error::from);
-    if commit.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    // Before any caller hears of the commit, no cached row predates it.
-    if let Some(cache) = cache {
-        cache.invalidate();
-    }
-    for finish in finishers {
-        finish(commit.clone());
-    }
-}
-
-/// Runs a statement without parameters from the prepared statement cache:
-/// the per-write savepoint statements are not parsed again for every write.
-fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
-}
-
-// ---- row mapping -------------------------------------------------------------
 
 /// Inserts a prebuild with its filter columns (the one INSERT of the table).
 fn insert_prebuild_row(conn: &Connection, prebuild: &Prebuild) -> rusqlite::Result<usize> {
