@@ -79,6 +79,18 @@ pub struct DockerSettings {
     /// The runner's own directory (workspaces, generated configs); `None`:
     /// `prebuildd-runners/<runner id>` beside the data dir, never inside it.
     pub root: Option<std::path::PathBuf>,
+    /// The Docker config directory (registry credentials from `docker
+    /// login`) the Dev Containers CLI and the Docker CLI use to pull
+    /// features and base images; `None`: `DOCKER_CONFIG`, else `~/.docker`
+    /// of the user the runner runs as, when it exists.
+    pub docker_config: Option<std::path::PathBuf>,
+    /// A PEM file of extra CA certificates for registries with a private CA
+    /// (passed to the Dev Containers CLI as `NODE_EXTRA_CA_CERTS`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Variables of the runner's environment a devcontainer.json may read
+    /// with `${localEnv:NAME}` (and `runArgs -e NAME`); no other variable of
+    /// the runner's environment reaches the CLI.
+    pub pass_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +99,49 @@ pub struct EnvironmentClass {
     pub runner_id: String,
     pub name: String,
     pub resources: Resources,
+    /// What a dev container of this class may ask for beyond an
+    /// unprivileged container.
+    pub policy: ClassPolicy,
+}
+
+/// An environment class's allowances: what the docker runner may grant a
+/// dev container that asks for it (in its devcontainer.json, `runArgs` or a
+/// feature). Anything asked for and not allowed fails the prebuild with a
+/// message naming the key and the setting that would allow it. The
+/// defaults allow nothing beyond what Docker gives an unprivileged
+/// container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassPolicy {
+    /// The class's name, for messages (`on environment class "small"`).
+    pub class_name: String,
+    /// Linux capabilities that may be added, upper case without `CAP_`
+    /// (`SYS_PTRACE`), or `ALL`.
+    pub allow_capabilities: Vec<String>,
+    /// `--security-opt` values that may be set (`seccomp=unconfined`).
+    pub allow_security_opt: Vec<String>,
+    /// Whether `privileged` may be granted.
+    pub allow_privileged: bool,
+    /// Host devices that may be passed in (`/dev/fuse`).
+    pub allow_devices: Vec<String>,
+    /// Whether the container may share the host's network namespace.
+    pub allow_host_network: bool,
+    /// Whether GPUs may be passed in (`--gpus`).
+    pub allow_gpus: bool,
+    /// Whether setuid programs (`sudo`) may gain privileges in the
+    /// container: containers of the class run without `no-new-privileges`.
+    pub allow_new_privileges: bool,
+    /// What happens to a bind mount of a path outside the repository.
+    pub host_bind_mounts: HostBindMounts,
+}
+
+/// The fate of a bind mount of a host path (never granted either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostBindMounts {
+    /// The prebuild goes on without it; its warning names the mount.
+    #[default]
+    Warn,
+    /// The prebuild fails, naming the key.
+    Refuse,
 }
 
 /// What an environment of a class may use; the docker runner applies it to
@@ -106,6 +161,9 @@ pub struct Project {
     pub name: String,
     pub repository: String,
     pub default_environment_class_id: Option<String>,
+    /// Which devcontainer.json of the repository to prebuild (a path
+    /// relative to the repository root); `None`: the spec's lookup order.
+    pub devcontainer_path: Option<String>,
     pub prebuilds: PrebuildSettings,
 }
 

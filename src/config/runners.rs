@@ -21,6 +21,9 @@ pub(super) struct RawRunner {
     docker_cli: Option<PathBuf>,
     default_image: Option<String>,
     root: Option<PathBuf>,
+    docker_config: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    pass_env: Option<Vec<String>>,
     token: Option<String>,
     token_sha256: Option<String>,
     disconnect_grace: Option<String>,
@@ -41,6 +44,9 @@ pub struct RawEngine {
     docker_cli: Option<PathBuf>,
     default_image: Option<String>,
     root: Option<PathBuf>,
+    docker_config: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    pass_env: Option<Vec<String>>,
 }
 
 /// The engine's settings as a runner of the given ID; `key` prefixes
@@ -61,6 +67,9 @@ pub fn engine_config(key: &str, runner_id: &str, engine: RawEngine) -> Result<Ru
         docker_cli: engine.docker_cli,
         default_image: engine.default_image,
         root: engine.root,
+        docker_config: engine.docker_config,
+        ca_file: engine.ca_file,
+        pass_env: engine.pass_env,
         token: None,
         token_sha256: None,
         disconnect_grace: None,
@@ -103,6 +112,9 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
         ("docker_cli", runner.docker_cli.is_some()),
         ("default_image", runner.default_image.is_some()),
         ("root", runner.root.is_some()),
+        ("docker_config", runner.docker_config.is_some()),
+        ("ca_file", runner.ca_file.is_some()),
+        ("pass_env", runner.pass_env.is_some()),
     ];
     if let Some((name, _)) = docker_keys.iter().find(|(_, set)| *set).filter(|_| kind != RunnerKind::Docker) {
         return Err(err(format!("{key}.{name}"), "only applies to docker runners"));
@@ -115,12 +127,24 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
     if runner.default_image.as_deref().is_some_and(|image| image.trim().is_empty()) {
         return Err(err(format!("{key}.default_image"), "must not be empty"));
     }
+    let pass_env = runner.pass_env.unwrap_or_default();
+    for (i, name) in pass_env.iter().enumerate() {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(err(format!("{key}.pass_env[{i}]"), format!("{name:?} is not an environment variable name")));
+        }
+    }
     let docker = DockerSettings {
         docker_host: runner.docker_host,
         devcontainer_cli: runner.devcontainer_cli,
         docker_cli: runner.docker_cli,
         default_image: runner.default_image,
         root: runner.root,
+        docker_config: runner.docker_config,
+        ca_file: runner.ca_file,
+        pass_env,
     };
     let sandbox = runner.sandbox.unwrap_or(true);
     Ok(RunnerConfig { id, kind, max_concurrent_prebuilds, step_duration, sandbox, docker, remote })

@@ -36,6 +36,11 @@ pub struct PrebuildJob {
     pub repository: String,
     /// What the environment class allows the prebuild to use.
     pub resources: crate::catalog::Resources,
+    /// What the environment class allows the dev container to be granted.
+    pub policy: crate::catalog::ClassPolicy,
+    /// The project's choice of devcontainer.json (relative to the
+    /// repository root); `None`: the spec's lookup order.
+    pub devcontainer_path: Option<String>,
     /// Where the job's log lines go.
     pub log: LogSink,
 }
@@ -74,6 +79,9 @@ pub struct PoolTarget {
     pub stopped: u32,
     /// What the pool's environment class allows each instance to use.
     pub resources: crate::catalog::Resources,
+    /// What the pool's environment class allows each instance to be
+    /// granted (checked again against what its snapshot was granted).
+    pub policy: crate::catalog::ClassPolicy,
 }
 
 /// What exists for a warm pool on its runner right now.

@@ -141,6 +141,8 @@ impl Fixture {
             environment_class_id: uuid::Uuid::new_v4().to_string(),
             repository: repository.to_string(),
             resources: Default::default(),
+            policy: Default::default(),
+            devcontainer_path: None,
             log: LogSink::new(self.log_path(&prebuild_id)),
         };
         self.runner.start(job.clone()).await.unwrap();

@@ -4,11 +4,11 @@
 //! status message.
 
 use super::labels;
-use crate::catalog::Resources;
-use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary, HostConfig};
+use super::policy::Grant;
+use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary};
 use bollard::query_parameters::{
-    CommitContainerOptions, CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions, ListImagesOptions,
-    RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, StopContainerOptions, UploadToContainerOptions,
+    BuildImageOptions, CommitContainerOptions, CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions,
+    ListImagesOptions, RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -147,31 +147,42 @@ impl Engine {
         self.docker.rename_container(id, RenameContainerOptions { name: name.to_string() }).await.map_err(describe)
     }
 
-    /// What the runner checks of a container before running anything in it:
-    /// whether it is running, and why it is not safe, if it is not.
-    pub async fn unsafe_settings(&self, id: &str) -> EngineResult<Vec<String>> {
+    /// Why a container has more than `grant` (empty when it is as
+    /// granted): the runner checks every container before it runs anything
+    /// in it or hands it out.
+    pub async fn excess(&self, id: &str, grant: &Grant) -> EngineResult<Vec<String>> {
         let container = self.docker.inspect_container(id, None).await.map_err(describe)?;
-        let host = container.host_config.unwrap_or_default();
-        let mut problems = Vec::new();
-        if host.privileged.unwrap_or(false) {
-            problems.push("it is privileged".to_string());
-        }
-        if let Some(mounts) = container.mounts.filter(|m| !m.is_empty()) {
-            let targets: Vec<String> = mounts.into_iter().filter_map(|m| m.destination).collect();
-            problems.push(format!("it has mounts ({})", targets.join(", ")));
-        }
-        if host.cap_add.is_some_and(|caps| !caps.is_empty()) {
-            problems.push("it adds capabilities".into());
-        }
-        for (what, mode) in [("network", host.network_mode), ("PID", host.pid_mode), ("IPC", host.ipc_mode)] {
-            if mode.as_deref() == Some("host") {
-                problems.push(format!("it shares the host's {what} namespace"));
+        Ok(grant.excess(&container))
+    }
+
+    /// Sets one label on an image (a build `FROM` it, tagged with the same
+    /// name): how the runner takes keys out of a built image's
+    /// `devcontainer.metadata` before the Dev Containers CLI reads them.
+    pub async fn relabel(&self, image: &str, key: &str, value: &str) -> EngineResult<()> {
+        let mut context = tar::Builder::new(Vec::new());
+        let dockerfile = format!("FROM {image}\n");
+        let mut header = tar::Header::new_gnu();
+        header.set_size(dockerfile.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        context.append_data(&mut header, "Dockerfile", dockerfile.as_bytes()).map_err(|e| e.to_string())?;
+        let context = context.into_inner().map_err(|e| e.to_string())?;
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(image.to_string()),
+            rm: true,
+            forcerm: true,
+            labels: Some(HashMap::from([(key.to_string(), value.to_string())])),
+            ..Default::default()
+        };
+        let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(context.into())));
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(describe)?;
+            if let Some(detail) = info.error_detail {
+                return Err(format!("cannot relabel {image}: {}", detail.message.unwrap_or_default()));
             }
         }
-        if !host.security_opt.unwrap_or_default().iter().any(|opt| opt.starts_with("no-new-privileges")) {
-            problems.push("it lacks no-new-privileges".into());
-        }
-        Ok(problems)
+        Ok(())
     }
 
     /// A file of a container (small ones: `/etc/passwd`), or `None` if it
@@ -225,21 +236,17 @@ impl Engine {
         size.ok_or_else(|| format!("the committed image {repository}:{tag} is missing"))
     }
 
-    /// Creates a container from an image with the runner's labels, the
-    /// class's limits, `no-new-privileges` and no mounts; a container of the
-    /// same name that exists already is reused (creation is idempotent).
-    pub async fn create(&self, name: &str, image: &str, labels: HashMap<String, String>, resources: Resources) -> EngineResult<String> {
-        let host_config = HostConfig {
-            nano_cpus: resources.nano_cpus,
-            memory: resources.memory_bytes.map(|bytes| bytes as i64),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            privileged: Some(false),
-            ..Default::default()
-        };
+    /// Creates a container from an image with the runner's labels and the
+    /// settings the policy granted (the class's limits, `no-new-privileges`
+    /// unless the class allows new privileges, volumes of its own, no host
+    /// mount); a container of the same name that exists already is reused
+    /// (creation is idempotent).
+    pub async fn create(&self, name: &str, image: &str, labels: HashMap<String, String>, grant: &Grant) -> EngineResult<String> {
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             labels: Some(labels),
-            host_config: Some(host_config),
+            hostname: grant.hostname.clone(),
+            host_config: Some(grant.host_config()),
             ..Default::default()
         };
         let options = CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };

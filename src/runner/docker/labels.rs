@@ -16,6 +16,10 @@ pub const INSTANCE_ID: &str = "dev.prebuildd.instance-id";
 pub const ROLE: &str = "dev.prebuildd.role";
 /// The workspace's folder inside the container (on snapshot images).
 pub const WORKSPACE_FOLDER: &str = "dev.prebuildd.workspace-folder";
+/// What the policy granted the prebuild's container beyond an unprivileged
+/// one (JSON, on snapshot images): warm instances get the same, as long as
+/// their class still allows it.
+pub const GRANT: &str = "dev.prebuildd.grant";
 
 pub const ROLE_PREBUILD: &str = "prebuild";
 pub const ROLE_SNAPSHOT: &str = "snapshot";

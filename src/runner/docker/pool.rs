@@ -11,8 +11,8 @@
 //! or died behind the runner's back is replaced.
 
 use super::engine::ListedContainer;
+use super::policy::Grant;
 use super::{labels, Core};
-use crate::catalog::Resources;
 use crate::error::{Error, Result};
 use crate::runner::pool_plan::{Instance, InstanceState, Pool};
 use crate::runner::process::lock;
@@ -113,16 +113,28 @@ impl Core {
             Ok(engine) => engine,
             Err(error) => return unreachable(error),
         };
-        let missing = match &target.snapshot_id {
+        // What instances of the snapshot get: what its prebuild was granted,
+        // as long as the class still allows it.
+        let (missing, grant) = match &target.snapshot_id {
             Some(snapshot_id) => match engine.image(&labels::snapshot_image(snapshot_id)).await {
-                Ok(Some(_)) => None,
-                Ok(None) => Some(format!(
-                    "the snapshot of prebuild {snapshot_id} is missing on this runner (image {} does not exist)",
-                    labels::snapshot_image(snapshot_id)
-                )),
-                Err(error) => Some(format!("cannot inspect the snapshot image: {error}")),
+                Ok(Some((image_labels, _))) => match Grant::from_image_labels(&image_labels, target.resources)
+                    .and_then(|grant| grant.under(&target.policy, target.resources))
+                {
+                    Ok(grant) => (None, grant),
+                    Err(error) => {
+                        (Some(format!("cannot make instances of the snapshot of prebuild {snapshot_id}: {error}")), Grant::default())
+                    }
+                },
+                Ok(None) => (
+                    Some(format!(
+                        "the snapshot of prebuild {snapshot_id} is missing on this runner (image {} does not exist)",
+                        labels::snapshot_image(snapshot_id)
+                    )),
+                    Grant::default(),
+                ),
+                Err(error) => (Some(format!("cannot inspect the snapshot image: {error}")), Grant::default()),
             },
-            None => None,
+            None => (None, Grant::default()),
         };
         let containers = match self.listed_pool_containers(&target.warm_pool_id).await {
             Ok(containers) => containers,
@@ -147,8 +159,8 @@ impl Core {
             tokio::spawn(async move { core.remove_container(&labels::instance_name(&instance.id)).await });
         }
         for (instance, start) in plan.markers.into_iter().map(|i| (i, false)).chain(plan.extractions.into_iter().map(|i| (i, true))) {
-            let (core, pool_id, resources) = (self.clone(), target.warm_pool_id.clone(), target.resources);
-            tokio::spawn(async move { core.provision(&pool_id, instance, start, resources).await });
+            let (core, pool_id, grant) = (self.clone(), target.warm_pool_id.clone(), grant.clone());
+            tokio::spawn(async move { core.provision(&pool_id, instance, start, &grant).await });
         }
         let pools = lock(&self.pools);
         Ok(pools.get(&target.warm_pool_id).map(|entry| entry.pool.observe(missing)).unwrap_or_default())
@@ -165,12 +177,16 @@ impl Core {
     /// Creates an instance's container (stopped), and starts it if `start`;
     /// then records the result. An instance discarded meanwhile has its
     /// container removed instead.
-    async fn provision(&self, warm_pool_id: &str, instance: Instance, start: bool, resources: Resources) {
+    async fn provision(&self, warm_pool_id: &str, instance: Instance, start: bool, grant: &Grant) {
         let name = labels::instance_name(&instance.id);
         let result = async {
             let engine = self.engine().await?;
             let image = labels::snapshot_image(&instance.snapshot_id);
-            let id = engine.create(&name, &image, self.instance_labels(warm_pool_id, &instance), resources).await?;
+            let id = engine.create(&name, &image, self.instance_labels(warm_pool_id, &instance), grant).await?;
+            let problems = engine.excess(&id, grant).await?;
+            if !problems.is_empty() {
+                return Err(format!("its container has more than its class's policy granted ({})", problems.join("; ")));
+            }
             if start {
                 engine.start(&id).await?;
             }

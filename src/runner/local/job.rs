@@ -26,19 +26,34 @@ struct Launch<'a> {
 
 /// Runs the workspace's prebuild lifecycle. Returns the warning to report,
 /// if any, or why it failed.
-async fn run_lifecycle(shared: &JobShared, log: &LogSink, launch: &Launch<'_>) -> std::result::Result<Option<String>, String> {
+async fn run_lifecycle(
+    shared: &JobShared,
+    log: &LogSink,
+    launch: &Launch<'_>,
+    devcontainer_path: Option<&str>,
+) -> std::result::Result<Option<String>, String> {
     let workspace = launch.workspace;
-    let Some(path) = devcontainer::locate(workspace) else {
+    let Some(located) = devcontainer::locate(workspace, devcontainer_path)? else {
         log.line(&format!("warning: {NO_DEVCONTAINER}"));
         return Ok(Some(NO_DEVCONTAINER.to_string()));
     };
+    let path = located.path;
+    let mut warnings: Vec<String> = located.warning.into_iter().collect();
+    for warning in &warnings {
+        log.line(&format!("warning: {warning}"));
+    }
     let name = path.strip_prefix(workspace).unwrap_or(&path).display().to_string();
     let text = tokio::fs::read_to_string(&path).await.map_err(|e| format!("cannot read {name}: {e}"))?;
     let lifecycle = devcontainer::parse(&text).map_err(|e| format!("{name}: {e}"))?;
     log.line(&format!("read {name}"));
     if !lifecycle.container_keys.is_empty() {
         let verb = if lifecycle.container_keys.len() == 1 { "is" } else { "are" };
-        log.line(&format!("note: this runner runs the commands on its host; {} {verb} not used", lifecycle.container_keys.join(", ")));
+        let ignored = format!(
+            "the local runner runs the lifecycle commands on its host, not in a dev container: {} in {name} {verb} not used",
+            lifecycle.container_keys.join(", ")
+        );
+        log.line(&format!("warning: {ignored}"));
+        warnings.push(ignored);
     }
     if lifecycle.commands.is_empty() {
         log.line("no onCreateCommand or updateContentCommand; nothing to run");
@@ -49,7 +64,7 @@ async fn run_lifecycle(shared: &JobShared, log: &LogSink, launch: &Launch<'_>) -
             return Err(format!("{failure}; last log lines:\n{}", log_tail(log).await));
         }
     }
-    Ok(None)
+    Ok((!warnings.is_empty()).then(|| warnings.join("; ")))
 }
 
 /// Runs one lifecycle command; the parts of an object run at once, and the
@@ -127,7 +142,7 @@ async fn prebuild(
 
     shared.advance(JobState::Running);
     let launch = Launch { confinement: &confinement, workspace, home: &home };
-    let warning = run_lifecycle(shared, log, &launch).await?;
+    let warning = run_lifecycle(shared, log, &launch, job.devcontainer_path.as_deref()).await?;
 
     shared.advance(JobState::Stopping);
     log.line("stopping the environment");

@@ -539,6 +539,8 @@ mod tests {
             environment_class_id: uuid::Uuid::new_v4().to_string(),
             repository: repo.display().to_string(),
             resources: Default::default(),
+            policy: Default::default(),
+            devcontainer_path: None,
             log: log.clone(),
         };
         runner.start(job).await.unwrap();
