@@ -7,10 +7,14 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod builder;
 mod failures;
+mod features;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod policy;
 mod pools;
+mod registry;
 mod remote;
 mod replicas;
