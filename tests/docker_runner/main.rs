@@ -8,6 +8,7 @@
 mod common;
 
 mod builder;
+mod credentials;
 mod failures;
 mod features;
 mod harness;

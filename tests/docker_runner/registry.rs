@@ -2,8 +2,9 @@
 //! distribution server) on a free loopback port, with its storage in a temp
 //! dir, and Dev Container Features published to it with the Dev Containers
 //! CLI (`devcontainer features publish`). Nothing comes from the internet.
-//! The registry is named `localhost:<port>`: the Dev Containers CLI speaks
-//! plain HTTP only to a registry of that name.
+//! A plain registry is named `localhost:<port>`: the Dev Containers CLI
+//! speaks plain HTTP only to a registry of that name. A secured one serves
+//! TLS with a private CA's certificate and wants a password.
 
 use super::harness::devcontainer_cli;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,24 @@ pub struct Registry {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
+    /// Secured: served over TLS with a private CA, behind a password.
+    secured: Option<Secured>,
+}
+
+/// What a client of a secured registry needs.
+pub struct Secured {
+    /// The CA's certificate (PEM).
+    pub ca_file: PathBuf,
+    /// A Docker config directory holding the registry's credentials, as
+    /// `docker login` writes it.
+    pub docker_config: PathBuf,
+}
+
+/// Runs a program of the test's; panics with its stderr if it fails.
+fn run(program: &str, args: &[&str], dir: &Path) -> Vec<u8> {
+    let output = Command::new(program).args(args).current_dir(dir).output().unwrap_or_else(|e| panic!("{program} runs ({e}): install it"));
+    assert!(output.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
 }
 
 /// The registry program that `scripts/install-test-tools` installs.
@@ -24,14 +43,88 @@ fn registry_program() -> PathBuf {
 }
 
 impl Registry {
+    /// A plain-HTTP registry without authentication, named `localhost`.
     pub fn start() -> Registry {
+        Registry::serve(tempfile::tempdir().unwrap(), "", None)
+    }
+
+    /// A registry on `127.0.0.1` over TLS with a certificate of a private CA
+    /// (made with openssl), that lets only `user` with `password` in
+    /// (htpasswd, bcrypt).
+    pub fn start_secured(user: &str, password: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=prebuildd test CA",
+            ],
+            d,
+        );
+        run(
+            "openssl",
+            &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "registry.key", "-out", "registry.csr", "-subj", "/CN=127.0.0.1"],
+            d,
+        );
+        std::fs::write(d.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "registry.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "registry.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "san.cnf",
+            ],
+            d,
+        );
+        std::fs::write(d.join("htpasswd"), run("htpasswd", &["-Bbn", user, password], d)).unwrap();
+        let http = format!(
+            "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: prebuildd-test\n    path: {}\n",
+            d.join("registry.pem").display(),
+            d.join("registry.key").display(),
+            d.join("htpasswd").display()
+        );
+        let docker_config = d.join("docker-config");
+        let secured = Secured { ca_file: d.join("ca.pem"), docker_config: docker_config.clone() };
+        let registry = Registry::serve(dir, &http, Some(secured));
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        std::fs::create_dir_all(&docker_config).unwrap();
+        std::fs::write(docker_config.join("config.json"), format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, registry.host()))
+            .unwrap();
+        registry
+    }
+
+    fn serve(dir: tempfile::TempDir, http_extra: &str, secured: Option<Secured>) -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
                 dir.path().join("data").display()
             ),
         )
@@ -44,7 +137,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("docker-registry starts");
-        let registry = Registry { child, port, _dir: dir };
+        let registry = Registry { child, port, _dir: dir, secured };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(started.elapsed() < Duration::from_secs(20), "the registry did not listen on port {port}");
@@ -53,23 +146,35 @@ impl Registry {
         registry
     }
 
-    /// `localhost:<port>`, as image and feature references name it.
+    /// `localhost:<port>` (plain HTTP) or `127.0.0.1:<port>` (TLS), as
+    /// image and feature references name it.
     pub fn host(&self) -> String {
-        format!("localhost:{}", self.port)
+        match self.secured {
+            None => format!("localhost:{}", self.port),
+            Some(_) => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The CA and credentials of a secured registry.
+    pub fn secured(&self) -> &Secured {
+        self.secured.as_ref().expect("a secured registry")
     }
 
     /// Publishes every feature under `src` (`src/<id>/devcontainer-feature.json`
     /// and `install.sh`) to `<registry>/<namespace>/<id>`.
     pub fn publish_features(&self, src: &Path, namespace: &str) {
         let home = tempfile::tempdir().unwrap();
-        let output = Command::new(devcontainer_cli())
+        let mut command = Command::new(devcontainer_cli());
+        command
             .args(["features", "publish"])
             .arg(src)
             .args(["--registry", &self.host(), "--namespace", namespace, "--log-level", "info"])
             .env("HOME", home.path())
-            .env("TMPDIR", home.path())
-            .output()
-            .expect("the Dev Containers CLI runs");
+            .env("TMPDIR", home.path());
+        if let Some(secured) = &self.secured {
+            command.env("DOCKER_CONFIG", &secured.docker_config).env("NODE_EXTRA_CA_CERTS", &secured.ca_file);
+        }
+        let output = command.output().expect("the Dev Containers CLI runs");
         assert!(
             output.status.success(),
             "devcontainer features publish failed: {}\n{}",

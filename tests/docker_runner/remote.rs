@@ -40,7 +40,10 @@ async fn a_remote_docker_runner_builds_fills_a_pool_and_adopts_it_after_a_kill_9
     let docker_config = world
         .config(&[(PROJECT, &repo)])
         .replace("name = \"docker\"\n", "name = \"docker\"\nallow_capabilities = [\"SYS_PTRACE\"]\n")
-        .replace("default_environment_class_id", "devcontainer_path = \".devcontainer/remote/devcontainer.json\"\ndefault_environment_class_id");
+        .replace(
+            "default_environment_class_id",
+            "devcontainer_path = \".devcontainer/remote/devcontainer.json\"\ndefault_environment_class_id",
+        );
     let docker_keys_start = docker_config.find("kind = \"docker\"").expect("the docker runner entry");
     let docker_keys_end = docker_config[docker_keys_start..].find("[[environment_classes]]").expect("a class after it") + docker_keys_start;
     let engine = docker_config[docker_keys_start..docker_keys_end].to_string();
