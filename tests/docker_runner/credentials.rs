@@ -2,10 +2,11 @@
 //! private CA's certificate: the runner's own Docker config (what `docker
 //! login` writes; `docker_config`) gives the CLI the credentials and its
 //! `ca_file` the CA, deliberately, since the CLI runs with a clean
-//! environment. Without either, the prebuild fails saying why.
+//! environment. Without either, the prebuild fails saying why. A feature
+//! from a tarball URL, served over HTTPS with the same CA, works too.
 
 use super::harness::*;
-use super::registry::{write_feature, Registry};
+use super::registry::{write_feature, Registry, TarballServer};
 use crate::common::*;
 
 const PROJECT: &str = "c3ed0000-0000-4000-8000-000000000001";
@@ -17,14 +18,18 @@ async fn registry_credentials_and_a_private_ca_come_from_the_runners_settings() 
     let published = world.dir.path().join("published");
     write_feature(&published.join("private"), "private", "private-tool", "");
     registry.publish_features(&published, "acme/features");
+    write_feature(&published.join("packed"), "packed", "packed-tool", "");
+    let tarballs = TarballServer::start(registry.secured(), &published.join("packed"), "packed");
     let repo = world.dir.path().join("private-feature-repo");
     repository(
         &repo,
         &[(
             ".devcontainer/devcontainer.json",
             &format!(
-                r#"{{ "image": "{BASE_IMAGE}", "features": {{ "{}/acme/features/private:1": {{}} }}, "onCreateCommand": "private-tool" }}"#,
-                registry.host()
+                r#"{{ "image": "{BASE_IMAGE}", "features": {{ "{}/acme/features/private:1": {{}}, "{}": {{ "greeting": "unpacked" }} }},
+                     "onCreateCommand": "private-tool && packed-tool" }}"#,
+                registry.host(),
+                tarballs.url("packed")
             ),
         )],
     );
@@ -45,7 +50,9 @@ async fn registry_credentials_and_a_private_ca_come_from_the_runners_settings() 
         let mut client = server.client(Some(TOKEN_A)).await;
         let prebuild = create_prebuild(&mut client, PROJECT).await;
         completed(&server, &mut client, &prebuild.id).await;
-        log_shows(&server, &mut client, &prebuild.id, "hello from private").await;
+        let snapshot = format!("prebuildd-snapshot:{}", prebuild.id);
+        let tools = docker(&["run", "--rm", "--entrypoint", "/bin/sh", &snapshot, "-c", "private-tool && packed-tool"]);
+        assert_eq!(tools, "hello from private\nunpacked", "both features are in the snapshot");
     }
     // Without the CA, TLS fails; without the credentials, the registry
     // refuses.

@@ -23,6 +23,9 @@ pub struct Registry {
 pub struct Secured {
     /// The CA's certificate (PEM).
     pub ca_file: PathBuf,
+    /// The server's certificate and key (for `127.0.0.1`), signed by it.
+    pub certificate: PathBuf,
+    pub key: PathBuf,
     /// A Docker config directory holding the registry's credentials, as
     /// `docker login` writes it.
     pub docker_config: PathBuf,
@@ -108,7 +111,12 @@ impl Registry {
             d.join("htpasswd").display()
         );
         let docker_config = d.join("docker-config");
-        let secured = Secured { ca_file: d.join("ca.pem"), docker_config: docker_config.clone() };
+        let secured = Secured {
+            ca_file: d.join("ca.pem"),
+            certificate: d.join("registry.pem"),
+            key: d.join("registry.key"),
+            docker_config: docker_config.clone(),
+        };
         let registry = Registry::serve(dir, &http, Some(secured));
         use base64::Engine;
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -210,4 +218,52 @@ pub fn write_feature(dir: &Path, id: &str, command: &str, extra_metadata: &str) 
         format!("#!/bin/sh\nset -e\nmkdir -p /usr/local/bin\nprintf '#!/bin/sh\\necho %s\\n' \"$GREETING\" > /usr/local/bin/{command}\nchmod +x /usr/local/bin/{command}\n"),
     )
     .unwrap();
+}
+
+/// Feature tarballs over HTTPS (the Dev Containers CLI fetches tarball URLs
+/// over HTTPS only): `openssl s_server -WWW` serving a folder, with the
+/// secured registry's certificate.
+pub struct TarballServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TarballServer {
+    /// Serves the feature in `feature` as `devcontainer-feature-<id>.tgz`.
+    pub fn start(secured: &Secured, feature: &Path, id: &str) -> TarballServer {
+        let dir = tempfile::tempdir().unwrap();
+        let tarball = dir.path().join(format!("devcontainer-feature-{id}.tgz"));
+        run("tar", &["-C", &feature.display().to_string(), "-czf", &tarball.display().to_string(), "."], dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+            .arg(&secured.certificate)
+            .arg("-key")
+            .arg(&secured.key)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl runs");
+        let server = TarballServer { child, port, _dir: dir };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "openssl s_server did not listen on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn url(&self, id: &str) -> String {
+        format!("https://127.0.0.1:{}/devcontainer-feature-{id}.tgz", self.port)
+    }
+}
+
+impl Drop for TarballServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
