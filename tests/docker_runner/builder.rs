@@ -9,23 +9,33 @@ use crate::common::*;
 
 const PROJECT: &str = "b0110000-0000-4000-8000-000000000001";
 
+/// Writes an executable script.
+fn executable(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A Docker CLI that behaves like Docker 23+ without buildx: `docker
 /// buildx` is unknown, and a build with BuildKit (its default) fails.
 fn cli_without_buildx(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("docker-without-buildx");
-    std::fs::write(
+    executable(
         &path,
-        format!(
+        &format!(
             "#!/bin/sh\nif [ \"$1\" = buildx ]; then echo \"docker: 'buildx' is not a docker command.\" >&2; exit 1; fi\n\
              if [ \"$1\" = build ] && [ \"${{DOCKER_BUILDKIT:-1}}\" != 0 ]; then\n  \
              echo 'ERROR: BuildKit is enabled but the buildx component is missing or broken.' >&2; exit 1\nfi\nexec {} \"$@\"\n",
             docker_cli().display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     path
+}
+
+/// The world's config with the runner using another Docker CLI.
+fn config_with_cli(world: &World, repo: &std::path::Path, cli: &std::path::Path) -> String {
+    let docker_cli_key = |path: &std::path::Path| format!("docker_cli = \"{}\"", path.display());
+    world.config(&[(PROJECT, repo)]).replace(&docker_cli_key(&docker_cli()), &docker_cli_key(cli))
 }
 
 #[tokio::test]
@@ -43,11 +53,7 @@ async fn a_docker_cli_without_buildx_builds_with_the_classic_builder() {
             ),
         ],
     );
-    let cli = cli_without_buildx(world.dir.path());
-    let config = world
-        .config(&[(PROJECT, &repo)])
-        .replace(&format!("docker_cli = \"{}\"", docker_cli().display()), &format!("docker_cli = \"{}\"", cli.display()));
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_with(config_with_cli(&world, &repo, &cli_without_buildx(world.dir.path()))).await;
     let mut client = server.client(Some(TOKEN_A)).await;
     let prebuild = create_prebuild(&mut client, PROJECT).await;
     completed(&server, &mut client, &prebuild.id).await;
@@ -63,13 +69,8 @@ async fn a_docker_cli_that_cannot_build_fails_prebuilds_naming_the_setting() {
     let repo = world.dir.path().join("broken-cli-repo");
     repository(&repo, &[(".devcontainer/devcontainer.json", &format!(r#"{{ "image": "{BASE_IMAGE}" }}"#))]);
     let cli = world.dir.path().join("docker-that-fails");
-    std::fs::write(&cli, "#!/bin/sh\necho 'this docker is broken' >&2\nexit 1\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = world
-        .config(&[(PROJECT, &repo)])
-        .replace(&format!("docker_cli = \"{}\"", docker_cli().display()), &format!("docker_cli = \"{}\"", cli.display()));
-    let server = TestServer::start_with(config).await;
+    executable(&cli, "#!/bin/sh\necho 'this docker is broken' >&2\nexit 1\n");
+    let server = TestServer::start_with(config_with_cli(&world, &repo, &cli)).await;
     let mut client = server.client(Some(TOKEN_A)).await;
     let prebuild = create_prebuild(&mut client, PROJECT).await;
     let message = failed(&server, &mut client, &prebuild.id).await;

@@ -217,17 +217,7 @@ pub async fn completed(server: &TestServer, client: &mut Client, id: &str) -> Pr
 
 /// Creates a prebuild of a project on a given class.
 pub async fn create_prebuild_on(client: &mut Client, project_id: &str, class_id: &str) -> Prebuild {
-    client
-        .create_prebuild(CreatePrebuildRequest {
-            project_id: project_id.into(),
-            environment_class_id: Some(class_id.into()),
-            spec: Some(PrebuildSpec::default()),
-        })
-        .await
-        .expect("create prebuild")
-        .into_inner()
-        .prebuild
-        .expect("prebuild in response")
+    create_prebuild_in_class(client, project_id, Some(class_id)).await
 }
 
 /// Waits for a prebuild to fail; returns its failure message (and panics,
