@@ -3,7 +3,7 @@
 //! may be granted beyond an unprivileged container).
 
 use super::{err, parse_memory, uuid_key, ConfigError};
-use crate::catalog::{ClassPolicy, EnvironmentClass, HostBindMounts, Resources};
+use crate::catalog::{ClassPolicy, EgressAllowance, EnvironmentClass, HostBindMounts, Resources};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -29,6 +29,8 @@ pub(super) struct RawEnvironmentClass {
     #[serde(default)]
     allow_new_privileges: bool,
     host_bind_mounts: Option<String>,
+    #[serde(default)]
+    allow_egress: Vec<String>,
 }
 
 /// The Linux capabilities Docker knows (without `CAP_`), and `ALL`.
@@ -169,6 +171,13 @@ pub(super) fn class_config(key: &str, class: RawEnvironmentClass) -> Result<Envi
         Some("refuse") => HostBindMounts::Refuse,
         Some(other) => return Err(err(format!("{key}.host_bind_mounts"), format!("{other:?} must be \"warn\" or \"refuse\""))),
     };
+    let mut allow_egress = Vec::new();
+    for (i, text) in class.allow_egress.iter().enumerate() {
+        let allowance = EgressAllowance::parse(text).map_err(|reason| err(format!("{key}.allow_egress[{i}]"), reason))?;
+        if !allow_egress.contains(&allowance) {
+            allow_egress.push(allowance);
+        }
+    }
     let policy = ClassPolicy {
         class_name: class.name.clone(),
         allow_capabilities,
@@ -179,6 +188,7 @@ pub(super) fn class_config(key: &str, class: RawEnvironmentClass) -> Result<Envi
         allow_gpus: class.allow_gpus,
         allow_new_privileges: class.allow_new_privileges,
         host_bind_mounts,
+        allow_egress,
     };
     Ok(EnvironmentClass { id, runner_id, name: class.name, resources, policy })
 }

@@ -678,8 +678,17 @@ default_environment_class_id = "{CLASS}"
         assert_eq!(runner.docker.default_image.as_deref(), Some("debian:12"));
         let resources = config.catalog.environment_classes[CLASS].resources;
         assert_eq!(resources, Resources { nano_cpus: Some(1_500_000_000), memory_bytes: Some(256 << 20) });
+        assert!(runner.network_isolation, "on unless the runner opts out");
+        let opted_out = Config::parse(&docker.replace("default_image", "network_isolation = false\ndefault_image"), &Overrides::default());
+        assert!(!opted_out.unwrap().catalog.runners[RUNNER].network_isolation);
+        let egress = docker.replace("cpus = 1.5", "cpus = 1.5\nallow_egress = [\"10.1.2.7/24\", \"192.168.7.9:5000\", \"10.1.2.0/24\"]");
+        let allowed = &Config::parse(&egress, &Overrides::default()).unwrap().catalog.environment_classes[CLASS].policy.allow_egress;
+        let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["10.1.2.0/24", "192.168.7.9:5000"], "read once each, in their canonical spelling");
 
         let cases = [
+            (egress.replace("192.168.7.9:5000", "registry.internal:5000"), "environment_classes[0].allow_egress[1]"),
+            (base("").replace("step_duration = \"50ms\"", "network_isolation = false"), "runners[0].network_isolation"),
             (docker.replace("memory = \"256MiB\"", "memory = \"lots\""), "environment_classes[0].memory"),
             (docker.replace("memory = \"256MiB\"", "memory = \"1KiB\""), "environment_classes[0].memory"),
             (docker.replace("cpus = 1.5", "cpus = 0.0"), "environment_classes[0].cpus"),

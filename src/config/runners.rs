@@ -16,6 +16,7 @@ pub(super) struct RawRunner {
     max_concurrent_prebuilds: Option<u32>,
     step_duration: Option<String>,
     sandbox: Option<bool>,
+    network_isolation: Option<bool>,
     docker_host: Option<String>,
     devcontainer_cli: Option<PathBuf>,
     docker_cli: Option<PathBuf>,
@@ -39,6 +40,7 @@ pub struct RawEngine {
     max_concurrent_prebuilds: Option<u32>,
     step_duration: Option<String>,
     sandbox: Option<bool>,
+    network_isolation: Option<bool>,
     docker_host: Option<String>,
     devcontainer_cli: Option<PathBuf>,
     docker_cli: Option<PathBuf>,
@@ -62,6 +64,7 @@ pub fn engine_config(key: &str, runner_id: &str, engine: RawEngine) -> Result<Ru
         max_concurrent_prebuilds: engine.max_concurrent_prebuilds,
         step_duration: engine.step_duration,
         sandbox: engine.sandbox,
+        network_isolation: engine.network_isolation,
         docker_host: engine.docker_host,
         devcontainer_cli: engine.devcontainer_cli,
         docker_cli: engine.docker_cli,
@@ -106,6 +109,23 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
     if kind != RunnerKind::Local && runner.sandbox.is_some() {
         return Err(err(format!("{key}.sandbox"), "only applies to local runners"));
     }
+    if !matches!(kind, RunnerKind::Local | RunnerKind::Docker) && runner.network_isolation.is_some() {
+        let hint = match kind {
+            RunnerKind::Remote => " (a remote runner's is set in the [engine] of its own configuration)",
+            _ => "",
+        };
+        return Err(err(format!("{key}.network_isolation"), format!("only applies to docker and local runners{hint}")));
+    }
+    let sandbox = runner.sandbox.unwrap_or(true);
+    // Unsandboxed commands run in the host's own network namespace: there is
+    // nothing to isolate them in.
+    if kind == RunnerKind::Local && !sandbox && runner.network_isolation == Some(true) {
+        return Err(err(
+            format!("{key}.network_isolation"),
+            "needs the sandbox: with sandbox = false commands run in the host's network (set network_isolation = false, or sandbox = true)",
+        ));
+    }
+    let network_isolation = runner.network_isolation.unwrap_or(kind != RunnerKind::Local || sandbox);
     let docker_keys = [
         ("docker_host", runner.docker_host.is_some()),
         ("devcontainer_cli", runner.devcontainer_cli.is_some()),
@@ -146,8 +166,7 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
         ca_file: runner.ca_file,
         pass_env,
     };
-    let sandbox = runner.sandbox.unwrap_or(true);
-    Ok(RunnerConfig { id, kind, max_concurrent_prebuilds, step_duration, sandbox, docker, remote })
+    Ok(RunnerConfig { id, kind, max_concurrent_prebuilds, step_duration, sandbox, network_isolation, docker, remote })
 }
 
 /// A bearer token's SHA-256, from `token` (hashed here) or `token_sha256`

@@ -11,6 +11,7 @@
 
 pub mod devcontainer;
 pub mod docker;
+mod egress;
 mod job;
 pub mod local;
 mod pool_plan;
@@ -224,7 +225,7 @@ impl Runners {
                 }
                 crate::catalog::RunnerKind::Docker => {
                     let root = config.docker.root.clone().unwrap_or_else(|| docker::DockerRunner::default_root(&self.data_dir, &config.id));
-                    match docker::DockerRunner::new(&config.id, &root, &config.docker) {
+                    match docker::DockerRunner::new(&config.id, &root, &config.docker, config.network_isolation) {
                         Ok(runner) => std::sync::Arc::new(runner),
                         Err(error) => {
                             tracing::error!(runner = %config.id, %error, "cannot start the docker runner; its prebuilds will fail");

@@ -5,10 +5,11 @@
 
 use super::labels;
 use super::policy::Grant;
-use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary};
+use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     BuildImageOptions, CommitContainerOptions, CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions,
-    ListImagesOptions, RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, StopContainerOptions, UploadToContainerOptions,
+    ListImagesOptions, ListNetworksOptions, RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, StopContainerOptions,
+    UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -62,6 +63,38 @@ impl From<ContainerSummary> for ListedContainer {
         }
     }
 }
+
+/// A network as the runner needs to know it.
+#[derive(Debug, Clone, Default)]
+pub struct ListedNetwork {
+    pub name: String,
+    /// The bridge interface on the host (`com.docker.network.bridge.name`).
+    pub bridge: Option<String>,
+    pub labels: HashMap<String, String>,
+    /// Its gateways: the host's addresses on it.
+    pub gateways: Vec<std::net::IpAddr>,
+    /// How many containers are attached.
+    pub containers: usize,
+}
+
+/// The option that names a bridge network's interface on the host.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+impl From<bollard::models::NetworkInspect> for ListedNetwork {
+    fn from(network: bollard::models::NetworkInspect) -> Self {
+        let gateways = network.ipam.and_then(|ipam| ipam.config).unwrap_or_default();
+        ListedNetwork {
+            name: network.name.unwrap_or_default(),
+            bridge: network.options.unwrap_or_default().get(BRIDGE_NAME_OPTION).cloned(),
+            labels: network.labels.unwrap_or_default(),
+            gateways: gateways.into_iter().filter_map(|config| config.gateway?.parse().ok()).collect(),
+            containers: network.containers.map_or(0, |containers| containers.len()),
+        }
+    }
+}
+
+/// A file of a build context: path, content, mode.
+pub type ContextFile<'a> = (&'a str, &'a [u8], u32);
 
 impl Engine {
     /// Connects to `docker_host` (`unix://`, `tcp://`, `http://`), else to
@@ -159,30 +192,127 @@ impl Engine {
     /// name): how the runner takes keys out of a built image's
     /// `devcontainer.metadata` before the Dev Containers CLI reads them.
     pub async fn relabel(&self, image: &str, key: &str, value: &str) -> EngineResult<()> {
-        let mut context = tar::Builder::new(Vec::new());
         let dockerfile = format!("FROM {image}\n");
-        let mut header = tar::Header::new_gnu();
-        header.set_size(dockerfile.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        context.append_data(&mut header, "Dockerfile", dockerfile.as_bytes()).map_err(|e| e.to_string())?;
+        let labels = HashMap::from([(key.to_string(), value.to_string())]);
+        self.build(image, &[("Dockerfile", dockerfile.as_bytes(), 0o644)], labels).await.map_err(|e| format!("cannot relabel {image}: {e}"))
+    }
+
+    /// Builds `files` (a `Dockerfile` among them) into the image `tag`,
+    /// with `labels`.
+    pub async fn build(&self, tag: &str, files: &[ContextFile<'_>], labels: HashMap<String, String>) -> EngineResult<()> {
+        let mut context = tar::Builder::new(Vec::new());
+        for (path, content, mode) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(*mode);
+            header.set_cksum();
+            context.append_data(&mut header, path, *content).map_err(|e| e.to_string())?;
+        }
         let context = context.into_inner().map_err(|e| e.to_string())?;
         let options = BuildImageOptions {
             dockerfile: "Dockerfile".into(),
-            t: Some(image.to_string()),
+            t: Some(tag.to_string()),
             rm: true,
             forcerm: true,
-            labels: Some(HashMap::from([(key.to_string(), value.to_string())])),
+            labels: Some(labels),
             ..Default::default()
         };
         let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(context.into())));
         while let Some(info) = stream.next().await {
             let info = info.map_err(describe)?;
             if let Some(detail) = info.error_detail {
-                return Err(format!("cannot relabel {image}: {}", detail.message.unwrap_or_default()));
+                return Err(detail.message.unwrap_or_default());
             }
         }
         Ok(())
+    }
+
+    /// The networks with every one of the labels, inspected (a list call
+    /// does not say which containers are attached).
+    pub async fn networks(&self, with_labels: &[(&str, &str)]) -> EngineResult<Vec<ListedNetwork>> {
+        let filters = HashMap::from([("label".to_string(), with_labels.iter().map(|(k, v)| labels::filter(k, v)).collect())]);
+        let list = self.docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(describe)?;
+        let mut networks = Vec::new();
+        for network in list {
+            if let Some(found) = self.network(network.name.as_deref().unwrap_or_default()).await? {
+                networks.push(found);
+            }
+        }
+        Ok(networks)
+    }
+
+    /// A network by name, or `None` if there is no such network.
+    pub async fn network(&self, name: &str) -> EngineResult<Option<ListedNetwork>> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(network) => Ok(Some(network.into())),
+            Err(error) if status_of(&error) == Some(404) => Ok(None),
+            Err(error) => Err(describe(error)),
+        }
+    }
+
+    /// Creates a bridge network with its interface named `bridge` and
+    /// traffic between its containers off; one of that name that exists
+    /// already is fine (creation is idempotent).
+    pub async fn create_network(&self, name: &str, bridge: &str, labels: HashMap<String, String>) -> EngineResult<()> {
+        let options = HashMap::from([
+            (BRIDGE_NAME_OPTION.to_string(), bridge.to_string()),
+            ("com.docker.network.bridge.enable_icc".to_string(), "false".to_string()),
+        ]);
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            options: Some(options),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Err(error) if status_of(&error) != Some(409) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a network; a missing one is fine.
+    pub async fn remove_network(&self, name: &str) -> EngineResult<()> {
+        match self.docker.remove_network(name).await {
+            Err(error) if status_of(&error) != Some(404) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates and starts a container that runs the image's own command
+    /// with nothing granted (no capabilities, `no-new-privileges`, little
+    /// memory), on `network`; returns its ID and its process's PID on the
+    /// host.
+    pub async fn run_confined(
+        &self,
+        name: &str,
+        image: &str,
+        network: &str,
+        labels: HashMap<String, String>,
+    ) -> EngineResult<(String, i64)> {
+        let host_config = HostConfig {
+            network_mode: Some(network.to_string()),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(16 << 20),
+            pids_limit: Some(4),
+            readonly_rootfs: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
+        let id = self.docker.create_container(Some(options), body).await.map_err(describe)?.id;
+        self.start(&id).await?;
+        let container = self.docker.inspect_container(&id, None).await.map_err(describe)?;
+        match container.state.and_then(|state| state.pid).filter(|pid| *pid > 0) {
+            Some(pid) => Ok((id, pid)),
+            None => Err(format!("the container {name} is not running")),
+        }
     }
 
     /// A file of a container (small ones: `/etc/passwd`), or `None` if it

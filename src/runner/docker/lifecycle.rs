@@ -144,6 +144,13 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         .map_err(|e| format!("cannot create {}: {e}", paths.config_dir.display()))?;
     let builder = runner.builder().await?;
     log.line(&builder.description);
+    // Without isolation in effect nothing of the repository runs (or is
+    // even fetched): the check's message says what the host lacks.
+    let network = runner.network_for(engine, &job.policy.allow_egress).await?;
+    match &network {
+        Some(name) => log.line(&super::network::joins(name, &job.policy.allow_egress)),
+        None => log.line(super::network::NOT_ISOLATED),
+    }
     let cli_options = RunOptions { buildkit: builder.buildkit, tmpdir: &tmpdir };
     materialize(&shared.processes, log, &job.repository, &paths.workspace, &runner.root).await?;
 
@@ -226,7 +233,8 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     }
 
     let container_labels = runner.prebuild_labels(&job.prebuild_id);
-    let grant = decision.grant;
+    let mut grant = decision.grant;
+    grant.network = network;
     let up_file = paths.config_dir.join("devcontainer.json");
     write_json(&up_file, &config::up_config(&prepared, &build_image, &grant, &container_labels)).await?;
     log.line("creating the dev container");

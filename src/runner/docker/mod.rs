@@ -7,8 +7,9 @@
 //! the container may be granted under its class's allowances), `builder.rs`
 //! (how the Docker CLI builds), `cli.rs` (running the Dev Containers CLI),
 //! `pool.rs` (instances as containers), `workspace_copy.rs` (the clone into
-//! the container), `engine.rs` (the Engine API calls), `labels.rs` (what
-//! the runner writes on its containers and images).
+//! the container), `network.rs` (the runner's networks and their rules),
+//! `engine.rs` (the Engine API calls), `labels.rs` (what the runner writes
+//! on its containers, images and networks).
 //!
 //! **Isolation.** No container gets a host mount: the workspace is cloned
 //! into the runner's own root (never the server's data dir) and copied into
@@ -16,7 +17,9 @@
 //! Containers get what their class's policy grants and nothing more
 //! (`no-new-privileges` unless the class allows new privileges), checked on
 //! the created container before anything runs in it; the CLI runs with a
-//! clean environment.
+//! clean environment. Containers join the runner's own network, whose rules
+//! keep them off this host, link-local addresses, the private ranges and
+//! each other (see `network.rs`), unless the runner opts out.
 //!
 //! **State.** Jobs and pools are tracked in memory, and written on Docker as
 //! labels. When the runner first reaches Docker it adopts what the labels
@@ -31,6 +34,7 @@ mod config;
 mod engine;
 mod labels;
 mod lifecycle;
+mod network;
 pub(crate) mod policy;
 mod pool;
 mod workspace_copy;
@@ -60,6 +64,8 @@ pub(crate) struct Core {
     /// How the Docker CLI builds, checked once it can be (see `builder.rs`);
     /// a CLI that cannot build at all fails every prebuild with the reason.
     builder: tokio::sync::OnceCell<std::result::Result<builder::Builder, String>>,
+    /// The runner's networks, set up and checked on first use.
+    networks: network::Networks,
     jobs: Mutex<HashMap<String, Job>>,
     pools: Mutex<HashMap<String, DockerPool>>,
 }
@@ -84,7 +90,9 @@ impl std::fmt::Debug for DockerRunner {
 impl DockerRunner {
     /// A runner with its own root directory (created here; what a previous
     /// run left in it is swept). Docker itself is reached on first use.
-    pub fn new(runner_id: &str, root: &Path, settings: &DockerSettings) -> Result<DockerRunner> {
+    /// `network_isolation` false puts containers on Docker's default bridge
+    /// (trusted repositories only).
+    pub fn new(runner_id: &str, root: &Path, settings: &DockerSettings, network_isolation: bool) -> Result<DockerRunner> {
         let internal =
             |what: &str, path: &Path, e: std::io::Error| Error::Internal(format!("docker runner: cannot {what} {}: {e}", path.display()));
         for dir in ["workspaces", "configs", "home"] {
@@ -116,18 +124,23 @@ impl DockerRunner {
             cli,
             engine: tokio::sync::OnceCell::new(),
             builder: tokio::sync::OnceCell::new(),
+            networks: network::Networks::new(runner_id, network_isolation),
             jobs: Mutex::default(),
             pools: Mutex::default(),
         };
         let core = Arc::new(core);
-        // The Docker CLI's check runs at start, so its verdict is in the log
-        // before any prebuild (a daemon that is not up yet is checked again
-        // at the first prebuild).
+        // The Docker CLI's and the network's checks run at start, so their
+        // verdicts are in the log before any prebuild (a daemon that is not
+        // up yet is checked again at the first prebuild).
+        if !network_isolation {
+            tracing::warn!(runner = %runner_id, "docker runner: network_isolation = false, containers can reach this host and private networks (trusted repositories only)");
+        }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let checking = Arc::downgrade(&core);
             handle.spawn(async move {
                 if let Some(core) = checking.upgrade() {
                     let _ = core.builder().await;
+                    let _ = core.network_at_start().await;
                 }
             });
         }
@@ -184,6 +197,25 @@ impl Core {
         checked.as_ref().map_err(Clone::clone)
     }
 
+    /// The shared network's check, at start: on a connection of its own
+    /// that adopts nothing (like the builder's check), since a replica that
+    /// does not lead must not touch the leader's containers; setting up the
+    /// network and its rules is the same in every process of the runner.
+    async fn network_at_start(&self) -> std::result::Result<(), String> {
+        let engine = Engine::connect(self.docker_host.as_deref()).await?;
+        self.networks.for_allowances(&engine, &[]).await.map(|_| ())
+    }
+
+    /// The network of a container whose class allows `allowances` (`None`:
+    /// isolation is off), or why the runner refuses to make one.
+    async fn network_for(
+        &self,
+        engine: &Engine,
+        allowances: &[crate::catalog::EgressAllowance],
+    ) -> std::result::Result<Option<String>, String> {
+        self.networks.for_allowances(engine, allowances).await
+    }
+
     /// Reads back what the labels say exists: pool instances are adopted,
     /// prebuild containers and build images (of jobs that were under way)
     /// removed.
@@ -210,6 +242,9 @@ impl Core {
         }
         for image in engine.images_named(&format!("{}:*", labels::build_repository(&self.runner_id))).await? {
             engine.remove_image(&image, true).await?;
+        }
+        if self.networks.enabled {
+            self.networks.sweep(engine).await?;
         }
         let mut pools = lock(&self.pools);
         for (pool_id, containers) in by_pool {

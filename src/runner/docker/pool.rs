@@ -49,9 +49,15 @@ impl DockerPool {
     /// Brings the bookkeeping in line with what Docker reports. Returns the
     /// containers nothing owns (to remove) and the instances whose container
     /// died (to remove too; the plan replaces them).
-    fn align(&mut self, containers: &[ListedContainer]) -> Vec<String> {
+    ///
+    /// Containers on another network than `network` (made before their
+    /// class's `allow_egress` changed, or before isolation was turned on or
+    /// off) count as dead: the plan replaces them.
+    fn align(&mut self, containers: &[ListedContainer], network: Option<&str>) -> Vec<String> {
+        let on_network = |c: &&ListedContainer| c.labels.get(labels::NETWORK).map(String::as_str) == network;
+        let (containers, elsewhere): (Vec<&ListedContainer>, Vec<&ListedContainer>) = containers.iter().partition(on_network);
         let by_instance: HashMap<&str, &ListedContainer> =
-            containers.iter().filter_map(|c| c.labels.get(labels::INSTANCE_ID).map(|id| (id.as_str(), c))).collect();
+            containers.into_iter().filter_map(|c| c.labels.get(labels::INSTANCE_ID).map(|id| (id.as_str(), c))).collect();
         let mut doomed = Vec::new();
         let busy = &self.busy;
         self.pool.instances.retain_mut(|instance| {
@@ -71,6 +77,12 @@ impl DockerPool {
                 _ => true,
             }
         });
+        for container in elsewhere {
+            if container.labels.get(labels::INSTANCE_ID).is_some_and(|id| busy.contains(id)) {
+                continue;
+            }
+            doomed.push(container.id.clone());
+        }
         let known: HashSet<&str> = self.pool.instances.iter().map(|i| i.id.as_str()).collect();
         for (instance_id, container) in &by_instance {
             if !known.contains(instance_id) && !self.busy.contains(*instance_id) && !doomed.contains(&container.id) {
@@ -87,14 +99,18 @@ fn pool_containers(containers: Vec<ListedContainer>) -> Vec<ListedContainer> {
 }
 
 impl Core {
-    fn instance_labels(&self, warm_pool_id: &str, instance: &Instance) -> HashMap<String, String> {
-        HashMap::from([
+    fn instance_labels(&self, warm_pool_id: &str, instance: &Instance, network: Option<&str>) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
             (labels::RUNNER_ID.to_string(), self.runner_id.clone()),
             (labels::WARM_POOL_ID.to_string(), warm_pool_id.to_string()),
             (labels::SNAPSHOT_ID.to_string(), instance.snapshot_id.clone()),
             (labels::INSTANCE_ID.to_string(), instance.id.clone()),
             (labels::ROLE.to_string(), labels::ROLE_INSTANCE.to_string()),
-        ])
+        ]);
+        if let Some(network) = network {
+            labels.insert(labels::NETWORK.to_string(), network.to_string());
+        }
+        labels
     }
 
     async fn listed_pool_containers(&self, warm_pool_id: &str) -> Result<Vec<ListedContainer>> {
@@ -136,6 +152,13 @@ impl Core {
             },
             None => (None, Grant::default()),
         };
+        // Where the instances live: the runner's network for the class's
+        // allowances; a runner that refuses to make one makes no instance.
+        let (missing, network) = match self.network_for(engine, &target.policy.allow_egress).await {
+            Ok(network) => (missing, network),
+            Err(refused) => (missing.or(Some(refused)), None),
+        };
+        let grant = Grant { network: network.clone(), ..grant };
         let containers = match self.listed_pool_containers(&target.warm_pool_id).await {
             Ok(containers) => containers,
             Err(error) => return unreachable(error.to_string()),
@@ -143,7 +166,7 @@ impl Core {
         let (plan, doomed) = {
             let mut pools = lock(&self.pools);
             let entry = pools.entry(target.warm_pool_id.clone()).or_default();
-            let doomed = entry.align(&containers);
+            let doomed = entry.align(&containers, network.as_deref());
             let plan = entry.pool.plan(&target, missing.is_none(), || uuid::Uuid::now_v7().to_string());
             for instance in plan.markers.iter().chain(&plan.extractions) {
                 entry.busy.insert(instance.id.clone());
@@ -182,7 +205,8 @@ impl Core {
         let result = async {
             let engine = self.engine().await?;
             let image = labels::snapshot_image(&instance.snapshot_id);
-            let id = engine.create(&name, &image, self.instance_labels(warm_pool_id, &instance), grant).await?;
+            let labels = self.instance_labels(warm_pool_id, &instance, grant.network.as_deref());
+            let id = engine.create(&name, &image, labels, grant).await?;
             let problems = engine.excess(&id, grant).await?;
             if !problems.is_empty() {
                 return Err(format!("its container has more than its class's policy granted ({})", problems.join("; ")));
@@ -308,12 +332,25 @@ mod tests {
         pool.busy.insert("d".into());
         // a died, b was removed behind our back, c is fine, d is being made,
         // e is a container nothing owns.
-        let doomed = pool.align(&[container("a", false), container("c", false), container("e", true)]);
+        let doomed = pool.align(&[container("a", false), container("c", false), container("e", true)], None);
         let left: Vec<_> = pool.pool.instances.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(left, vec!["c", "d"]);
         let mut doomed = doomed;
         doomed.sort();
         assert_eq!(doomed, vec!["c-a", "c-e"]);
+    }
+
+    #[test]
+    fn containers_on_another_network_are_replaced() {
+        let mut pool = DockerPool::adopted(&[container("a", true), container("b", true)]);
+        let mut moved = container("b", true);
+        moved.labels.insert(labels::NETWORK.to_string(), "prebuildd-r1".into());
+        let doomed = pool.align(&[container("a", true), moved.clone()], Some("prebuildd-r1"));
+        assert_eq!(doomed, vec!["c-a"], "a is on Docker's default bridge");
+        assert_eq!(pool.pool.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        let doomed = pool.align(&[moved], Some("prebuildd-r1-0123456789"));
+        assert_eq!(doomed, vec!["c-b"], "its class's allowances changed");
+        assert!(pool.pool.instances.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The runner protocol's messages to and from the domain's runner types,
 //! used by both ends: the server's remote runner and `prebuildd runner`.
 
-use crate::catalog::{ClassPolicy, HostBindMounts, Resources};
+use crate::catalog::{ClassPolicy, EgressAllowance, HostBindMounts, Resources};
 use crate::proto::prebuildd::v1 as pb;
 use crate::runner::{ClaimedInstance, JobState, PoolObservation, PoolTarget};
 
@@ -28,6 +28,7 @@ pub fn policy_to_wire(policy: &ClassPolicy) -> pb::ClassPolicy {
         allow_gpus: policy.allow_gpus,
         refuse_host_bind_mounts: policy.host_bind_mounts == HostBindMounts::Refuse,
         allow_new_privileges: policy.allow_new_privileges,
+        allow_egress: policy.allow_egress.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -43,6 +44,19 @@ pub fn policy_from_wire(policy: Option<&pb::ClassPolicy>) -> ClassPolicy {
         allow_gpus: policy.allow_gpus,
         allow_new_privileges: policy.allow_new_privileges,
         host_bind_mounts: if policy.refuse_host_bind_mounts { HostBindMounts::Refuse } else { HostBindMounts::Warn },
+        // The server sends what it parsed; one this side cannot read is
+        // left out, which allows less, never more.
+        allow_egress: policy
+            .allow_egress
+            .iter()
+            .filter_map(|text| match EgressAllowance::parse(text) {
+                Ok(allowance) => Some(allowance),
+                Err(error) => {
+                    tracing::warn!(allowance = %text, %error, "runner: an allow_egress entry from the server cannot be read; left out");
+                    None
+                }
+            })
+            .collect(),
     }
 }
 
@@ -192,6 +206,7 @@ mod tests {
                 allow_gpus: true,
                 allow_new_privileges: true,
                 host_bind_mounts: HostBindMounts::Refuse,
+                allow_egress: ["10.1.2.0/24", "[fd00::1]:5000"].iter().map(|t| EgressAllowance::parse(t).unwrap()).collect(),
             },
         };
         assert_eq!(pool_target_from_wire(&pool_target_to_wire(&target)), target);

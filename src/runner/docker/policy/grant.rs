@@ -78,6 +78,11 @@ pub struct Grant {
     /// Paths of the repository copied in (done once, before the lifecycle).
     #[serde(skip)]
     pub copies: Vec<RepositoryCopy>,
+    /// The runner's network the container joins (`None`: Docker's default
+    /// bridge, where network isolation is off). Decided per container, by
+    /// the runner and the class's `allow_egress`, so not part of a snapshot.
+    #[serde(skip)]
+    pub network: Option<String>,
 }
 
 /// A `--device` value's host path.
@@ -122,6 +127,8 @@ impl Grant {
         }
         if self.host_network {
             flag("--network", "host".into());
+        } else if let Some(network) = &self.network {
+            flag("--network", network.clone());
         }
         for (name, value) in &self.env {
             flag("--env", format!("{name}={value}"));
@@ -223,7 +230,7 @@ impl Grant {
             security_opt: some_vec(&security_opt),
             devices: (!devices.is_empty()).then_some(devices),
             device_requests,
-            network_mode: self.host_network.then(|| "host".to_string()),
+            network_mode: if self.host_network { Some("host".to_string()) } else { self.network.clone() },
             init: self.init.then_some(true),
             extra_hosts: some_vec(&self.extra_hosts),
             shm_size: self.shm_size,
@@ -354,6 +361,14 @@ impl Grant {
         }
         if host.network_mode.as_deref() == Some("host") && !self.host_network {
             problems.push("it shares the host's network namespace".into());
+        }
+        if let Some(network) = self.network.as_deref().filter(|_| !self.host_network) {
+            let mut joined: Vec<String> =
+                container.network_settings.clone().and_then(|settings| settings.networks).unwrap_or_default().into_keys().collect();
+            joined.sort();
+            if joined != [network] {
+                problems.push(format!("it is on the networks {joined:?}, not only on the runner's {network}"));
+            }
         }
         for (what, mode) in [("PID", host.pid_mode), ("IPC", host.ipc_mode), ("UTS", host.uts_mode), ("user", host.userns_mode)] {
             if mode.as_deref() == Some("host") {

@@ -173,6 +173,39 @@ fn a_container_with_more_than_its_grant_is_caught() {
 }
 
 #[test]
+fn a_container_joins_the_runners_network_and_no_other() {
+    let grant = Grant { network: Some("prebuildd-r1".into()), ..Grant::default() };
+    let args = grant.run_args(&[]);
+    assert!(args.windows(2).any(|pair| pair == ["--network", "prebuildd-r1"]), "{args:?}");
+    assert_eq!(grant.host_config().network_mode.as_deref(), Some("prebuildd-r1"));
+    let on = |networks: &[&str]| ContainerInspectResponse {
+        host_config: Some(HostConfig { security_opt: Some(vec!["no-new-privileges".into()]), ..HostConfig::default() }),
+        network_settings: Some(bollard::models::NetworkSettings {
+            networks: Some(networks.iter().map(|name| (name.to_string(), Default::default())).collect()),
+            ..Default::default()
+        }),
+        ..ContainerInspectResponse::default()
+    };
+    assert!(grant.excess(&on(&["prebuildd-r1"])).is_empty());
+    assert_eq!(
+        grant.excess(&on(&["bridge", "prebuildd-r1"])),
+        [r#"it is on the networks ["bridge", "prebuildd-r1"], not only on the runner's prebuildd-r1"#]
+    );
+    let host = Grant { host_network: true, ..grant.clone() };
+    assert!(host.run_args(&[]).windows(2).any(|pair| pair == ["--network", "host"]), "a class's allow_host_network wins");
+    let off = Grant::default();
+    assert!(!off.run_args(&[]).contains(&"--network".to_string()), "without isolation, Docker's default bridge");
+    assert_eq!(off.host_config().network_mode, None);
+    assert_eq!(
+        Grant::from_image_labels(&[(crate::runner::docker::labels::GRANT.to_string(), grant.to_label())].into(), Resources::default())
+            .unwrap()
+            .network,
+        None,
+        "not part of a snapshot"
+    );
+}
+
+#[test]
 fn run_args_spellings() {
     let args = |list: &[&str]| -> Vec<Want> {
         let args: Vec<String> = list.iter().map(|s| s.to_string()).collect();
