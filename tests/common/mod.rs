@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod network;
 pub mod postgres;
 pub mod runner_process;
 

@@ -197,6 +197,20 @@ impl Drop for World {
                 let _ = Command::new("docker").args(["rmi", "-f", id]).output();
             }
         }
+        // The runner's networks, and the rules of each (a table named after
+        // its bridge), which the runner keeps while it could use them.
+        if let Ok(output) = Command::new("docker").args(["network", "ls", "-q", "--filter", &filter]).output() {
+            for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let bridge = Command::new("docker")
+                    .args(["network", "inspect", "--format", "{{index .Options \"com.docker.network.bridge.name\"}}", id])
+                    .output();
+                let _ = Command::new("docker").args(["network", "rm", id]).output();
+                if let Ok(bridge) = bridge {
+                    let table = format!("prebuildd_{}", String::from_utf8_lossy(&bridge.stdout).trim());
+                    let _ = Command::new("nft").args(["delete", "table", "inet", &table]).output();
+                }
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod features;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod network;
 mod policy;
 mod pools;
 mod registry;

@@ -120,16 +120,23 @@ pub fn table_name(bridge: &str) -> String {
 
 /// The table's body for one network: for traffic that comes in from its
 /// bridge, the forward hook rejects the blocked ranges and the input hook
-/// everything, after the exceptions.
+/// everything, after the exceptions. A rejected connection fails at once
+/// (TCP with a reset: ICMP errors are rate-limited, and a client left
+/// without an answer waits for its timeout).
 fn render(bridge: &str, allowances: &[EgressAllowance], resolvers: &[IpAddr]) -> String {
     let accepts = egress::accept_rules(&Exceptions { allowances: allowances.to_vec(), resolvers: resolvers.to_vec() });
     let mut body = egress::blocked_sets(&[]);
     for (hook, last) in [
         (
             "forward",
-            &["ip daddr @blocked_ipv4 reject with icmpx admin-prohibited", "ip6 daddr @blocked_ipv6 reject with icmpx admin-prohibited"][..],
+            &[
+                "ip daddr @blocked_ipv4 meta l4proto tcp reject with tcp reset",
+                "ip daddr @blocked_ipv4 reject with icmpx admin-prohibited",
+                "ip6 daddr @blocked_ipv6 meta l4proto tcp reject with tcp reset",
+                "ip6 daddr @blocked_ipv6 reject with icmpx admin-prohibited",
+            ][..],
         ),
-        ("input", &["reject with icmpx admin-prohibited"][..]),
+        ("input", &["meta l4proto tcp reject with tcp reset", "reject with icmpx admin-prohibited"][..]),
     ] {
         let _ = writeln!(body, "\tchain {hook} {{\n\t\ttype filter hook {hook} priority filter; policy accept;");
         for rule in accepts.iter().map(String::as_str).chain(last.iter().copied()) {
@@ -389,7 +396,9 @@ mod tests {
             "\t\tiifname \"pbdaaa\" ct state established,related accept",
             "\t\tiifname \"pbdaaa\" ip daddr 10.255.255.53 meta l4proto { tcp, udp } th dport 53 accept",
             "\t\tiifname \"pbdaaa\" ip daddr 10.1.2.0/24 accept",
+            "\t\tiifname \"pbdaaa\" ip daddr @blocked_ipv4 meta l4proto tcp reject with tcp reset",
             "\t\tiifname \"pbdaaa\" ip daddr @blocked_ipv4 reject with icmpx admin-prohibited",
+            "\t\tiifname \"pbdaaa\" ip6 daddr @blocked_ipv6 meta l4proto tcp reject with tcp reset",
             "\t\tiifname \"pbdaaa\" ip6 daddr @blocked_ipv6 reject with icmpx admin-prohibited",
             "\t}",
             "\tchain input {",
@@ -397,6 +406,7 @@ mod tests {
             "\t\tiifname \"pbdaaa\" ct state established,related accept",
             "\t\tiifname \"pbdaaa\" ip daddr 10.255.255.53 meta l4proto { tcp, udp } th dport 53 accept",
             "\t\tiifname \"pbdaaa\" ip daddr 10.1.2.0/24 accept",
+            "\t\tiifname \"pbdaaa\" meta l4proto tcp reject with tcp reset",
             "\t\tiifname \"pbdaaa\" reject with icmpx admin-prohibited",
             "\t}",
         ]
