@@ -246,7 +246,8 @@ impl Runners {
                 },
                 crate::catalog::RunnerKind::Local => match local::LocalRunner::new(
                     &self.data_dir.join("local").join(&config.id),
-                    local::SandboxSettings::new(config.sandbox, self.paths_to_hide(catalog)),
+                    local::SandboxSettings::new(config.sandbox, self.paths_to_hide(catalog))
+                        .with_network_isolation(config.network_isolation),
                 ) {
                     Ok(runner) => std::sync::Arc::new(runner),
                     Err(error) => {
