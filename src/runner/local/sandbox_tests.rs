@@ -169,6 +169,23 @@ async fn a_bwrap_that_cannot_sandbox_refuses_prebuilds_too() {
 }
 
 #[tokio::test]
+async fn without_slirp4netns_prebuilds_are_refused_unless_the_runner_opts_out_of_network_isolation() {
+    let settings = SandboxSettings { slirp4netns: PathBuf::from("/nonexistent/slirp4netns"), ..SandboxSettings::new(true, Vec::new()) };
+    let (state, log, ran) = prebuild_with(settings.clone()).await;
+    let JobState::Failed { message } = state else { panic!("{state:?}\n{log}") };
+    assert_eq!(
+        message,
+        "the local runner gives lifecycle commands a network of their own, and its user-mode networking program \
+         (/nonexistent/slirp4netns) is not installed: install the slirp4netns package (and restart prebuildd), \
+         or set network_isolation = false on this runner for trusted repositories only"
+    );
+    assert!(!ran, "nothing of the repository ran");
+    let (state, log, _) = prebuild_with(settings.with_network_isolation(false)).await;
+    assert!(matches!(state, JobState::Completed { .. }), "{state:?}\n{log}");
+    assert!(log.contains("the host's network (network_isolation = false on this runner"), "{log}");
+}
+
+#[tokio::test]
 async fn with_sandbox_false_commands_run_on_the_host_without_bwrap() {
     let settings = SandboxSettings { program: PathBuf::from("/nonexistent/bwrap"), ..SandboxSettings::new(false, Vec::new()) };
     let (state, log, ran) = prebuild_with(settings).await;
