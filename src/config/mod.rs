@@ -681,6 +681,9 @@ default_environment_class_id = "{CLASS}"
         assert!(runner.network_isolation, "on unless the runner opts out");
         let opted_out = Config::parse(&docker.replace("default_image", "network_isolation = false\ndefault_image"), &Overrides::default());
         assert!(!opted_out.unwrap().catalog.runners[RUNNER].network_isolation);
+        let unsandboxed = base("").replace("kind = \"simulated\"\nstep_duration = \"50ms\"", "kind = \"local\"\nsandbox = false");
+        let unsandboxed = Config::parse(&unsandboxed, &Overrides::default()).unwrap();
+        assert!(!unsandboxed.catalog.runners[RUNNER].network_isolation, "commands on the host's network have nothing to isolate them");
         let egress = docker.replace("cpus = 1.5", "cpus = 1.5\nallow_egress = [\"10.1.2.7/24\", \"192.168.7.9:5000\", \"10.1.2.0/24\"]");
         let allowed = &Config::parse(&egress, &Overrides::default()).unwrap().catalog.environment_classes[CLASS].policy.allow_egress;
         let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
@@ -689,6 +692,13 @@ default_environment_class_id = "{CLASS}"
         let cases = [
             (egress.replace("192.168.7.9:5000", "registry.internal:5000"), "environment_classes[0].allow_egress[1]"),
             (base("").replace("step_duration = \"50ms\"", "network_isolation = false"), "runners[0].network_isolation"),
+            (
+                base("").replace(
+                    "kind = \"simulated\"\nstep_duration = \"50ms\"",
+                    "kind = \"local\"\nsandbox = false\nnetwork_isolation = true",
+                ),
+                "runners[0].network_isolation",
+            ),
             (docker.replace("memory = \"256MiB\"", "memory = \"lots\""), "environment_classes[0].memory"),
             (docker.replace("memory = \"256MiB\"", "memory = \"1KiB\""), "environment_classes[0].memory"),
             (docker.replace("cpus = 1.5", "cpus = 0.0"), "environment_classes[0].cpus"),
