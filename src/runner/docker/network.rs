@@ -10,19 +10,19 @@
 //! `prebuildd-<runner id>-<digest>`, so that what it allows reaches its
 //! containers alone. The bridge interface is named by the runner
 //! (`pbd<digest>`), which is what the rules match on, and every network is
-//! labelled with the runner and its allowances: the rules are a function of
-//! the runner's networks on the daemon, so any process of the runner
-//! renders the same table.
+//! labelled with the runner and its allowances, which is all its rules
+//! need: after a restart they are made again from the labels.
 //!
-//! **Rules.** One nftables table per runner, `inet prebuildd_<runner id>`,
-//! replaced whole whenever a network is added: for traffic that comes in
-//! from one of its bridges, the forward hook (to other machines) rejects
-//! the blocked ranges, and the input hook (to this host: any of its
-//! addresses, the gateway included) rejects everything; both first let
-//! through replies, DNS to the host's resolvers (Docker's embedded DNS
-//! forwards queries from the container's namespace) and the class's
-//! allowances. The table stays while its networks exist, so containers that
-//! outlive the process (warm instances, claimed ones) stay confined.
+//! **Rules.** One nftables table per network, `inet prebuildd_<bridge>`,
+//! replaced whole in one transaction: for traffic that comes in from its
+//! bridge, the forward hook (to other machines) rejects the blocked ranges,
+//! and the input hook (to this host: any of its addresses, the gateway
+//! included; such traffic never passes Docker's `FORWARD` chain) rejects
+//! everything; both first let through replies, DNS to the host's resolvers
+//! (Docker's embedded DNS forwards queries from the container's namespace)
+//! and the class's allowances. A table stays while its network exists, so
+//! containers that outlive the process (warm instances, claimed ones) stay
+//! confined.
 //!
 //! **The check.** Before a network's first container, the runner starts a
 //! probe container on it (an image it builds, one tiny static program that

@@ -16,8 +16,9 @@
 //! rules (Docker's, a firewall's) is read or changed, and since a packet
 //! dropped by any table is dropped, they hold whatever those say. The
 //! docker runner keys them on its networks' bridge interfaces in the host's
-//! namespace (`docker.rs` here renders them); the local runner puts them in
-//! the output hook of each sandbox's own network namespace.
+//! namespace (`runner::docker::network`); the local runner puts them in the
+//! output hook of each sandbox's own network namespace
+//! (`runner::local::network`).
 //!
 //! Files: `netns.rs` (the host's addresses and resolvers, and connections
 //! made from inside another network namespace, which is how both runners
