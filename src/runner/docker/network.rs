@@ -237,9 +237,19 @@ impl Networks {
             (labels::ROLE.to_string(), labels::ROLE_NETWORK.to_string()),
             (labels::ALLOW_EGRESS.to_string(), allowance_label(allowances)),
         ]);
-        engine.create_network(name, &bridge, network_labels).await.map_err(SetUpError::Transient)?;
-        let network = engine.network(name).await.map_err(SetUpError::Transient)?;
-        let network = network.ok_or_else(|| SetUpError::Transient("it was removed while being set up".into()))?;
+        // Created only when missing: Docker (before API 1.44) does not keep
+        // names unique, so a second creation would fail on the bridge's name.
+        // One made meanwhile by another process of the runner is as good.
+        let network = match engine.network(name).await.map_err(SetUpError::Transient)? {
+            Some(network) => network,
+            None => {
+                let created = engine.create_network(name, &bridge, network_labels).await;
+                match engine.network(name).await.map_err(SetUpError::Transient)? {
+                    Some(network) => network,
+                    None => return Err(SetUpError::Transient(created.err().unwrap_or_else(|| "it was removed while being set up".into()))),
+                }
+            }
+        };
         if network.bridge.as_deref() != Some(bridge.as_str()) {
             return Err(SetUpError::Refused(format!(
                 "network isolation: the network {name} exists with another bridge interface than the runner's {bridge} \

@@ -154,9 +154,16 @@ impl Core {
         };
         // Where the instances live: the runner's network for the class's
         // allowances; a runner that refuses to make one makes no instance.
-        let (missing, network) = match self.network_for(engine, &target.policy.allow_egress).await {
-            Ok(network) => (missing, network),
-            Err(refused) => (missing.or(Some(refused)), None),
+        let network = match self.network_for(engine, &target.policy.allow_egress).await {
+            Ok(network) => network,
+            // Nothing is made or removed: the instances there stay as they
+            // are (they are on the network, whose rules stay), and the pool
+            // says why it cannot go on.
+            Err(refused) => {
+                let pools = lock(&self.pools);
+                let observed = pools.get(&target.warm_pool_id).map(|entry| entry.pool.observe(Some(refused.clone())));
+                return Ok(observed.unwrap_or(PoolObservation { failure: Some(refused), ..Default::default() }));
+            }
         };
         let grant = Grant { network: network.clone(), ..grant };
         let containers = match self.listed_pool_containers(&target.warm_pool_id).await {
@@ -257,11 +264,22 @@ impl Core {
         // An instance whose container went away is skipped; the next sync
         // replaces it.
         loop {
-            let Some(instance) = lock(&self.pools).get_mut(warm_pool_id).and_then(|entry| entry.pool.take_for_claim()) else {
+            // Busy until renamed: a sync meanwhile must not take the
+            // container (still under the pool's name) for one nothing owns.
+            let taken = lock(&self.pools).get_mut(warm_pool_id).and_then(|entry| {
+                let instance = entry.pool.take_for_claim()?;
+                entry.busy.insert(instance.id.clone());
+                Some(instance)
+            });
+            let Some(instance) = taken else {
                 return Ok(None);
             };
             let name = labels::instance_name(&instance.id);
-            if engine.rename(&name, &labels::claimed_name(&instance.id)).await.is_err() {
+            let renamed = engine.rename(&name, &labels::claimed_name(&instance.id)).await;
+            if let Some(entry) = lock(&self.pools).get_mut(warm_pool_id) {
+                entry.busy.remove(&instance.id);
+            }
+            if renamed.is_err() {
                 continue;
             }
             let image = labels::snapshot_image(&instance.snapshot_id);
