@@ -277,6 +277,13 @@ pub fn reach_script(nc: &str, targets: &[(String, String, u16)]) -> String {
     script + "wait; echo reach-done"
 }
 
+/// What a reach script printed for `label` (the command as written may
+/// show in a log too; its output starts lines).
+pub fn reached<'a>(log: &'a str, label: &str) -> &'a str {
+    let prefix = format!("reach {label}:");
+    log.lines().find_map(|line| line.trim_start().strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{log}"))
+}
+
 /// The targets every isolation test tries: `listener` at the gateway and at
 /// every address of this host, and the metadata service.
 pub fn host_targets(listener: &Listener, metadata: &Metadata) -> Vec<(String, String, u16)> {

@@ -20,13 +20,6 @@ use prebuildd::proto::prebuildd::v1::ClaimInstanceRequest;
 const PROJECT: &str = "d0c0e000-0000-4000-8000-000000000051";
 const MIRROR_CLASS: &str = "c1a55000-0000-4000-8000-0000000000d5";
 
-/// The lines a reach script printed for `label`, from a log.
-fn reached<'a>(log: &'a str, label: &str) -> &'a str {
-    let prefix = format!("reach {label}:");
-    // The command as written shows in the log too; its output starts lines.
-    log.lines().find_map(|line| line.trim_start().strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{log}"))
-}
-
 /// Asserts that none of the host's targets answered, in `output`.
 fn none_of_the_host(output: &str, targets: &[(String, String, u16)], host: &Listener, metadata: &Metadata) {
     for (label, _, _) in targets {

@@ -10,12 +10,6 @@ use super::fixtures::*;
 use super::*;
 use prebuildd::catalog::{ClassPolicy, EgressAllowance};
 
-/// What a reach script printed for `label`.
-fn reached<'a>(log: &'a str, label: &str) -> &'a str {
-    let prefix = format!("reach {label}:");
-    log.lines().find_map(|line| line.trim_start().strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{log}"))
-}
-
 /// A repository whose onCreateCommand tries every target.
 fn reaching(fixture: &Fixture, name: &str, targets: &[(String, String, u16)]) -> PathBuf {
     let repo = fixture.path(name);

@@ -332,10 +332,7 @@ impl Networks {
                 network.name
             ))
         };
-        let listener = match tokio::net::TcpListener::bind("[::]:0").await {
-            Ok(listener) => listener,
-            Err(_) => tokio::net::TcpListener::bind("0.0.0.0:0").await.map_err(|e| refused(format!("cannot listen: {e}")))?,
-        };
+        let listener = netns::probe_listener().await.map_err(refused)?;
         let port = listener.local_addr().map_err(|e| refused(e.to_string()))?.port();
         if engine.image(PROBE_IMAGE).await.map_err(SetUpError::Transient)?.is_none() {
             let program = probe_program().ok_or_else(|| refused("the probe program exists for x86-64 and aarch64 only".into()))?;

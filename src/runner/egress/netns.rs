@@ -140,6 +140,15 @@ pub(crate) async fn connect_from(netns: PathBuf, targets: &[SocketAddr], patienc
     Ok(futures::future::join_all(attempts).await)
 }
 
+/// A listener on every address of this host (IPv6 and IPv4, or IPv4 where
+/// the host has no IPv6), for a probe to try to reach.
+pub(crate) async fn probe_listener() -> Result<tokio::net::TcpListener, String> {
+    match tokio::net::TcpListener::bind("[::]:0").await {
+        Ok(listener) => Ok(listener),
+        Err(_) => tokio::net::TcpListener::bind("0.0.0.0:0").await.map_err(|e| format!("cannot listen: {e}")),
+    }
+}
+
 /// The targets a probe tries: a port listening on every address of this
 /// host, at each of those addresses and at `gateways` (which are this host
 /// too, seen from the environment).

@@ -262,10 +262,7 @@ pub(crate) async fn prepare(
 /// host's loopback, from inside: none may answer.
 pub(crate) async fn check(network: &SandboxNetwork, command: tokio::process::Command) -> Result<(), String> {
     let processes = JobProcesses::default();
-    let listener = match tokio::net::TcpListener::bind("[::]:0").await {
-        Ok(listener) => listener,
-        Err(_) => tokio::net::TcpListener::bind("0.0.0.0:0").await.map_err(|e| format!("cannot listen for its check: {e}"))?,
-    };
+    let listener = netns::probe_listener().await?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let exceptions = Exceptions { allowances: Vec::new(), resolvers: vec![SANDBOX_DNS.parse().map_err(|_| "a bad address")?] };
     let mut held = network.start(&processes, command, &exceptions).await?;
