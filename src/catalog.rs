@@ -41,6 +41,11 @@ pub struct RunnerConfig {
     /// Local runner: run lifecycle commands in a sandbox (bubblewrap). Off
     /// only for trusted repositories.
     pub sandbox: bool,
+    /// Docker and local runners: prebuilds and warm instances reach the
+    /// internet but not this host, link-local addresses or private ranges
+    /// (beyond what their class's `allow_egress` names). Off only for
+    /// trusted repositories.
+    pub network_isolation: bool,
     /// Docker runner settings (defaults for other kinds).
     pub docker: DockerSettings,
     /// Remote runner settings (defaults for other kinds).
@@ -79,6 +84,18 @@ pub struct DockerSettings {
     /// The runner's own directory (workspaces, generated configs); `None`:
     /// `prebuildd-runners/<runner id>` beside the data dir, never inside it.
     pub root: Option<std::path::PathBuf>,
+    /// The Docker config directory (registry credentials from `docker
+    /// login`) the Dev Containers CLI and the Docker CLI use to pull
+    /// features and base images; `None`: `DOCKER_CONFIG`, else `~/.docker`
+    /// of the user the runner runs as, when it exists.
+    pub docker_config: Option<std::path::PathBuf>,
+    /// A PEM file of extra CA certificates for registries with a private CA
+    /// (passed to the Dev Containers CLI as `NODE_EXTRA_CA_CERTS`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Variables of the runner's environment a devcontainer.json may read
+    /// with `${localEnv:NAME}` (and `runArgs -e NAME`); no other variable of
+    /// the runner's environment reaches the CLI.
+    pub pass_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +104,139 @@ pub struct EnvironmentClass {
     pub runner_id: String,
     pub name: String,
     pub resources: Resources,
+    /// What a dev container of this class may ask for beyond an
+    /// unprivileged container.
+    pub policy: ClassPolicy,
+}
+
+/// An environment class's allowances: what the docker runner may grant a
+/// dev container that asks for it (in its devcontainer.json, `runArgs` or a
+/// feature). Anything asked for and not allowed fails the prebuild with a
+/// message naming the key and the setting that would allow it. The
+/// defaults allow nothing beyond what Docker gives an unprivileged
+/// container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassPolicy {
+    /// The class's name, for messages (`on environment class "small"`).
+    pub class_name: String,
+    /// Linux capabilities that may be added, upper case without `CAP_`
+    /// (`SYS_PTRACE`), or `ALL`.
+    pub allow_capabilities: Vec<String>,
+    /// `--security-opt` values that may be set (`seccomp=unconfined`).
+    pub allow_security_opt: Vec<String>,
+    /// Whether `privileged` may be granted.
+    pub allow_privileged: bool,
+    /// Host devices that may be passed in (`/dev/fuse`).
+    pub allow_devices: Vec<String>,
+    /// Whether the container may share the host's network namespace.
+    pub allow_host_network: bool,
+    /// Whether GPUs may be passed in (`--gpus`).
+    pub allow_gpus: bool,
+    /// Whether setuid programs (`sudo`) may gain privileges in the
+    /// container: containers of the class run without `no-new-privileges`.
+    pub allow_new_privileges: bool,
+    /// What happens to a bind mount of a path outside the repository.
+    pub host_bind_mounts: HostBindMounts,
+    /// Destinations in the blocked ranges (private, link-local, this host)
+    /// that the class's prebuilds and warm instances may reach anyway: a
+    /// private registry or package mirror.
+    pub allow_egress: Vec<EgressAllowance>,
+}
+
+/// One `allow_egress` entry: a network (an address is a network of one),
+/// and optionally the one port allowed there (TCP and UDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EgressAllowance {
+    /// The network's first address (host bits cleared).
+    pub network: std::net::IpAddr,
+    pub prefix_len: u8,
+    pub port: Option<u16>,
+}
+
+impl EgressAllowance {
+    /// Reads `10.1.2.0/24`, `192.168.7.9`, `192.168.7.9:5000`,
+    /// `10.1.2.0/24:443`, `fd00::/8`, `[fd00::1]:5000` or
+    /// `[fd00::/64]:443`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<EgressAllowance, String> {
+        let text = text.trim();
+        let (network, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (inside, after) = rest.split_once(']').ok_or("a [ without its ]")?;
+            match after {
+                "" => (inside, None),
+                _ => (inside, Some(after.strip_prefix(':').ok_or("after ] only :port may follow")?)),
+            }
+        } else if text.matches(':').count() == 1 {
+            let (network, port) = text.split_once(':').unwrap_or((text, ""));
+            (network, Some(port))
+        } else {
+            (text, None)
+        };
+        let port = match port {
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => Some(port),
+                _ => return Err(format!("{port:?} is not a port (1 to 65535)")),
+            },
+            None => None,
+        };
+        let (address, prefix_len) = match network.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix.parse::<u8>().map_err(|_| format!("{prefix:?} is not a prefix length"))?)),
+            None => (network, None),
+        };
+        let address: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| format!("{address:?} is not an IP address (write a CIDR like 10.1.2.0/24, with an optional :port)"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = prefix_len.unwrap_or(max);
+        if prefix_len > max {
+            return Err(format!("/{prefix_len} is longer than an address ({max} bits)"));
+        }
+        Ok(EgressAllowance { network: first_address(address, prefix_len), prefix_len, port })
+    }
+
+    /// Whether the allowance is for IPv4 destinations.
+    pub fn is_ipv4(&self) -> bool {
+        self.network.is_ipv4()
+    }
+}
+
+/// An address with the bits past the prefix cleared.
+fn first_address(address: std::net::IpAddr, prefix_len: u8) -> std::net::IpAddr {
+    match address {
+        std::net::IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
+            std::net::IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix_len)).unwrap_or(0);
+            std::net::IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
+}
+
+impl std::fmt::Display for EgressAllowance {
+    /// The canonical spelling, which [`EgressAllowance::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let full = if self.is_ipv4() { 32 } else { 128 };
+        let network = match self.prefix_len == full {
+            true => self.network.to_string(),
+            false => format!("{}/{}", self.network, self.prefix_len),
+        };
+        match (self.port, self.network) {
+            (Some(port), std::net::IpAddr::V6(_)) => write!(f, "[{network}]:{port}"),
+            (Some(port), _) => write!(f, "{network}:{port}"),
+            (None, _) => f.write_str(&network),
+        }
+    }
+}
+
+/// The fate of a bind mount of a host path (never granted either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostBindMounts {
+    /// The prebuild goes on without it; its warning names the mount.
+    #[default]
+    Warn,
+    /// The prebuild fails, naming the key.
+    Refuse,
 }
 
 /// What an environment of a class may use; the docker runner applies it to
@@ -106,6 +256,9 @@ pub struct Project {
     pub name: String,
     pub repository: String,
     pub default_environment_class_id: Option<String>,
+    /// Which devcontainer.json of the repository to prebuild (a path
+    /// relative to the repository root); `None`: the spec's lookup order.
+    pub devcontainer_path: Option<String>,
     pub prebuilds: PrebuildSettings,
 }
 
@@ -130,5 +283,46 @@ impl Catalog {
     /// Whether prebuilds of this class are allowed on the project.
     pub fn prebuild_class_allowed(project: &Project, environment_class_id: &str) -> bool {
         project.prebuilds.enabled && project.prebuilds.environment_class_ids.iter().any(|id| id == environment_class_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EgressAllowance;
+
+    #[test]
+    fn egress_allowances_read_networks_addresses_and_ports() {
+        let cases = [
+            ("10.1.2.0/24", "10.1.2.0/24"),
+            ("10.1.2.77/24", "10.1.2.0/24"),
+            ("192.168.7.9", "192.168.7.9"),
+            ("192.168.7.9:5000", "192.168.7.9:5000"),
+            ("10.1.2.0/24:443", "10.1.2.0/24:443"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("fd00::/8", "fd00::/8"),
+            ("fd00::1", "fd00::1"),
+            ("[fd00::1]:5000", "[fd00::1]:5000"),
+            ("[fd12:3456::/32]:443", "[fd12:3456::/32]:443"),
+            (" 10.0.0.1 ", "10.0.0.1"),
+        ];
+        for (text, canonical) in cases {
+            let allowance = EgressAllowance::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(allowance.to_string(), canonical, "{text}");
+            assert_eq!(EgressAllowance::parse(canonical), Ok(allowance));
+        }
+        for (text, error) in [
+            ("10.1.2.0/33", "/33 is longer than an address (32 bits)"),
+            ("10.1.2.0:0", "\"0\" is not a port (1 to 65535)"),
+            ("10.1.2.0:http", "\"http\" is not a port (1 to 65535)"),
+            (
+                "registry.internal:5000",
+                "\"registry.internal\" is not an IP address (write a CIDR like 10.1.2.0/24, with an optional :port)",
+            ),
+            ("[fd00::1", "a [ without its ]"),
+            ("10.1.2.0/x", "\"x\" is not a prefix length"),
+            ("", "\"\" is not an IP address (write a CIDR like 10.1.2.0/24, with an optional :port)"),
+        ] {
+            assert_eq!(EgressAllowance::parse(text), Err(error.to_string()), "{text}");
+        }
     }
 }

@@ -92,6 +92,10 @@ step_duration = "50ms"
         assert_eq!(config.engine.kind, crate::catalog::RunnerKind::Simulated);
         assert_eq!(config.engine.step_duration, std::time::Duration::from_millis(50));
         assert_eq!(config.data_dir, PathBuf::from("./rd"));
+        let docker = GOOD.replace("kind = \"simulated\"\nstep_duration = \"50ms\"", "kind = \"docker\"");
+        assert!(AgentConfig::parse(&docker).unwrap().engine.network_isolation, "isolated unless the engine opts out");
+        let open = AgentConfig::parse(&docker.replace("kind = \"docker\"", "kind = \"docker\"\nnetwork_isolation = false")).unwrap();
+        assert!(!open.engine.network_isolation);
     }
 
     #[test]
@@ -102,6 +106,7 @@ step_duration = "50ms"
             (GOOD.replace("runner-token-1", "x"), "token"),
             (GOOD.replace("kind = \"simulated\"", "kind = \"remote\""), "engine.kind"),
             (GOOD.replace("step_duration = \"50ms\"", "sandbox = false"), "engine.sandbox"),
+            (GOOD.replace("step_duration = \"50ms\"", "network_isolation = false"), "engine.network_isolation"),
         ];
         for (text, key) in cases {
             let error = AgentConfig::parse(&text).unwrap_err();

@@ -152,6 +152,8 @@ async fn start_job(agent: &Agent, outbox: &Outbox, start: pb::StartJob) {
         environment_class_id: start.environment_class_id,
         repository: start.repository,
         resources: wire::resources_from_wire(start.resources.as_ref()),
+        policy: wire::policy_from_wire(start.policy.as_ref()),
+        devcontainer_path: (!start.devcontainer_path.is_empty()).then_some(start.devcontainer_path),
         log,
     };
     if let Err(error) = agent.engine.start(job).await {

@@ -5,13 +5,15 @@
 //! (`projects[0].prebuilds.environment_class_ids[1]: ...`), so nothing
 //! downstream re-parses or re-checks a string.
 
+mod classes;
 mod limits;
 mod runners;
 
+pub use classes::{capability_name, security_opt, DEFAULT_CAPABILITIES};
 pub use limits::Limits;
 pub use runners::{engine_config, RawEngine};
 
-use crate::catalog::{Catalog, EnvironmentClass, Organization, PrebuildSettings, Project, Resources};
+use crate::catalog::{Catalog, Organization, PrebuildSettings, Project};
 use crate::proto::gitpod::v1::{Principal, Subject};
 use crate::store::postgres::PostgresUrl;
 use crate::tokens::TokenKey;
@@ -123,7 +125,7 @@ struct RawConfig {
     #[serde(default)]
     runners: Vec<runners::RawRunner>,
     #[serde(default)]
-    environment_classes: Vec<RawEnvironmentClass>,
+    environment_classes: Vec<classes::RawEnvironmentClass>,
     #[serde(default)]
     projects: Vec<RawProject>,
 }
@@ -184,22 +186,13 @@ struct RawApiKey {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawEnvironmentClass {
-    id: String,
-    runner_id: String,
-    name: String,
-    cpus: Option<f64>,
-    memory: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawProject {
     id: String,
     organization_id: String,
     name: String,
     repository: String,
     default_environment_class_id: Option<String>,
+    devcontainer_path: Option<String>,
     #[serde(default)]
     prebuilds: RawPrebuilds,
 }
@@ -347,19 +340,11 @@ impl RawConfig {
 
         for (i, class) in self.environment_classes.into_iter().enumerate() {
             let key = format!("environment_classes[{i}]");
-            let id = uuid_key(&format!("{key}.id"), &class.id)?;
-            let runner_id = uuid_key(&format!("{key}.runner_id"), &class.runner_id)?;
+            let class = classes::class_config(&key, class)?;
+            let (id, runner_id) = (class.id.clone(), class.runner_id.clone());
             if !catalog.runners.contains_key(&runner_id) {
                 return Err(err(format!("{key}.runner_id"), format!("no runner {runner_id} is configured")));
             }
-            if let Some(cpus) = class.cpus {
-                if !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0) {
-                    return Err(err(format!("{key}.cpus"), format!("must be more than 0 and at most 1024, got {cpus}")));
-                }
-            }
-            let memory_bytes = class.memory.as_deref().map(|text| parse_memory(&format!("{key}.memory"), text)).transpose()?;
-            let resources = Resources { nano_cpus: class.cpus.map(|cpus| (cpus * 1e9).round() as i64), memory_bytes };
-            let class = EnvironmentClass { id: id.clone(), runner_id, name: class.name, resources };
             if catalog.environment_classes.insert(id.clone(), class).is_some() {
                 return Err(err(format!("{key}.id"), format!("{id} is listed twice")));
             }
@@ -429,12 +414,15 @@ impl RawConfig {
                 }
                 None => None,
             };
+            let devcontainer_path =
+                project.devcontainer_path.map(|path| devcontainer_path(&format!("{key}.devcontainer_path"), &path)).transpose()?;
             let project = Project {
                 id: id.clone(),
                 organization_id,
                 name: project.name,
                 repository: project.repository,
                 default_environment_class_id,
+                devcontainer_path,
                 prebuilds: PrebuildSettings {
                     enabled: project.prebuilds.enabled,
                     environment_class_ids,
@@ -478,6 +466,27 @@ fn parse_token_secret(text: &str) -> Result<TokenKey, ConfigError> {
     Ok(TokenKey::from_bytes(key))
 }
 
+/// A project's `devcontainer_path`: a relative path inside the repository
+/// to a `.json` file (the runner checks again, through symlinks, that it
+/// stays inside the clone).
+fn devcontainer_path(key: &str, path: &str) -> Result<String, ConfigError> {
+    let trimmed = path.trim().trim_start_matches("./");
+    let relative = Path::new(trimmed);
+    let plain = relative.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if trimmed.is_empty() || !plain {
+        return Err(err(
+            key,
+            format!(
+                "{path:?} must be a path inside the repository, relative to its root (like \".devcontainer/python/devcontainer.json\")"
+            ),
+        ));
+    }
+    if !trimmed.ends_with(".json") {
+        return Err(err(key, format!("{path:?} must name a .json file")));
+    }
+    Ok(trimmed.to_string())
+}
+
 fn uuid_key(key: &str, value: &str) -> Result<String, ConfigError> {
     if is_uuid(value) {
         Ok(value.to_ascii_lowercase())
@@ -502,7 +511,7 @@ fn principal(key: &str, value: Option<&str>, default: Principal) -> Result<Princ
 const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
 
 /// A size like `"256MiB"`, `"2GiB"`, `"512MB"` or `"1048576"` (bytes).
-fn parse_memory(key: &str, text: &str) -> Result<u64, ConfigError> {
+pub(crate) fn parse_memory(key: &str, text: &str) -> Result<u64, ConfigError> {
     let bad = || err(key, format!("{text:?} is not a size like \"256MiB\", \"2GiB\" or \"512MB\""));
     let trimmed = text.trim();
     let split = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(trimmed.len());
@@ -537,7 +546,7 @@ fn optional_duration(key: &str, value: Option<&str>) -> Result<Option<Duration>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::RunnerKind;
+    use crate::catalog::{HostBindMounts, Resources, RunnerKind};
     use sha2::{Digest, Sha256};
 
     const ORG: &str = "11111111-1111-4111-8111-111111111111";
@@ -616,6 +625,51 @@ default_environment_class_id = "{CLASS}"
     }
 
     #[test]
+    fn class_policies_runner_credentials_and_devcontainer_paths() {
+        let docker = base("")
+            .replace(
+                "kind = \"simulated\"\nstep_duration = \"50ms\"",
+                "kind = \"docker\"\ndocker_config = \"/etc/prebuildd/docker\"\nca_file = \"/etc/ssl/registry-ca.pem\"\npass_env = [\"NPM_TOKEN\", \"HTTPS_PROXY\"]",
+            )
+            .replace(
+                "name = \"small\"",
+                "name = \"small\"\nallow_capabilities = [\"sys_ptrace\", \"CAP_NET_ADMIN\"]\nallow_security_opt = [\"seccomp:unconfined\"]\nallow_privileged = true\nallow_devices = [\"/dev/fuse\"]\nhost_bind_mounts = \"refuse\"",
+            )
+            .replace("repository = ", "devcontainer_path = \"./.devcontainer/python/devcontainer.json\"\nrepository = ");
+        let config = Config::parse(&docker, &Overrides::default()).unwrap();
+        let policy = &config.catalog.environment_classes[CLASS].policy;
+        assert_eq!(policy.class_name, "small");
+        assert_eq!(policy.allow_capabilities, vec!["SYS_PTRACE", "NET_ADMIN"]);
+        assert_eq!(policy.allow_security_opt, vec!["seccomp=unconfined"]);
+        assert!(policy.allow_privileged && !policy.allow_host_network && !policy.allow_gpus);
+        assert_eq!(policy.host_bind_mounts, HostBindMounts::Refuse);
+        let runner = &config.catalog.runners[RUNNER].docker;
+        assert_eq!(runner.pass_env, vec!["NPM_TOKEN", "HTTPS_PROXY"]);
+        assert_eq!(runner.ca_file.as_deref(), Some(Path::new("/etc/ssl/registry-ca.pem")));
+        let project = config.catalog.projects.values().next().unwrap();
+        assert_eq!(project.devcontainer_path.as_deref(), Some(".devcontainer/python/devcontainer.json"));
+
+        let cases = [
+            (
+                docker.replace("\"sys_ptrace\"", "\"SYS_PTRAC\""),
+                "environment_classes[0].allow_capabilities[0]: \"SYS_PTRAC\" is not a Linux capability",
+            ),
+            (docker.replace("\"seccomp:unconfined\"", "\"unconfined\""), "environment_classes[0].allow_security_opt[0]"),
+            (docker.replace("\"/dev/fuse\"", "\"fuse\""), "environment_classes[0].allow_devices[0]"),
+            (docker.replace("\"refuse\"", "\"deny\""), "environment_classes[0].host_bind_mounts"),
+            (docker.replace("\"NPM_TOKEN\"", "\"NPM-TOKEN\""), "runners[0].pass_env[0]"),
+            (docker.replace("./.devcontainer/python/devcontainer.json", "../elsewhere.json"), "projects[0].devcontainer_path"),
+            (docker.replace("./.devcontainer/python/devcontainer.json", "/etc/passwd.json"), "projects[0].devcontainer_path"),
+            (docker.replace("./.devcontainer/python/devcontainer.json", ".devcontainer/x.yaml"), "projects[0].devcontainer_path"),
+            (base("").replace("step_duration = \"50ms\"", "pass_env = []"), "runners[0].pass_env: only applies to docker runners"),
+        ];
+        for (text, expected) in cases {
+            let error = Config::parse(&text, &Overrides::default()).unwrap_err();
+            assert!(error.0.starts_with(expected), "expected {expected}, got {error}");
+        }
+    }
+
+    #[test]
     fn runner_and_class_settings_parse_and_are_checked() {
         let docker = base("")
             .replace(
@@ -630,8 +684,27 @@ default_environment_class_id = "{CLASS}"
         assert_eq!(runner.docker.default_image.as_deref(), Some("debian:12"));
         let resources = config.catalog.environment_classes[CLASS].resources;
         assert_eq!(resources, Resources { nano_cpus: Some(1_500_000_000), memory_bytes: Some(256 << 20) });
+        assert!(runner.network_isolation, "on unless the runner opts out");
+        let opted_out = Config::parse(&docker.replace("default_image", "network_isolation = false\ndefault_image"), &Overrides::default());
+        assert!(!opted_out.unwrap().catalog.runners[RUNNER].network_isolation);
+        let unsandboxed = base("").replace("kind = \"simulated\"\nstep_duration = \"50ms\"", "kind = \"local\"\nsandbox = false");
+        let unsandboxed = Config::parse(&unsandboxed, &Overrides::default()).unwrap();
+        assert!(!unsandboxed.catalog.runners[RUNNER].network_isolation, "commands on the host's network have nothing to isolate them");
+        let egress = docker.replace("cpus = 1.5", "cpus = 1.5\nallow_egress = [\"10.1.2.7/24\", \"192.168.7.9:5000\", \"10.1.2.0/24\"]");
+        let allowed = &Config::parse(&egress, &Overrides::default()).unwrap().catalog.environment_classes[CLASS].policy.allow_egress;
+        let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["10.1.2.0/24", "192.168.7.9:5000"], "read once each, in their canonical spelling");
 
         let cases = [
+            (egress.replace("192.168.7.9:5000", "registry.internal:5000"), "environment_classes[0].allow_egress[1]"),
+            (base("").replace("step_duration = \"50ms\"", "network_isolation = false"), "runners[0].network_isolation"),
+            (
+                base("").replace(
+                    "kind = \"simulated\"\nstep_duration = \"50ms\"",
+                    "kind = \"local\"\nsandbox = false\nnetwork_isolation = true",
+                ),
+                "runners[0].network_isolation",
+            ),
             (docker.replace("memory = \"256MiB\"", "memory = \"lots\""), "environment_classes[0].memory"),
             (docker.replace("memory = \"256MiB\"", "memory = \"1KiB\""), "environment_classes[0].memory"),
             (docker.replace("cpus = 1.5", "cpus = 0.0"), "environment_classes[0].cpus"),

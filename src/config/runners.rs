@@ -16,11 +16,15 @@ pub(super) struct RawRunner {
     max_concurrent_prebuilds: Option<u32>,
     step_duration: Option<String>,
     sandbox: Option<bool>,
+    network_isolation: Option<bool>,
     docker_host: Option<String>,
     devcontainer_cli: Option<PathBuf>,
     docker_cli: Option<PathBuf>,
     default_image: Option<String>,
     root: Option<PathBuf>,
+    docker_config: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    pass_env: Option<Vec<String>>,
     token: Option<String>,
     token_sha256: Option<String>,
     disconnect_grace: Option<String>,
@@ -36,11 +40,15 @@ pub struct RawEngine {
     max_concurrent_prebuilds: Option<u32>,
     step_duration: Option<String>,
     sandbox: Option<bool>,
+    network_isolation: Option<bool>,
     docker_host: Option<String>,
     devcontainer_cli: Option<PathBuf>,
     docker_cli: Option<PathBuf>,
     default_image: Option<String>,
     root: Option<PathBuf>,
+    docker_config: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    pass_env: Option<Vec<String>>,
 }
 
 /// The engine's settings as a runner of the given ID; `key` prefixes
@@ -56,11 +64,15 @@ pub fn engine_config(key: &str, runner_id: &str, engine: RawEngine) -> Result<Ru
         max_concurrent_prebuilds: engine.max_concurrent_prebuilds,
         step_duration: engine.step_duration,
         sandbox: engine.sandbox,
+        network_isolation: engine.network_isolation,
         docker_host: engine.docker_host,
         devcontainer_cli: engine.devcontainer_cli,
         docker_cli: engine.docker_cli,
         default_image: engine.default_image,
         root: engine.root,
+        docker_config: engine.docker_config,
+        ca_file: engine.ca_file,
+        pass_env: engine.pass_env,
         token: None,
         token_sha256: None,
         disconnect_grace: None,
@@ -97,12 +109,32 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
     if kind != RunnerKind::Local && runner.sandbox.is_some() {
         return Err(err(format!("{key}.sandbox"), "only applies to local runners"));
     }
+    if !matches!(kind, RunnerKind::Local | RunnerKind::Docker) && runner.network_isolation.is_some() {
+        let hint = match kind {
+            RunnerKind::Remote => " (a remote runner's is set in the [engine] of its own configuration)",
+            _ => "",
+        };
+        return Err(err(format!("{key}.network_isolation"), format!("only applies to docker and local runners{hint}")));
+    }
+    let sandbox = runner.sandbox.unwrap_or(true);
+    // Unsandboxed commands run in the host's own network namespace: there is
+    // nothing to isolate them in.
+    if kind == RunnerKind::Local && !sandbox && runner.network_isolation == Some(true) {
+        return Err(err(
+            format!("{key}.network_isolation"),
+            "needs the sandbox: with sandbox = false commands run in the host's network (set network_isolation = false, or sandbox = true)",
+        ));
+    }
+    let network_isolation = runner.network_isolation.unwrap_or(kind != RunnerKind::Local || sandbox);
     let docker_keys = [
         ("docker_host", runner.docker_host.is_some()),
         ("devcontainer_cli", runner.devcontainer_cli.is_some()),
         ("docker_cli", runner.docker_cli.is_some()),
         ("default_image", runner.default_image.is_some()),
         ("root", runner.root.is_some()),
+        ("docker_config", runner.docker_config.is_some()),
+        ("ca_file", runner.ca_file.is_some()),
+        ("pass_env", runner.pass_env.is_some()),
     ];
     if let Some((name, _)) = docker_keys.iter().find(|(_, set)| *set).filter(|_| kind != RunnerKind::Docker) {
         return Err(err(format!("{key}.{name}"), "only applies to docker runners"));
@@ -115,15 +147,26 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
     if runner.default_image.as_deref().is_some_and(|image| image.trim().is_empty()) {
         return Err(err(format!("{key}.default_image"), "must not be empty"));
     }
+    let pass_env = runner.pass_env.unwrap_or_default();
+    for (i, name) in pass_env.iter().enumerate() {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(err(format!("{key}.pass_env[{i}]"), format!("{name:?} is not an environment variable name")));
+        }
+    }
     let docker = DockerSettings {
         docker_host: runner.docker_host,
         devcontainer_cli: runner.devcontainer_cli,
         docker_cli: runner.docker_cli,
         default_image: runner.default_image,
         root: runner.root,
+        docker_config: runner.docker_config,
+        ca_file: runner.ca_file,
+        pass_env,
     };
-    let sandbox = runner.sandbox.unwrap_or(true);
-    Ok(RunnerConfig { id, kind, max_concurrent_prebuilds, step_duration, sandbox, docker, remote })
+    Ok(RunnerConfig { id, kind, max_concurrent_prebuilds, step_duration, sandbox, network_isolation, docker, remote })
 }
 
 /// A bearer token's SHA-256, from `token` (hashed here) or `token_sha256`

@@ -376,6 +376,7 @@ impl Reconciler {
                 } else {
                     self.logs.sink(&prebuild.id).line("the runner lost this prebuild (a restart?); starting it again").await;
                 }
+                let class = catalog.environment_classes.get(&metadata.environment_class_id);
                 runner
                     .start(PrebuildJob {
                         prebuild_id: prebuild.id.clone(),
@@ -383,7 +384,9 @@ impl Reconciler {
                         project_id: metadata.project_id.clone(),
                         environment_class_id: metadata.environment_class_id.clone(),
                         repository: project.repository.clone(),
-                        resources: catalog.environment_classes.get(&metadata.environment_class_id).map(|c| c.resources).unwrap_or_default(),
+                        resources: class.map(|c| c.resources).unwrap_or_default(),
+                        policy: class.map(|c| c.policy.clone()).unwrap_or_default(),
+                        devcontainer_path: project.devcontainer_path.clone(),
                         log: self.logs.sink(&prebuild.id),
                     })
                     .await

@@ -133,12 +133,14 @@ async fn step(reconciler: &Reconciler, catalog: &Catalog, pool: WarmPool) -> Res
 
     let (running, stopped, failure) = match &runner {
         Some(runner) => {
+            let class = catalog.environment_classes.get(&metadata.environment_class_id);
             let target = PoolTarget {
                 warm_pool_id: pool.id.clone(),
                 snapshot_id: spec.snapshot_id.clone(),
                 running: desired as u32,
                 stopped: (max_size - desired).max(0) as u32,
-                resources: catalog.environment_classes.get(&metadata.environment_class_id).map(|c| c.resources).unwrap_or_default(),
+                resources: class.map(|c| c.resources).unwrap_or_default(),
+                policy: class.map(|c| c.policy.clone()).unwrap_or_default(),
             };
             let observed = runner.sync_pool(target).await?;
             (observed.running, observed.stopped, observed.failure)

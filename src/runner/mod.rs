@@ -11,6 +11,7 @@
 
 pub mod devcontainer;
 pub mod docker;
+mod egress;
 mod events;
 mod job;
 pub mod local;
@@ -40,6 +41,11 @@ pub struct PrebuildJob {
     pub repository: String,
     /// What the environment class allows the prebuild to use.
     pub resources: crate::catalog::Resources,
+    /// What the environment class allows the dev container to be granted.
+    pub policy: crate::catalog::ClassPolicy,
+    /// The project's choice of devcontainer.json (relative to the
+    /// repository root); `None`: the spec's lookup order.
+    pub devcontainer_path: Option<String>,
     /// Where the job's log lines go.
     pub log: LogSink,
 }
@@ -86,6 +92,9 @@ pub struct PoolTarget {
     pub stopped: u32,
     /// What the pool's environment class allows each instance to use.
     pub resources: crate::catalog::Resources,
+    /// What the pool's environment class allows each instance to be
+    /// granted (checked again against what its snapshot was granted).
+    pub policy: crate::catalog::ClassPolicy,
 }
 
 /// What exists for a warm pool on its runner right now.
@@ -226,7 +235,7 @@ impl Runners {
                 }
                 crate::catalog::RunnerKind::Docker => {
                     let root = config.docker.root.clone().unwrap_or_else(|| docker::DockerRunner::default_root(&self.data_dir, &config.id));
-                    match docker::DockerRunner::new(&config.id, &root, &config.docker, self.events.clone()) {
+                    match docker::DockerRunner::new(&config.id, &root, &config.docker, config.network_isolation, self.events.clone()) {
                         Ok(runner) => std::sync::Arc::new(runner),
                         Err(error) => {
                             tracing::error!(runner = %config.id, %error, "cannot start the docker runner; its prebuilds will fail");
@@ -248,7 +257,8 @@ impl Runners {
                 },
                 crate::catalog::RunnerKind::Local => match local::LocalRunner::new(
                     &self.data_dir.join("local").join(&config.id),
-                    local::SandboxSettings::new(config.sandbox, self.paths_to_hide(catalog)),
+                    local::SandboxSettings::new(config.sandbox, self.paths_to_hide(catalog))
+                        .with_network_isolation(config.network_isolation),
                     self.events.clone(),
                 ) {
                     Ok(runner) => std::sync::Arc::new(runner),

@@ -176,6 +176,7 @@ mod tests {
             running,
             stopped,
             resources: Default::default(),
+            policy: Default::default(),
         }
     }
 

@@ -500,6 +500,8 @@ mod tests {
             environment_class_id: "c".into(),
             repository: repository.into(),
             resources: Default::default(),
+            policy: Default::default(),
+            devcontainer_path: None,
             log: LogSink::new(dir.join("p1.log")),
         }
     }
@@ -552,6 +554,7 @@ mod tests {
             running: 2,
             stopped: 1,
             resources: Default::default(),
+            policy: Default::default(),
         };
         runner.sync_pool(target("s1")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;

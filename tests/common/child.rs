@@ -11,7 +11,17 @@ pub type Log = Arc<Mutex<Vec<String>>>;
 
 /// Starts `prebuildd <args>` at log level info, stdin and stdout closed.
 pub fn spawn_prebuildd<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> (Child, Log) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prebuildd"))
+    spawn_prebuildd_under(&[], args)
+}
+
+/// Starts `<wrapper...> prebuildd <args>`, the wrapper a program that execs
+/// its arguments in a changed context (`setpriv` with fewer capabilities).
+pub fn spawn_prebuildd_under<S: AsRef<OsStr>>(wrapper: &[&str], args: impl IntoIterator<Item = S>) -> (Child, Log) {
+    let program = OsStr::new(env!("CARGO_BIN_EXE_prebuildd"));
+    let mut line: Vec<&OsStr> = wrapper.iter().map(OsStr::new).collect();
+    line.push(program);
+    let mut child = Command::new(line[0])
+        .args(&line[1..])
         .args(args)
         .env("PREBUILDD_LOG", "info")
         .env_remove("RUST_LOG")

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod network;
 pub mod postgres;
 pub mod runner_process;
 
@@ -384,10 +385,16 @@ use prebuildd::store::Change;
 
 /// Creates a prebuild on `project_id` with default settings.
 pub async fn create_prebuild(client: &mut Client, project_id: &str) -> Prebuild {
+    create_prebuild_in_class(client, project_id, None).await
+}
+
+/// Creates a prebuild on `project_id` of the given environment class (the
+/// project's default without one).
+pub async fn create_prebuild_in_class(client: &mut Client, project_id: &str, class_id: Option<&str>) -> Prebuild {
     client
         .create_prebuild(CreatePrebuildRequest {
             project_id: project_id.into(),
-            environment_class_id: None,
+            environment_class_id: class_id.map(str::to_string),
             spec: Some(PrebuildSpec::default()),
         })
         .await

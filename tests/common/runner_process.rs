@@ -27,6 +27,19 @@ impl RunnerProcess {
     /// Starts `prebuildd runner` as `runner_id` with the `[engine]` table
     /// `engine` (TOML lines).
     pub fn start_with_engine(server: &str, runner_id: &str, token: &str, data_dir: &Path, engine: &str) -> RunnerProcess {
+        RunnerProcess::start_with_engine_under(&[], server, runner_id, token, data_dir, engine)
+    }
+
+    /// As [`RunnerProcess::start_with_engine`], run by `wrapper` (see
+    /// `spawn_prebuildd_under`).
+    pub fn start_with_engine_under(
+        wrapper: &[&str],
+        server: &str,
+        runner_id: &str,
+        token: &str,
+        data_dir: &Path,
+        engine: &str,
+    ) -> RunnerProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         let config = data_dir.with_extension("toml");
         std::fs::write(
@@ -37,7 +50,7 @@ impl RunnerProcess {
             ),
         )
         .unwrap();
-        let (child, log) = super::child::spawn_prebuildd([OsStr::new("runner"), OsStr::new("--config"), config.as_os_str()]);
+        let (child, log) = super::child::spawn_prebuildd_under(wrapper, [OsStr::new("runner"), OsStr::new("--config"), config.as_os_str()]);
         RunnerProcess { child, log }
     }
 

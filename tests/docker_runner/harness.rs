@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub const BASE_IMAGE: &str = "prebuildd-test-base:1";
+pub const BASE_IMAGE: &str = "prebuildd-test-base:2";
 pub const CLASS: &str = "c1a55000-0000-4000-8000-0000000000d1";
 pub const PATIENCE: Duration = Duration::from_secs(180);
 
@@ -43,7 +43,8 @@ pub fn docker_cli() -> PathBuf {
 }
 
 /// Builds the base image once per test run, with no registry: a busybox
-/// rootfs with root and a `dev` user (UID 1000), imported.
+/// rootfs with root and a `dev` user (UID 1000), imported, with
+/// `/usr/local/bin` (where the tests' features install) on its `PATH`.
 pub fn base_image() -> &'static str {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
@@ -72,7 +73,7 @@ pub fn base_image() -> &'static str {
         let tar = Command::new("tar").arg("-C").arg(root).args(["-cf", "-", "."]).output().unwrap();
         assert!(tar.status.success());
         let mut import = Command::new("docker")
-            .args(["import", "--change", "ENV PATH=/bin", "-", BASE_IMAGE])
+            .args(["import", "--change", "ENV PATH=/usr/local/bin:/bin", "-", BASE_IMAGE])
             .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -158,6 +159,19 @@ memory = "256MiB"
         text
     }
 
+    /// The config with more environment classes of this runner beside the
+    /// default one, `(id, name, extra TOML lines)`, every project allowed
+    /// to prebuild on each.
+    pub fn config_with_classes(&self, projects: &[(&str, &Path)], classes: &[(&str, &str, &str)]) -> String {
+        let mut text = self.config(projects);
+        let ids: Vec<String> = std::iter::once(CLASS).chain(classes.iter().map(|(id, _, _)| *id)).map(|id| format!("\"{id}\"")).collect();
+        text = text.replace(&format!("environment_class_ids = [\"{CLASS}\"]"), &format!("environment_class_ids = [{}]", ids.join(", ")));
+        for (id, name, extra) in classes {
+            text += &format!("[[environment_classes]]\nid = \"{id}\"\nrunner_id = \"{}\"\nname = \"{name}\"\n{extra}\n", self.runner_id);
+        }
+        text
+    }
+
     /// Containers of this runner (all states), as `docker ps` IDs.
     pub fn containers(&self, extra_filters: &[&str]) -> Vec<String> {
         let runner_filter = format!("label=dev.prebuildd.runner-id={}", self.runner_id);
@@ -183,6 +197,20 @@ impl Drop for World {
                 let _ = Command::new("docker").args(["rmi", "-f", id]).output();
             }
         }
+        // The runner's networks, and the rules of each (a table named after
+        // its bridge), which the runner keeps while it could use them.
+        if let Ok(output) = Command::new("docker").args(["network", "ls", "-q", "--filter", &filter]).output() {
+            for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let bridge = Command::new("docker")
+                    .args(["network", "inspect", "--format", "{{index .Options \"com.docker.network.bridge.name\"}}", id])
+                    .output();
+                let _ = Command::new("docker").args(["network", "rm", id]).output();
+                if let Ok(bridge) = bridge {
+                    let table = format!("prebuildd_{}", String::from_utf8_lossy(&bridge.stdout).trim());
+                    let _ = Command::new("nft").args(["delete", "table", "inet", &table]).output();
+                }
+            }
+        }
     }
 }
 
@@ -199,6 +227,23 @@ pub async fn completed(server: &TestServer, client: &mut Client, id: &str) -> Pr
         panic!("prebuild {id} did not complete: {}\n--- its log:\n{log}", status.failure_message);
     }
     prebuild
+}
+
+/// Creates a prebuild of a project on a given class.
+pub async fn create_prebuild_on(client: &mut Client, project_id: &str, class_id: &str) -> Prebuild {
+    create_prebuild_in_class(client, project_id, Some(class_id)).await
+}
+
+/// Waits for a prebuild to fail; returns its failure message (and panics,
+/// showing the log, if it completed instead).
+pub async fn failed(server: &TestServer, client: &mut Client, id: &str) -> String {
+    let prebuild = wait_for(client, id, &[PrebuildPhase::Completed, PrebuildPhase::Failed, PrebuildPhase::Cancelled]).await;
+    let status = prebuild.status.clone().unwrap();
+    if status.phase != PrebuildPhase::Failed as i32 {
+        let log = log_of(server, client, id).await;
+        panic!("prebuild {id} did not fail: {status:?}\n--- its log:\n{log}");
+    }
+    status.failure_message
 }
 
 /// Waits until `check` holds for the pool.

@@ -68,7 +68,9 @@ async fn the_lifecycle_runs_in_the_dev_container_and_the_snapshot_is_an_image() 
     let (on_create, update) = (log.find("onCreate hello-from-containerEnv").expect(&log), log.find("updateContent\n").expect(&log));
     assert!(on_create < update, "onCreate before updateContent:\n{log}");
     assert!(!log.lines().any(|line| line.trim() == "POSTCREATE-RAN"), "postCreateCommand must not run:\n{log}");
-    assert!(log.contains("skipped initializeCommand"), "{log}");
+    let ignored = "initializeCommand in .devcontainer/devcontainer.json was ignored: the spec runs it on the host";
+    assert!(log.contains(ignored), "{log}");
+    assert!(done.status.as_ref().unwrap().warning_message.contains(ignored), "the warning says so: {done:?}");
     assert!(!host_marker.exists(), "initializeCommand ran on the host");
 
     // The snapshot: an image labelled with its prebuild, of the size reported.

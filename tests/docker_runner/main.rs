@@ -7,11 +7,17 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod builder;
 mod collection;
+mod credentials;
 mod failures;
+mod features;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod network;
+mod policy;
 mod pools;
+mod registry;
 mod remote;
 mod replicas;

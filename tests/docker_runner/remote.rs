@@ -1,6 +1,8 @@
 //! The docker runner on another machine: `prebuildd runner` with a docker
 //! engine, connected to a server whose runner is remote. A prebuild runs in
-//! a dev container there with its log on the server; a pool of containers
+//! a dev container there (the project's chosen configuration, with a
+//! feature and a capability its class allows) with its log on the server;
+//! a pool of containers
 //! fills, survives a kill -9 of the runner (the restarted runner adopts its
 //! containers by label; none is made again) and a claim through the server
 //! hands out one of them.
@@ -19,11 +21,29 @@ const TOKEN: &str = "remote-docker-runner-token";
 async fn a_remote_docker_runner_builds_fills_a_pool_and_adopts_it_after_a_kill_9() {
     let world = World::new();
     let repo = world.dir.path().join("remote-repo");
+    // The configuration the project chose (not the one at the default
+    // place), with a local feature and a capability its class allows: the
+    // choice and the class's policy cross the wire to the runner.
+    super::registry::write_feature(&repo.join(".devcontainer/remote/tool"), "tool", "tool", "");
     repository(
         &repo,
-        &[(".devcontainer/devcontainer.json", &format!(r#"{{ "image": "{BASE_IMAGE}", "onCreateCommand": "echo built-remotely" }}"#))],
+        &[
+            (".devcontainer/devcontainer.json", r#"{ "image": "not-the-chosen-configuration:0" }"#),
+            (
+                ".devcontainer/remote/devcontainer.json",
+                &format!(
+                    r#"{{ "image": "{BASE_IMAGE}", "features": {{ "./tool": {{}} }}, "runArgs": ["--cap-add=SYS_PTRACE"], "onCreateCommand": "tool && echo built-remotely" }}"#
+                ),
+            ),
+        ],
     );
-    let docker_config = world.config(&[(PROJECT, &repo)]);
+    let docker_config = world
+        .config(&[(PROJECT, &repo)])
+        .replace("name = \"docker\"\n", "name = \"docker\"\nallow_capabilities = [\"SYS_PTRACE\"]\n")
+        .replace(
+            "default_environment_class_id",
+            "devcontainer_path = \".devcontainer/remote/devcontainer.json\"\ndefault_environment_class_id",
+        );
     let docker_keys_start = docker_config.find("kind = \"docker\"").expect("the docker runner entry");
     let docker_keys_end = docker_config[docker_keys_start..].find("[[environment_classes]]").expect("a class after it") + docker_keys_start;
     let engine = docker_config[docker_keys_start..docker_keys_end].to_string();
@@ -45,6 +65,7 @@ async fn a_remote_docker_runner_builds_fills_a_pool_and_adopts_it_after_a_kill_9
         log_of(&server, &mut client, &prebuild.id).await
     );
     log_shows(&server, &mut client, &prebuild.id, "built-remotely").await;
+    log_shows(&server, &mut client, &prebuild.id, "hello from tool").await;
     let snapshot = docker(&["images", "-q", "--filter", &format!("label=dev.prebuildd.prebuild-id={}", prebuild.id)]);
     assert!(!snapshot.is_empty(), "the snapshot image is on the runner's Docker");
 
@@ -68,6 +89,9 @@ async fn a_remote_docker_runner_builds_fills_a_pool_and_adopts_it_after_a_kill_9
     let mut before = world.containers(&[&pool_filter]);
     before.sort();
     assert_eq!(before.len(), 2, "two containers on the runner's Docker");
+    for container in &before {
+        assert_eq!(docker(&["inspect", "--format", "{{json .HostConfig.CapAdd}}", container]), r#"["SYS_PTRACE"]"#, "as granted");
+    }
 
     runner.kill9();
     let runner = RunnerProcess::start_with_engine(&server.base_url(), &world.runner_id, TOKEN, &data, &engine);

@@ -1,14 +1,19 @@
 //! The local runner on its own (no server): real prebuilds of repositories
 //! made here, their snapshots and logs, failures, stops that kill whole
 //! process trees (`prebuilds.rs`), warm pools made from the snapshots
-//! (`pools.rs`), and the sandbox the lifecycle commands run in
-//! (`sandbox.rs`; it needs bubblewrap, `bwrap`, and fails without it).
+//! (`pools.rs`), the sandbox the lifecycle commands run in (`sandbox.rs`;
+//! it needs bubblewrap, `bwrap`, and fails without it) and its network
+//! (`network.rs`; it needs root, slirp4netns, nftables and iproute2).
 //!
 //! Every test is bounded in time (`within`), and the git it uses needs no
 //! global identity. Fixtures live under the build's temporary directory,
 //! not `/tmp`: the sandbox has a `/tmp` of its own, which would hide a data
 //! dir there whatever else it did.
 
+#[path = "../common/network.rs"]
+#[allow(dead_code)]
+mod fixtures;
+mod network;
 mod pools;
 mod prebuilds;
 mod sandbox;
@@ -133,6 +138,11 @@ impl Fixture {
 
     /// Starts a job for `repository`; returns its prebuild and environment IDs.
     async fn start(&self, repository: &str) -> (String, String) {
+        self.start_in_class(repository, Default::default()).await
+    }
+
+    /// Starts a job for `repository` in a class with `policy`.
+    async fn start_in_class(&self, repository: &str, policy: prebuildd::catalog::ClassPolicy) -> (String, String) {
         let (prebuild_id, environment_id) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
         let job = PrebuildJob {
             prebuild_id: prebuild_id.clone(),
@@ -141,6 +151,8 @@ impl Fixture {
             environment_class_id: uuid::Uuid::new_v4().to_string(),
             repository: repository.to_string(),
             resources: Default::default(),
+            policy,
+            devcontainer_path: None,
             log: LogSink::new(self.log_path(&prebuild_id)),
         };
         self.runner.start(job.clone()).await.unwrap();

@@ -41,6 +41,7 @@ async fn a_warm_pool_converges_hands_out_rotates_and_empties() {
             running: 2,
             stopped: 1,
             resources: Default::default(),
+            policy: Default::default(),
         };
         let ready = PoolObservation { running: 2, stopped: 1, outdated: 0, failure: None };
 
@@ -108,7 +109,14 @@ async fn a_pool_without_a_snapshot_provisions_nothing_and_a_missing_archive_says
         let fixture = Fixture::new();
         let runner = &fixture.runner;
         let pool_id = uuid::Uuid::now_v7().to_string();
-        let none = PoolTarget { warm_pool_id: pool_id.clone(), snapshot_id: None, running: 2, stopped: 3, resources: Default::default() };
+        let none = PoolTarget {
+            warm_pool_id: pool_id.clone(),
+            snapshot_id: None,
+            running: 2,
+            stopped: 3,
+            resources: Default::default(),
+            policy: Default::default(),
+        };
         assert_eq!(runner.sync_pool(none).await.unwrap(), PoolObservation::default());
         assert_eq!(pool_contents(&fixture.root(), &pool_id), (0, 0));
         assert_eq!(runner.claim_instance(&pool_id).await.unwrap(), None);
@@ -120,6 +128,7 @@ async fn a_pool_without_a_snapshot_provisions_nothing_and_a_missing_archive_says
             running: 1,
             stopped: 1,
             resources: Default::default(),
+            policy: Default::default(),
         };
         let observed = runner.sync_pool(target).await.unwrap();
         let failure = observed.failure.expect("a failure");

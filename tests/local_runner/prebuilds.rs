@@ -14,7 +14,8 @@ async fn a_prebuild_runs_the_lifecycle_and_snapshots_the_workspace() {
         let (state, seen) = fixture.finish(&prebuild_id).await;
         let log = fixture.log(&prebuild_id);
         let JobState::Completed { snapshot_size_bytes, warning } = state else { panic!("{state:?}\n{log}") };
-        assert_eq!(warning, None);
+        let not_used = "the local runner runs the lifecycle commands on its host, not in a dev container: image in .devcontainer/devcontainer.json is not used";
+        assert_eq!(warning.as_deref(), Some(not_used), "what of the file was not used is the prebuild's warning");
         assert_eq!(seen.first(), Some(&JobState::Starting), "{seen:?}");
 
         // The snapshot: at the deterministic path, of the real size, holding
@@ -33,7 +34,7 @@ async fn a_prebuild_runs_the_lifecycle_and_snapshots_the_workspace() {
         assert!(!unpacked.path().join("out/post.txt").exists(), "postCreateCommand is not part of a prebuild");
 
         // The log: what happened, and the commands' own output.
-        for line in ["cloning", "creating-the-environment", "log-from-a", "log-from-b", "image is not used", "snapshot written"] {
+        for line in ["cloning", "creating-the-environment", "log-from-a", "log-from-b", "image in .devcontainer/devcontainer.json is not used", "snapshot written"] {
             assert!(log.contains(line), "{line:?} missing from the log:\n{log}");
         }
         assert!(!fixture.workspace(&environment_id).exists(), "the workspace goes once the snapshot is written");

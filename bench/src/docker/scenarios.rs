@@ -470,6 +470,21 @@ impl Bench {
                 }
             }
         }
+        // The runner's networks, and their rules (a table per network, named
+        // after its bridge), go with the run.
+        for network in self.docker.lines(&["network", "ls", "-q", "--filter", &filters[1]]).await.unwrap_or_default() {
+            let bridge = self
+                .docker
+                .run(&["network", "inspect", "--format", "{{index .Options \"com.docker.network.bridge.name\"}}", &network])
+                .await;
+            if let Err(error) = self.docker.run(&["network", "rm", &network]).await {
+                eprintln!("clean-up: {error}");
+            }
+            if let Ok(bridge) = bridge {
+                let table = format!("prebuildd_{}", bridge.trim());
+                let _ = tokio::process::Command::new("nft").args(["delete", "table", "inet", &table]).output().await;
+            }
+        }
         let mut left_containers = Vec::new();
         for filter in &filters {
             left_containers.extend(self.docker.lines(&["ps", "-aq", "--filter", filter]).await.unwrap_or_default());

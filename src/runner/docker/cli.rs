@@ -2,7 +2,11 @@
 //! the spec's reference implementation drives `build`, `up` and
 //! `run-user-commands`. It runs in its own process group (a stop kills it
 //! and what it started), with a clean environment (a devcontainer.json's
-//! `${localEnv:...}` must not read the server's secrets), and its JSON log
+//! `${localEnv:...}` must not read the server's secrets): `PATH`, a `HOME`
+//! and `TMPDIR` of the runner's, the Docker endpoint, and only what the
+//! runner's settings pass on purpose: the Docker config with the registry
+//! credentials (`DOCKER_CONFIG`), a private CA for registries
+//! (`NODE_EXTRA_CA_CERTS`) and the `pass_env` variables. Its JSON log
 //! (`--log-format json`, on stderr) goes into the prebuild's log line by
 //! line as it comes. Its result is the JSON object it prints last on stdout.
 
@@ -20,8 +24,43 @@ pub struct Cli {
     /// The Docker CLI it runs.
     pub docker_cli: PathBuf,
     pub docker_host: Option<String>,
-    /// HOME and TMPDIR of the CLI: a directory of the runner's root.
+    /// HOME of the CLI: a directory of the runner's root.
     pub home: PathBuf,
+    /// The Docker config directory with registry credentials, if any.
+    pub docker_config: Option<PathBuf>,
+    /// Extra CA certificates (PEM) for registries.
+    pub ca_file: Option<PathBuf>,
+    /// Variables of the runner's environment passed on by name.
+    pub pass_env: Vec<String>,
+}
+
+/// How one run of the CLI differs from another.
+#[derive(Debug, Clone)]
+pub struct RunOptions<'a> {
+    /// `DOCKER_BUILDKIT`, as the runner's check of the Docker CLI found.
+    pub buildkit: bool,
+    /// The run's temporary directory (one per prebuild: the CLI names its
+    /// temporary folders by the millisecond).
+    pub tmpdir: &'a std::path::Path,
+}
+
+impl Cli {
+    /// The Docker config directory the CLIs use: the runner's setting, else
+    /// `DOCKER_CONFIG` or `~/.docker` of the user the runner runs as, when
+    /// it exists.
+    pub fn docker_config_dir(setting: Option<&std::path::Path>) -> Option<PathBuf> {
+        if let Some(path) = setting {
+            return Some(path.to_path_buf());
+        }
+        let from_env = std::env::var_os("DOCKER_CONFIG").map(PathBuf::from);
+        let from_home = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker"));
+        from_env.or(from_home).filter(|path| path.is_dir())
+    }
+
+    /// The `pass_env` variables that are set in the runner's environment.
+    pub fn passed_env(&self) -> std::collections::BTreeMap<String, String> {
+        self.pass_env.iter().filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value))).collect()
+    }
 }
 
 /// Why a CLI run failed, as the CLI said it.
@@ -94,17 +133,31 @@ pub fn log_lines(record: &str) -> Vec<String> {
 impl Cli {
     /// Runs `devcontainer <args>`; returns its result object, or why it
     /// failed.
-    pub async fn run(&self, processes: &JobProcesses, log: &LogSink, args: &[String]) -> Result<Map<String, Value>, CliFailure> {
+    pub async fn run(
+        &self,
+        processes: &JobProcesses,
+        log: &LogSink,
+        args: &[String],
+        options: &RunOptions<'_>,
+    ) -> Result<Map<String, Value>, CliFailure> {
         let failure = |reason: String| CliFailure { reason, command_exit_code: None };
         let mut command = tokio::process::Command::new(&self.program);
         command.args(args).arg("--log-format").arg("json").arg("--docker-path").arg(&self.docker_cli).env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             command.env("PATH", path);
         }
-        command.env("HOME", &self.home).env("TMPDIR", &self.home).env("DOCKER_BUILDKIT", "1").env("LANG", "C.UTF-8");
+        command.env("HOME", &self.home).env("TMPDIR", options.tmpdir).env("LANG", "C.UTF-8");
+        command.env("DOCKER_BUILDKIT", if options.buildkit { "1" } else { "0" });
         if let Some(host) = &self.docker_host {
             command.env("DOCKER_HOST", host);
         }
+        if let Some(config) = &self.docker_config {
+            command.env("DOCKER_CONFIG", config);
+        }
+        if let Some(ca_file) = &self.ca_file {
+            command.env("NODE_EXTRA_CA_CERTS", ca_file);
+        }
+        command.envs(self.passed_env());
         command.current_dir(&self.home).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = spawn_in_group(processes, command).map_err(|e| {
             failure(format!(

@@ -4,11 +4,12 @@
 //! status message.
 
 use super::labels;
-use crate::catalog::Resources;
-use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary, HostConfig};
+use super::policy::Grant;
+use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CommitContainerOptions, CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions, ListImagesOptions,
-    RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, StopContainerOptions, UploadToContainerOptions,
+    BuildImageOptions, CommitContainerOptions, CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions,
+    ListImagesOptions, ListNetworksOptions, RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, StopContainerOptions,
+    UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -72,6 +73,38 @@ impl From<ContainerSummary> for ListedContainer {
         }
     }
 }
+
+/// A network as the runner needs to know it.
+#[derive(Debug, Clone, Default)]
+pub struct ListedNetwork {
+    pub name: String,
+    /// The bridge interface on the host (`com.docker.network.bridge.name`).
+    pub bridge: Option<String>,
+    pub labels: HashMap<String, String>,
+    /// Its gateways: the host's addresses on it.
+    pub gateways: Vec<std::net::IpAddr>,
+    /// How many containers are attached.
+    pub containers: usize,
+}
+
+/// The option that names a bridge network's interface on the host.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+impl From<bollard::models::NetworkInspect> for ListedNetwork {
+    fn from(network: bollard::models::NetworkInspect) -> Self {
+        let gateways = network.ipam.and_then(|ipam| ipam.config).unwrap_or_default();
+        ListedNetwork {
+            name: network.name.unwrap_or_default(),
+            bridge: network.options.unwrap_or_default().get(BRIDGE_NAME_OPTION).cloned(),
+            labels: network.labels.unwrap_or_default(),
+            gateways: gateways.into_iter().filter_map(|config| config.gateway?.parse().ok()).collect(),
+            containers: network.containers.map_or(0, |containers| containers.len()),
+        }
+    }
+}
+
+/// A file of a build context: path, content, mode.
+pub type ContextFile<'a> = (&'a str, &'a [u8], u32);
 
 impl Engine {
     /// Connects to `docker_host` (`unix://`, `tcp://`, `http://`), else to
@@ -185,31 +218,139 @@ impl Engine {
         self.docker.rename_container(id, RenameContainerOptions { name: name.to_string() }).await.map_err(describe)
     }
 
-    /// What the runner checks of a container before running anything in it:
-    /// whether it is running, and why it is not safe, if it is not.
-    pub async fn unsafe_settings(&self, id: &str) -> EngineResult<Vec<String>> {
+    /// Why a container has more than `grant` (empty when it is as
+    /// granted): the runner checks every container before it runs anything
+    /// in it or hands it out.
+    pub async fn excess(&self, id: &str, grant: &Grant) -> EngineResult<Vec<String>> {
         let container = self.docker.inspect_container(id, None).await.map_err(describe)?;
-        let host = container.host_config.unwrap_or_default();
-        let mut problems = Vec::new();
-        if host.privileged.unwrap_or(false) {
-            problems.push("it is privileged".to_string());
+        Ok(grant.excess(&container))
+    }
+
+    /// Sets one label on an image (a build `FROM` it, tagged with the same
+    /// name): how the runner takes keys out of a built image's
+    /// `devcontainer.metadata` before the Dev Containers CLI reads them.
+    pub async fn relabel(&self, image: &str, key: &str, value: &str) -> EngineResult<()> {
+        let dockerfile = format!("FROM {image}\n");
+        let labels = HashMap::from([(key.to_string(), value.to_string())]);
+        self.build(image, &[("Dockerfile", dockerfile.as_bytes(), 0o644)], labels).await.map_err(|e| format!("cannot relabel {image}: {e}"))
+    }
+
+    /// Builds `files` (a `Dockerfile` among them) into the image `tag`,
+    /// with `labels`.
+    pub async fn build(&self, tag: &str, files: &[ContextFile<'_>], labels: HashMap<String, String>) -> EngineResult<()> {
+        let mut context = tar::Builder::new(Vec::new());
+        for (path, content, mode) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(*mode);
+            header.set_cksum();
+            context.append_data(&mut header, path, *content).map_err(|e| e.to_string())?;
         }
-        if let Some(mounts) = container.mounts.filter(|m| !m.is_empty()) {
-            let targets: Vec<String> = mounts.into_iter().filter_map(|m| m.destination).collect();
-            problems.push(format!("it has mounts ({})", targets.join(", ")));
-        }
-        if host.cap_add.is_some_and(|caps| !caps.is_empty()) {
-            problems.push("it adds capabilities".into());
-        }
-        for (what, mode) in [("network", host.network_mode), ("PID", host.pid_mode), ("IPC", host.ipc_mode)] {
-            if mode.as_deref() == Some("host") {
-                problems.push(format!("it shares the host's {what} namespace"));
+        let context = context.into_inner().map_err(|e| e.to_string())?;
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(tag.to_string()),
+            rm: true,
+            forcerm: true,
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(context.into())));
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(describe)?;
+            if let Some(detail) = info.error_detail {
+                return Err(detail.message.unwrap_or_default());
             }
         }
-        if !host.security_opt.unwrap_or_default().iter().any(|opt| opt.starts_with("no-new-privileges")) {
-            problems.push("it lacks no-new-privileges".into());
+        Ok(())
+    }
+
+    /// The networks with every one of the labels, inspected (a list call
+    /// does not say which containers are attached).
+    pub async fn networks(&self, with_labels: &[(&str, &str)]) -> EngineResult<Vec<ListedNetwork>> {
+        let filters = HashMap::from([("label".to_string(), with_labels.iter().map(|(k, v)| labels::filter(k, v)).collect())]);
+        let list = self.docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(describe)?;
+        let mut networks = Vec::new();
+        for network in list {
+            if let Some(found) = self.network(network.name.as_deref().unwrap_or_default()).await? {
+                networks.push(found);
+            }
         }
-        Ok(problems)
+        Ok(networks)
+    }
+
+    /// A network by name, or `None` if there is no such network.
+    pub async fn network(&self, name: &str) -> EngineResult<Option<ListedNetwork>> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(network) => Ok(Some(network.into())),
+            Err(error) if status_of(&error) == Some(404) => Ok(None),
+            Err(error) => Err(describe(error)),
+        }
+    }
+
+    /// Creates a bridge network with its interface named `bridge` and
+    /// traffic between its containers off; one of that name that exists
+    /// already is fine (creation is idempotent).
+    pub async fn create_network(&self, name: &str, bridge: &str, labels: HashMap<String, String>) -> EngineResult<()> {
+        let options = HashMap::from([
+            (BRIDGE_NAME_OPTION.to_string(), bridge.to_string()),
+            ("com.docker.network.bridge.enable_icc".to_string(), "false".to_string()),
+        ]);
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            options: Some(options),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Err(error) if status_of(&error) != Some(409) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a network; a missing one is fine.
+    pub async fn remove_network(&self, name: &str) -> EngineResult<()> {
+        match self.docker.remove_network(name).await {
+            Err(error) if status_of(&error) != Some(404) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates and starts a container that runs the image's own command
+    /// with nothing granted (no capabilities, `no-new-privileges`, little
+    /// memory), on `network`; returns its ID and its process's PID on the
+    /// host.
+    pub async fn run_confined(
+        &self,
+        name: &str,
+        image: &str,
+        network: &str,
+        labels: HashMap<String, String>,
+    ) -> EngineResult<(String, i64)> {
+        let host_config = HostConfig {
+            network_mode: Some(network.to_string()),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(16 << 20),
+            pids_limit: Some(4),
+            readonly_rootfs: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
+        let id = self.docker.create_container(Some(options), body).await.map_err(describe)?.id;
+        self.start(&id).await?;
+        let container = self.docker.inspect_container(&id, None).await.map_err(describe)?;
+        match container.state.and_then(|state| state.pid).filter(|pid| *pid > 0) {
+            Some(pid) => Ok((id, pid)),
+            None => Err(format!("the container {name} is not running")),
+        }
     }
 
     /// A file of a container (small ones: `/etc/passwd`), or `None` if it
@@ -263,21 +404,17 @@ impl Engine {
         size.ok_or_else(|| format!("the committed image {repository}:{tag} is missing"))
     }
 
-    /// Creates a container from an image with the runner's labels, the
-    /// class's limits, `no-new-privileges` and no mounts; a container of the
-    /// same name that exists already is reused (creation is idempotent).
-    pub async fn create(&self, name: &str, image: &str, labels: HashMap<String, String>, resources: Resources) -> EngineResult<String> {
-        let host_config = HostConfig {
-            nano_cpus: resources.nano_cpus,
-            memory: resources.memory_bytes.map(|bytes| bytes as i64),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            privileged: Some(false),
-            ..Default::default()
-        };
+    /// Creates a container from an image with the runner's labels and the
+    /// settings the policy granted (the class's limits, `no-new-privileges`
+    /// unless the class allows new privileges, volumes of its own, no host
+    /// mount); a container of the same name that exists already is reused
+    /// (creation is idempotent).
+    pub async fn create(&self, name: &str, image: &str, labels: HashMap<String, String>, grant: &Grant) -> EngineResult<String> {
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             labels: Some(labels),
-            host_config: Some(host_config),
+            hostname: grant.hostname.clone(),
+            host_config: Some(grant.host_config()),
             ..Default::default()
         };
         let options = CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };

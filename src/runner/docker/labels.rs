@@ -16,10 +16,24 @@ pub const INSTANCE_ID: &str = "dev.prebuildd.instance-id";
 pub const ROLE: &str = "dev.prebuildd.role";
 /// The workspace's folder inside the container (on snapshot images).
 pub const WORKSPACE_FOLDER: &str = "dev.prebuildd.workspace-folder";
+/// What the policy granted the prebuild's container beyond an unprivileged
+/// one (JSON, on snapshot images): warm instances get the same, as long as
+/// their class still allows it.
+pub const GRANT: &str = "dev.prebuildd.grant";
+
+/// On the runner's networks: the class allowances (`allow_egress`, in
+/// their canonical spelling, comma-separated) its rules let through; on pool
+/// containers: the network they were made on, so that instances of a class
+/// whose allowances changed are replaced.
+pub const ALLOW_EGRESS: &str = "dev.prebuildd.allow-egress";
+pub const NETWORK: &str = "dev.prebuildd.network";
 
 pub const ROLE_PREBUILD: &str = "prebuild";
 pub const ROLE_SNAPSHOT: &str = "snapshot";
 pub const ROLE_INSTANCE: &str = "instance";
+/// The runner's networks, and the short-lived containers that check them.
+pub const ROLE_NETWORK: &str = "network";
+pub const ROLE_PROBE: &str = "probe";
 
 /// The repository of snapshot images: `prebuildd-snapshot:<prebuild id>`.
 pub const SNAPSHOT_REPOSITORY: &str = "prebuildd-snapshot";

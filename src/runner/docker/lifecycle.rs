@@ -19,9 +19,11 @@
 //! `vsc-*` images, the generated config and the clone are removed at the
 //! end; a stopped prebuild's snapshot too.
 
-use super::cli::CliFailure;
-use super::config::{self, ContainerSettings, Prepared};
-use super::{labels, Core};
+use super::builder::FeatureBuildLock;
+use super::cli::{CliFailure, RunOptions};
+use super::config::{self, Prepared, Source};
+use super::policy::{self, Repository};
+use super::{labels, workspace_copy, Core};
 use crate::runner::job::JobShared;
 use crate::runner::process::{blocking, log_tail, remove_path};
 use crate::runner::workspace::materialize;
@@ -134,47 +136,116 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     let paths = runner.job_paths(&job.prebuild_id, &job.environment_id);
     // A job started again after a restart begins from a clean environment.
     runner.clean_up_job(&job.prebuild_id, Some(&job.environment_id)).await;
-    let config_dir = paths.config_dir.clone();
-    blocking(move || std::fs::create_dir_all(&config_dir))
+    let tmpdir = paths.config_dir.join("tmp");
+    let created = tmpdir.clone();
+    blocking(move || std::fs::create_dir_all(&created))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot create {}: {e}", paths.config_dir.display()))?;
+    let builder = runner.builder().await?;
+    log.line(&builder.description).await;
+    // Without isolation in effect nothing of the repository runs (or is
+    // even fetched): the check's message says what the host lacks.
+    let network = runner.network_for(engine, &job.policy.allow_egress).await?;
+    match &network {
+        Some(name) => log.line(&super::network::joins(name, &job.policy.allow_egress)).await,
+        None => log.line(super::network::NOT_ISOLATED).await,
+    }
+    let cli_options = RunOptions { buildkit: builder.buildkit, tmpdir: &tmpdir };
     materialize(&shared.processes, log, &job.repository, &paths.workspace, &runner.root).await?;
 
-    let (workspace, repository, default_image) = (paths.workspace.clone(), job.repository.clone(), runner.default_image.clone());
-    let prepared =
-        blocking(move || config::prepare(&workspace, &repository, default_image.as_deref())).await.map_err(|e| e.to_string())??;
+    let source_workspace = paths.workspace.clone();
+    let (repository, default_image, chosen) = (job.repository.clone(), runner.default_image.clone(), job.devcontainer_path.clone());
+    let local_env = runner.cli.passed_env();
+    let prepared = blocking(move || {
+        config::prepare(&Source {
+            workspace: &source_workspace,
+            repository: &repository,
+            default_image: default_image.as_deref(),
+            devcontainer_path: chosen.as_deref(),
+            local_env,
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     for note in &prepared.notes {
         log.line(note).await;
     }
-    let config_file = paths.config_dir.join("devcontainer.json");
-    write_json(&config_file, &Value::Object(prepared.config.clone())).await?;
-    let workspace_arg = paths.workspace.display().to_string();
-    let config_arg = config_file.display().to_string();
-    let build_image = labels::build_image(&runner.runner_id, &job.prebuild_id);
+    let repository = Repository { clone: paths.workspace.canonicalize().map_err(|e| format!("cannot resolve the clone: {e}"))? };
+    // What the file itself asks is decided before anything is built.
+    let early = policy::decide(&prepared.asks, &job.policy, job.resources, &repository);
+    if let Some(refused) = early.refused() {
+        return Err(refused);
+    }
 
-    log.line("building the dev container image").await;
+    // The build's configuration goes beside the project's file (local
+    // features are found relative to it) and leaves the clone before the
+    // clone is copied into the container.
+    let build_config = prepared.config_dir.join(format!(".prebuildd-{}.devcontainer.json", job.prebuild_id));
+    write_json(&build_config, &Value::Object(prepared.config.clone())).await?;
+    let workspace_arg = paths.workspace.display().to_string();
+    let build_image = labels::build_image(&runner.runner_id, &job.prebuild_id);
+    let lock = match prepared.has_features && !builder.buildx {
+        true => {
+            let path = FeatureBuildLock::path_for(runner.docker_host.as_deref());
+            log.line("waiting for this daemon's other feature builds (a Docker CLI without buildx builds them one at a time)").await;
+            match FeatureBuildLock::acquire(&path, || shared.is_stopped()).await? {
+                Some(lock) => Some(lock),
+                None => return Err(stopped()),
+            }
+        }
+        false => None,
+    };
+    log.line(if prepared.has_features { "building the dev container image with its features" } else { "building the dev container image" })
+        .await;
+    let config_arg = build_config.display().to_string();
     let args = strings(&["build", "--workspace-folder", &workspace_arg, "--config", &config_arg, "--image-name", &build_image]);
-    let built = runner
-        .cli
-        .run(&shared.processes, log, &args)
-        .await
-        .map_err(|f| cli_failure(shared, "the dev container image could not be built", f));
-    if let Err(message) = built {
+    let built = runner.cli.run(&shared.processes, log, &args, &cli_options).await;
+    drop(lock);
+    let _ = tokio::fs::remove_file(&build_config).await;
+    if let Err(failure) = built {
+        let message = cli_failure(shared, "the dev container image could not be built", failure);
         return Err(format!("{message}; last log lines:\n{}", log_tail(log).await));
     }
-    check_image(engine, &build_image).await?;
+
+    // What the image's base and features ask, under the same policy.
+    let entries = image_metadata(engine, &build_image).await?;
+    let mut asks = prepared.asks.clone();
+    asks.extend(policy::asks::of_metadata(&entries, &prepared.variables));
+    let decision = policy::decide(&asks, &job.policy, job.resources, &repository);
+    if let Some(refused) = decision.refused() {
+        return Err(refused);
+    }
+    for note in &decision.notes {
+        log.line(note).await;
+    }
+    let mut warnings = prepared.warnings.clone();
+    warnings.extend(decision.warnings.iter().cloned());
+    warnings.extend(config::host_requirement_warnings(prepared.host_requirements.as_ref(), job.resources, &job.policy));
+    for warning in &warnings {
+        log.line(&format!("warning: {warning}")).await;
+    }
+    if entries.iter().any(policy::asks::has_privilege_keys) {
+        // The grant alone says what the container gets: the CLI would
+        // apply these keys of the metadata as they are.
+        let stripped: Vec<Value> = entries.into_iter().map(strip_privilege_keys).collect();
+        let label = serde_json::to_string(&stripped).map_err(|e| e.to_string())?;
+        engine.relabel(&build_image, "devcontainer.metadata", &label).await?;
+    }
 
     let container_labels = runner.prebuild_labels(&job.prebuild_id);
-    let settings = ContainerSettings { labels: &container_labels, resources: job.resources };
-    write_json(&config_file, &config::up_config(&prepared, &build_image, &settings)).await?;
+    let mut grant = decision.grant;
+    grant.network = network;
+    let up_file = paths.config_dir.join("devcontainer.json");
+    write_json(&up_file, &config::up_config(&prepared, &build_image, &grant, &container_labels)).await?;
     log.line("creating the dev container").await;
-    let mut args = strings(&["up", "--skip-post-create", "--workspace-folder", &workspace_arg, "--config", &config_arg]);
+    let up_arg = up_file.display().to_string();
+    let mut args = strings(&["up", "--skip-post-create", "--workspace-folder", &workspace_arg, "--config", &up_arg]);
     args.push("--mount-workspace-git-root=false".into());
     for (key, value) in &container_labels[..2] {
         args.extend(["--id-label".to_string(), format!("{key}={value}")]);
     }
-    let outcome = match runner.cli.run(&shared.processes, log, &args).await {
+    let outcome = match runner.cli.run(&shared.processes, log, &args, &cli_options).await {
         Ok(outcome) => outcome,
         Err(failure) => {
             let message = cli_failure(shared, "the dev container could not be created", failure);
@@ -182,16 +253,22 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         }
     };
     let text = |key: &str| outcome.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-    let (container_id, remote_user, folder) = (text("containerId"), text("remoteUser"), text("remoteWorkspaceFolder"));
+    let (container_id, remote_user) = (text("containerId"), text("remoteUser"));
     if container_id.is_empty() {
         return Err("the Dev Containers CLI reported no container".into());
     }
-    let problems = engine.unsafe_settings(&container_id).await?;
+    let problems = engine.excess(&container_id, &grant).await?;
     if !problems.is_empty() {
-        return Err(format!("refused to run the prebuild: its container is not sandboxed ({})", problems.join("; ")));
+        return Err(format!(
+            "refused to run the prebuild: its container has more than its class's policy granted ({})",
+            problems.join("; ")
+        ));
     }
-    let folder = if folder.is_empty() { prepared.workspace_folder.clone() } else { folder };
-    super::workspace_copy::copy_workspace_in(engine, shared, &job.log, &paths.workspace, &container_id, &remote_user, &folder).await?;
+    let folder = prepared.workspace_folder.clone();
+    let extra = grant.copies.iter().map(|copy| (copy.source.as_path(), copy.target.as_str()));
+    for (source, target) in std::iter::once((prepared.workspace_source.as_path(), prepared.workspace_target.as_str())).chain(extra) {
+        workspace_copy::copy_workspace_in(engine, shared, &job.log, source, &container_id, &remote_user, target).await?;
+    }
 
     shared.advance(JobState::Running);
     // The commands come from the container's metadata; the override only
@@ -208,7 +285,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         "--override-config",
         &empty.display().to_string(),
     ]);
-    if let Err(failure) = runner.cli.run(&shared.processes, log, &args).await {
+    if let Err(failure) = runner.cli.run(&shared.processes, log, &args, &cli_options).await {
         return Err(lifecycle_failure(shared, &prepared, failure, log_tail(log).await));
     }
 
@@ -227,10 +304,38 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         (labels::SNAPSHOT_ID.to_string(), job.prebuild_id.clone()),
         (labels::ROLE.to_string(), labels::ROLE_SNAPSHOT.to_string()),
         (labels::WORKSPACE_FOLDER.to_string(), folder),
+        (labels::GRANT.to_string(), grant.to_label()),
     ]);
     let size = engine.commit(&container_id, labels::SNAPSHOT_REPOSITORY, &job.prebuild_id, snapshot_labels).await?;
     log.line(&format!("snapshot {} committed: {size} bytes", labels::snapshot_image(&job.prebuild_id))).await;
-    Ok((size, prepared.warning))
+    Ok((size, (!warnings.is_empty()).then(|| warnings.join("; "))))
+}
+
+/// A metadata entry without the keys the policy decides.
+fn strip_privilege_keys(entry: Value) -> Value {
+    match entry {
+        Value::Object(mut object) => {
+            for key in policy::asks::PRIVILEGE_KEYS {
+                object.remove(key);
+            }
+            Value::Object(object)
+        }
+        other => other,
+    }
+}
+
+/// The entries of a built image's `devcontainer.metadata` label (its base
+/// image's, its features' and the configuration's).
+async fn image_metadata(engine: &super::engine::Engine, image: &str) -> Result<Vec<Value>, String> {
+    let Some((image_labels, _)) = engine.image(image).await? else {
+        return Err(format!("the build reported success but image {image} does not exist"));
+    };
+    let Some(metadata) = image_labels.get("devcontainer.metadata") else { return Ok(Vec::new()) };
+    match serde_json::from_str::<Value>(metadata) {
+        Ok(Value::Array(entries)) => Ok(entries),
+        Ok(entry @ Value::Object(_)) => Ok(vec![entry]),
+        _ => Err(format!("image {image} has a devcontainer.metadata label that is not JSON")),
+    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -265,28 +370,5 @@ fn lifecycle_failure(shared: &JobShared, prepared: &Prepared, failure: CliFailur
         (Some((key, command)), Some(code)) => format!("{key} `{}` exited with code {code}; last log lines:\n{tail}", command.describe()),
         (Some((key, command)), None) => format!("{key} `{}` failed: {}; last log lines:\n{tail}", command.describe(), failure.reason),
         _ => format!("the prebuild lifecycle failed: {}; last log lines:\n{tail}", failure.reason),
-    }
-}
-
-/// Refuses an image whose devcontainer metadata (set by its base image or
-/// features) asks for what the runner's config would have dropped.
-async fn check_image(engine: &super::engine::Engine, image: &str) -> Result<(), String> {
-    let Some((image_labels, _)) = engine.image(image).await? else {
-        return Err(format!("the build reported success but image {image} does not exist"));
-    };
-    let Some(metadata) = image_labels.get("devcontainer.metadata") else { return Ok(()) };
-    let entries: Vec<Value> = match serde_json::from_str::<Value>(metadata) {
-        Ok(Value::Array(entries)) => entries,
-        Ok(entry @ Value::Object(_)) => vec![entry],
-        _ => return Err(format!("image {image} has a devcontainer.metadata label that is not JSON")),
-    };
-    let asked: Vec<&str> = ["privileged", "capAdd", "securityOpt", "mounts"]
-        .into_iter()
-        .filter(|key| entries.iter().any(|entry| entry.get(key).is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false)))))
-        .collect();
-    if asked.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("refused to run the prebuild: the image's devcontainer metadata asks for {}", asked.join(", ")))
     }
 }

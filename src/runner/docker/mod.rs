@@ -2,17 +2,24 @@
 //! by the Dev Containers CLI, and warm pools of containers from the
 //! snapshot image, through the Docker Engine API.
 //!
-//! Files: `lifecycle.rs` (one prebuild, clone to snapshot), `config.rs` (the
-//! devcontainer.json the CLI gets), `cli.rs` (running the CLI), `pool.rs`
-//! (instances as containers), `workspace_copy.rs` (the clone into the
-//! container), `engine.rs` (the Engine API calls), `labels.rs`
-//! (what the runner writes on its containers and images).
+//! Files: `lifecycle.rs` (one prebuild, clone to snapshot), `config/` (the
+//! project's devcontainer.json and what of it the CLI gets), `policy/` (what
+//! the container may be granted under its class's allowances), `builder.rs`
+//! (how the Docker CLI builds), `cli.rs` (running the Dev Containers CLI),
+//! `pool.rs` (instances as containers), `workspace_copy.rs` (the clone into
+//! the container), `network.rs` (the runner's networks and their rules),
+//! `engine.rs` (the Engine API calls), `labels.rs` (what the runner writes
+//! on its containers, images and networks).
 //!
 //! **Isolation.** No container gets a host mount: the workspace is cloned
 //! into the runner's own root (never the server's data dir) and copied into
-//! the container. Containers run unprivileged with `no-new-privileges`; the
-//! CLI runs with a clean environment. See `config.rs` for what of a
-//! devcontainer.json is not honoured, and why.
+//! the container, and so are bind mounts of the repository's own paths.
+//! Containers get what their class's policy grants and nothing more
+//! (`no-new-privileges` unless the class allows new privileges), checked on
+//! the created container before anything runs in it; the CLI runs with a
+//! clean environment. Containers join the runner's own network, whose rules
+//! keep them off this host, link-local addresses, the private ranges and
+//! each other (see `network.rs`), unless the runner opts out.
 //!
 //! **State.** Jobs and pools are tracked in memory, and written on Docker as
 //! labels. When the runner first reaches Docker it adopts what the labels
@@ -21,12 +28,15 @@
 //! jobs that were under way are removed (the reconciler starts those jobs
 //! again), and so are the leftovers of unfinished work in the root.
 
+mod builder;
 mod cli;
 mod collect;
 mod config;
 mod engine;
 mod labels;
 mod lifecycle;
+mod network;
+pub(crate) mod policy;
 mod pool;
 mod workspace_copy;
 
@@ -52,6 +62,11 @@ pub(crate) struct Core {
     /// Connected (and what existed adopted) on first use, so that a daemon
     /// that starts after the server is found once it answers.
     engine: tokio::sync::OnceCell<Engine>,
+    /// How the Docker CLI builds, checked once it can be (see `builder.rs`);
+    /// a CLI that cannot build at all fails every prebuild with the reason.
+    builder: tokio::sync::OnceCell<std::result::Result<builder::Builder, String>>,
+    /// The runner's networks, set up and checked on first use.
+    networks: network::Networks,
     jobs: Mutex<HashMap<String, Job>>,
     pools: Mutex<HashMap<String, DockerPool>>,
     /// Told when a job changes phase or an instance is made.
@@ -78,7 +93,15 @@ impl std::fmt::Debug for DockerRunner {
 impl DockerRunner {
     /// A runner with its own root directory (created here; what a previous
     /// run left in it is swept). Docker itself is reached on first use.
-    pub fn new(runner_id: &str, root: &Path, settings: &DockerSettings, events: crate::runner::RunnerEvents) -> Result<DockerRunner> {
+    /// `network_isolation` false puts containers on Docker's default bridge
+    /// (trusted repositories only).
+    pub fn new(
+        runner_id: &str,
+        root: &Path,
+        settings: &DockerSettings,
+        network_isolation: bool,
+        events: crate::runner::RunnerEvents,
+    ) -> Result<DockerRunner> {
         let internal =
             |what: &str, path: &Path, e: std::io::Error| Error::Internal(format!("docker runner: cannot {what} {}: {e}", path.display()));
         for dir in ["workspaces", "configs", "home"] {
@@ -98,6 +121,9 @@ impl DockerRunner {
             docker_cli: settings.docker_cli.clone().unwrap_or_else(|| PathBuf::from("docker")),
             docker_host: settings.docker_host.clone(),
             home: root.join("home"),
+            docker_config: cli::Cli::docker_config_dir(settings.docker_config.as_deref()),
+            ca_file: settings.ca_file.clone(),
+            pass_env: settings.pass_env.clone(),
         };
         let core = Core {
             runner_id: runner_id.to_string(),
@@ -106,11 +132,29 @@ impl DockerRunner {
             default_image: settings.default_image.clone(),
             cli,
             engine: tokio::sync::OnceCell::new(),
+            builder: tokio::sync::OnceCell::new(),
+            networks: network::Networks::new(runner_id, network_isolation),
             jobs: Mutex::default(),
             pools: Mutex::default(),
             events,
         };
-        Ok(DockerRunner { core: Arc::new(core) })
+        let core = Arc::new(core);
+        // The Docker CLI's and the network's checks run at start, so their
+        // verdicts are in the log before any prebuild (a daemon that is not
+        // up yet is checked again at the first prebuild).
+        if !network_isolation {
+            tracing::warn!(runner = %runner_id, "docker runner: network_isolation = false, containers can reach this host and private networks (trusted repositories only)");
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let checking = Arc::downgrade(&core);
+            handle.spawn(async move {
+                if let Some(core) = checking.upgrade() {
+                    let _ = core.builder().await;
+                    let _ = core.network_at_start().await;
+                }
+            });
+        }
+        Ok(DockerRunner { core })
     }
 
     /// Where a runner's root is by default: beside the data dir, never in it.
@@ -130,6 +174,56 @@ impl Core {
                 Ok(engine)
             })
             .await
+    }
+
+    /// How the Docker CLI builds (checked on first use, once Docker
+    /// answers), or why it cannot.
+    async fn builder(&self) -> std::result::Result<&builder::Builder, String> {
+        if let Some(checked) = self.builder.get() {
+            return checked.as_ref().map_err(Clone::clone);
+        }
+        // Only a daemon that answers can tell how the CLI builds; the check
+        // connects on its own, adopting nothing (a replica that does not
+        // lead must not touch the leader's containers).
+        Engine::connect(self.docker_host.as_deref()).await?;
+        let checked = self
+            .builder
+            .get_or_init(|| async {
+                let probe = builder::Probe {
+                    docker_cli: &self.cli.docker_cli,
+                    docker_host: self.docker_host.as_deref(),
+                    docker_config: self.cli.docker_config.as_deref(),
+                    scratch: &self.cli.home,
+                    image_tag: format!("{}:probe", labels::build_repository(&self.runner_id)),
+                };
+                let checked = probe.check().await;
+                match &checked {
+                    Ok(builder) => tracing::info!(runner = %self.runner_id, "docker runner: {}", builder.description),
+                    Err(error) => tracing::error!(runner = %self.runner_id, "docker runner: {error}"),
+                }
+                checked
+            })
+            .await;
+        checked.as_ref().map_err(Clone::clone)
+    }
+
+    /// The shared network's check, at start: on a connection of its own
+    /// that adopts nothing (like the builder's check), since a replica that
+    /// does not lead must not touch the leader's containers; setting up the
+    /// network and its rules is the same in every process of the runner.
+    async fn network_at_start(&self) -> std::result::Result<(), String> {
+        let engine = Engine::connect(self.docker_host.as_deref()).await?;
+        self.networks.for_allowances(&engine, &[]).await.map(|_| ())
+    }
+
+    /// The network of a container whose class allows `allowances` (`None`:
+    /// isolation is off), or why the runner refuses to make one.
+    async fn network_for(
+        &self,
+        engine: &Engine,
+        allowances: &[crate::catalog::EgressAllowance],
+    ) -> std::result::Result<Option<String>, String> {
+        self.networks.for_allowances(engine, allowances).await
     }
 
     /// Reads back what the labels say exists: pool instances are adopted,
@@ -158,6 +252,9 @@ impl Core {
         }
         for image in engine.images_named(&format!("{}:*", labels::build_repository(&self.runner_id))).await? {
             engine.remove_image(&image, true).await?;
+        }
+        if self.networks.enabled {
+            self.networks.sweep(engine).await?;
         }
         let mut pools = lock(&self.pools);
         for (pool_id, containers) in by_pool {

@@ -11,8 +11,8 @@
 //! or died behind the runner's back is replaced.
 
 use super::engine::ListedContainer;
+use super::policy::Grant;
 use super::{labels, Core};
-use crate::catalog::Resources;
 use crate::error::{Error, Result};
 use crate::runner::pool_plan::{Instance, InstanceState, Pool};
 use crate::runner::process::lock;
@@ -54,9 +54,15 @@ impl DockerPool {
     /// Brings the bookkeeping in line with what Docker reports. Returns the
     /// containers nothing owns (to remove) and the instances whose container
     /// died (to remove too; the plan replaces them).
-    fn align(&mut self, containers: &[ListedContainer], strays: bool) -> Vec<String> {
+    ///
+    /// Containers on another network than `network` (made before their
+    /// class's `allow_egress` changed, or before isolation was turned on or
+    /// off) count as dead: the plan replaces them.
+    fn align(&mut self, containers: &[ListedContainer], strays: bool, network: Option<&str>) -> Vec<String> {
+        let on_network = |c: &&ListedContainer| c.labels.get(labels::NETWORK).map(String::as_str) == network;
+        let (containers, elsewhere): (Vec<&ListedContainer>, Vec<&ListedContainer>) = containers.iter().partition(on_network);
         let by_instance: HashMap<&str, &ListedContainer> =
-            containers.iter().filter_map(|c| c.labels.get(labels::INSTANCE_ID).map(|id| (id.as_str(), c))).collect();
+            containers.into_iter().filter_map(|c| c.labels.get(labels::INSTANCE_ID).map(|id| (id.as_str(), c))).collect();
         let mut doomed = Vec::new();
         let busy = &self.busy;
         self.pool.instances.retain_mut(|instance| {
@@ -76,6 +82,12 @@ impl DockerPool {
                 _ => true,
             }
         });
+        for container in elsewhere {
+            if container.labels.get(labels::INSTANCE_ID).is_some_and(|id| busy.contains(id)) {
+                continue;
+            }
+            doomed.push(container.id.clone());
+        }
         let known: HashSet<&str> = self.pool.instances.iter().map(|i| i.id.as_str()).collect();
         for (instance_id, container) in &by_instance {
             if strays && !known.contains(instance_id) && !self.busy.contains(*instance_id) && !doomed.contains(&container.id) {
@@ -92,14 +104,18 @@ fn pool_containers(containers: Vec<ListedContainer>) -> Vec<ListedContainer> {
 }
 
 impl Core {
-    fn instance_labels(&self, warm_pool_id: &str, instance: &Instance) -> HashMap<String, String> {
-        HashMap::from([
+    fn instance_labels(&self, warm_pool_id: &str, instance: &Instance, network: Option<&str>) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
             (labels::RUNNER_ID.to_string(), self.runner_id.clone()),
             (labels::WARM_POOL_ID.to_string(), warm_pool_id.to_string()),
             (labels::SNAPSHOT_ID.to_string(), instance.snapshot_id.clone()),
             (labels::INSTANCE_ID.to_string(), instance.id.clone()),
             (labels::ROLE.to_string(), labels::ROLE_INSTANCE.to_string()),
-        ])
+        ]);
+        if let Some(network) = network {
+            labels.insert(labels::NETWORK.to_string(), network.to_string());
+        }
+        labels
     }
 
     async fn listed_pool_containers(&self, warm_pool_id: &str) -> Result<Vec<ListedContainer>> {
@@ -118,18 +134,44 @@ impl Core {
             Ok(engine) => engine,
             Err(error) => return unreachable(error),
         };
-        let missing = match &target.snapshot_id {
+        // What instances of the snapshot get: what its prebuild was granted,
+        // as long as the class still allows it.
+        let (missing, grant) = match &target.snapshot_id {
             Some(snapshot_id) => match engine.image(&labels::snapshot_image(snapshot_id)).await {
-                Ok(Some(_)) => None,
-                Ok(None) => Some(format!(
-                    "the snapshot of prebuild {snapshot_id} is missing on this runner (image {} does not exist)",
-                    labels::snapshot_image(snapshot_id)
-                )),
-                Err(error) => Some(format!("cannot inspect the snapshot image: {error}")),
+                Ok(Some((image_labels, _))) => match Grant::from_image_labels(&image_labels, target.resources)
+                    .and_then(|grant| grant.under(&target.policy, target.resources))
+                {
+                    Ok(grant) => (None, grant),
+                    Err(error) => {
+                        (Some(format!("cannot make instances of the snapshot of prebuild {snapshot_id}: {error}")), Grant::default())
+                    }
+                },
+                Ok(None) => (
+                    Some(format!(
+                        "the snapshot of prebuild {snapshot_id} is missing on this runner (image {} does not exist)",
+                        labels::snapshot_image(snapshot_id)
+                    )),
+                    Grant::default(),
+                ),
+                Err(error) => (Some(format!("cannot inspect the snapshot image: {error}")), Grant::default()),
             },
-            None => None,
+            None => (None, Grant::default()),
         };
         let claims_before = lock(&self.pools).get(&target.warm_pool_id).map_or((0, 0), |entry| (entry.claiming, entry.claims));
+        // Where the instances live: the runner's network for the class's
+        // allowances; a runner that refuses to make one makes no instance.
+        let network = match self.network_for(engine, &target.policy.allow_egress).await {
+            Ok(network) => network,
+            // Nothing is made or removed: the instances there stay as they
+            // are (they are on the network, whose rules stay), and the pool
+            // says why it cannot go on.
+            Err(refused) => {
+                let pools = lock(&self.pools);
+                let observed = pools.get(&target.warm_pool_id).map(|entry| entry.pool.observe(Some(refused.clone())));
+                return Ok(observed.unwrap_or(PoolObservation { failure: Some(refused), ..Default::default() }));
+            }
+        };
+        let grant = Grant { network: network.clone(), ..grant };
         let containers = match self.listed_pool_containers(&target.warm_pool_id).await {
             Ok(containers) => containers,
             Err(error) => return unreachable(error.to_string()),
@@ -139,7 +181,7 @@ impl Core {
             let entry = pools.entry(target.warm_pool_id.clone()).or_default();
             // Strays only from a list no claim overlapped (see `claiming`).
             let quiet = claims_before == (0, entry.claims) && entry.claiming == 0;
-            let doomed = entry.align(&containers, quiet);
+            let doomed = entry.align(&containers, quiet, network.as_deref());
             let plan = entry.pool.plan(&target, missing.is_none(), || uuid::Uuid::now_v7().to_string());
             for instance in plan.markers.iter().chain(&plan.extractions) {
                 entry.busy.insert(instance.id.clone());
@@ -155,8 +197,8 @@ impl Core {
             tokio::spawn(async move { core.remove_container(&labels::instance_name(&instance.id)).await });
         }
         for (instance, start) in plan.markers.into_iter().map(|i| (i, false)).chain(plan.extractions.into_iter().map(|i| (i, true))) {
-            let (core, pool_id, resources) = (self.clone(), target.warm_pool_id.clone(), target.resources);
-            tokio::spawn(async move { core.provision(&pool_id, instance, start, resources).await });
+            let (core, pool_id, grant) = (self.clone(), target.warm_pool_id.clone(), grant.clone());
+            tokio::spawn(async move { core.provision(&pool_id, instance, start, &grant).await });
         }
         let pools = lock(&self.pools);
         Ok(pools.get(&target.warm_pool_id).map(|entry| entry.pool.observe(missing)).unwrap_or_default())
@@ -173,12 +215,17 @@ impl Core {
     /// Creates an instance's container (stopped), and starts it if `start`;
     /// then records the result. An instance discarded meanwhile has its
     /// container removed instead.
-    async fn provision(&self, warm_pool_id: &str, instance: Instance, start: bool, resources: Resources) {
+    async fn provision(&self, warm_pool_id: &str, instance: Instance, start: bool, grant: &Grant) {
         let name = labels::instance_name(&instance.id);
         let result = async {
             let engine = self.engine().await?;
             let image = labels::snapshot_image(&instance.snapshot_id);
-            let id = engine.create(&name, &image, self.instance_labels(warm_pool_id, &instance), resources).await?;
+            let labels = self.instance_labels(warm_pool_id, &instance, grant.network.as_deref());
+            let id = engine.create(&name, &image, labels, grant).await?;
+            let problems = engine.excess(&id, grant).await?;
+            if !problems.is_empty() {
+                return Err(format!("its container has more than its class's policy granted ({})", problems.join("; ")));
+            }
             if start {
                 engine.start(&id).await?;
             }
@@ -227,8 +274,12 @@ impl Core {
         // An instance whose container went away is skipped; the next sync
         // replaces it.
         loop {
+            // Busy until renamed, and counted as a claim under way: a sync
+            // meanwhile must not take the container (still under the pool's
+            // name) for one nothing owns.
             let taken = lock(&self.pools).get_mut(warm_pool_id).and_then(|entry| {
                 let instance = entry.pool.take_for_claim()?;
+                entry.busy.insert(instance.id.clone());
                 entry.claiming += 1;
                 Some(instance)
             });
@@ -236,6 +287,7 @@ impl Core {
             let name = labels::instance_name(&instance.id);
             let renamed = engine.rename(&name, &labels::claimed_name(&instance.id)).await;
             if let Some(entry) = lock(&self.pools).get_mut(warm_pool_id) {
+                entry.busy.remove(&instance.id);
                 entry.claiming -= 1;
                 entry.claims += 1;
             }
@@ -314,13 +366,26 @@ mod tests {
         // A list a claim overlapped may show the claimed container as e: no
         // stray is taken from it.
         let mut overlapped = DockerPool::adopted(&[container("a", true), container("c", false)]);
-        assert_eq!(overlapped.align(&listed, false), vec!["c-a".to_string()], "only the dead one");
-        let doomed = pool.align(&listed, true);
+        assert_eq!(overlapped.align(&listed, false, None), vec!["c-a".to_string()], "only the dead one");
+        let doomed = pool.align(&listed, true, None);
         let left: Vec<_> = pool.pool.instances.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(left, vec!["c", "d"]);
         let mut doomed = doomed;
         doomed.sort();
         assert_eq!(doomed, vec!["c-a", "c-e"]);
+    }
+
+    #[test]
+    fn containers_on_another_network_are_replaced() {
+        let mut pool = DockerPool::adopted(&[container("a", true), container("b", true)]);
+        let mut moved = container("b", true);
+        moved.labels.insert(labels::NETWORK.to_string(), "prebuildd-r1".into());
+        let doomed = pool.align(&[container("a", true), moved.clone()], true, Some("prebuildd-r1"));
+        assert_eq!(doomed, vec!["c-a"], "a is on Docker's default bridge");
+        assert_eq!(pool.pool.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        let doomed = pool.align(&[moved], true, Some("prebuildd-r1-0123456789"));
+        assert_eq!(doomed, vec!["c-b"], "its class's allowances changed");
+        assert!(pool.pool.instances.is_empty());
     }
 
     #[test]

@@ -6,8 +6,9 @@
 use super::sandbox::{home_of, Confinement, Sandbox};
 use super::snapshot::write_snapshot;
 use crate::runner::devcontainer::{self, LifecycleCommand};
+use crate::runner::egress::Exceptions;
 use crate::runner::job::JobShared;
-use crate::runner::process::{blocking, describe_exit, log_tail, remove_path, run_logged};
+use crate::runner::process::{blocking, describe_exit, log_tail, remove_path};
 use crate::runner::workspace::materialize;
 use crate::runner::{JobState, LogSink, PrebuildJob};
 use std::path::{Path, PathBuf};
@@ -16,30 +17,53 @@ use std::sync::Arc;
 /// The warning of a prebuild that had nothing to run.
 const NO_DEVCONTAINER: &str = "no .devcontainer/devcontainer.json found; the snapshot holds the repository only";
 
+/// What a job's sandbox lets through: its class's allowances, and DNS
+/// through the sandbox's forwarder.
+fn sandbox_exceptions(allow_egress: &[crate::catalog::EgressAllowance]) -> Exceptions {
+    let forwarder = super::network::SANDBOX_DNS.parse().into_iter().collect();
+    Exceptions { allowances: allow_egress.to_vec(), resolvers: forwarder }
+}
+
 /// Where and how a job's lifecycle commands run.
 struct Launch<'a> {
     confinement: &'a Confinement,
     workspace: &'a Path,
     /// The commands' HOME in the sandbox (see [`home_of`]).
     home: &'a Path,
+    /// What the sandbox's network lets through besides the internet.
+    exceptions: &'a Exceptions,
 }
 
 /// Runs the workspace's prebuild lifecycle. Returns the warning to report,
 /// if any, or why it failed.
-async fn run_lifecycle(shared: &JobShared, log: &LogSink, launch: &Launch<'_>) -> std::result::Result<Option<String>, String> {
+async fn run_lifecycle(
+    shared: &JobShared,
+    log: &LogSink,
+    launch: &Launch<'_>,
+    devcontainer_path: Option<&str>,
+) -> std::result::Result<Option<String>, String> {
     let workspace = launch.workspace;
-    let Some(path) = devcontainer::locate(workspace) else {
+    let Some(located) = devcontainer::locate(workspace, devcontainer_path)? else {
         log.line(&format!("warning: {NO_DEVCONTAINER}")).await;
         return Ok(Some(NO_DEVCONTAINER.to_string()));
     };
+    let path = located.path;
+    let mut warnings: Vec<String> = located.warning.into_iter().collect();
+    for warning in &warnings {
+        log.line(&format!("warning: {warning}")).await;
+    }
     let name = path.strip_prefix(workspace).unwrap_or(&path).display().to_string();
     let text = tokio::fs::read_to_string(&path).await.map_err(|e| format!("cannot read {name}: {e}"))?;
     let lifecycle = devcontainer::parse(&text).map_err(|e| format!("{name}: {e}"))?;
     log.line(&format!("read {name}")).await;
     if !lifecycle.container_keys.is_empty() {
         let verb = if lifecycle.container_keys.len() == 1 { "is" } else { "are" };
-        log.line(&format!("note: this runner runs the commands on its host; {} {verb} not used", lifecycle.container_keys.join(", ")))
-            .await;
+        let ignored = format!(
+            "the local runner runs the lifecycle commands on its host, not in a dev container: {} in {name} {verb} not used",
+            lifecycle.container_keys.join(", ")
+        );
+        log.line(&format!("warning: {ignored}")).await;
+        warnings.push(ignored);
     }
     if lifecycle.commands.is_empty() {
         log.line("no onCreateCommand or updateContentCommand; nothing to run").await;
@@ -50,7 +74,7 @@ async fn run_lifecycle(shared: &JobShared, log: &LogSink, launch: &Launch<'_>) -
             return Err(format!("{failure}; last log lines:\n{}", log_tail(log).await));
         }
     }
-    Ok(None)
+    Ok((!warnings.is_empty()).then(|| warnings.join("; ")))
 }
 
 /// Runs one lifecycle command; the parts of an object run at once, and the
@@ -90,8 +114,12 @@ async fn run_single(
         LifecycleCommand::Parallel(_) => return Err(format!("{label}: parallel commands do not nest")),
     };
     log.line(&format!("[{label}] $ {written}")).await;
-    let command = launch.confinement.command(launch.workspace, launch.home, &program, &args).await;
-    let status = run_logged(&shared.processes, log, command).await.map_err(|e| format!("{label} `{written}` could not start: {e}"))?;
+    let place = (launch.workspace, launch.home);
+    let status = launch
+        .confinement
+        .run(&shared.processes, log, place, &program, &args, launch.exceptions)
+        .await
+        .map_err(|e| format!("{label} `{written}` could not start: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -127,8 +155,9 @@ async fn prebuild(
     }
 
     shared.advance(JobState::Running);
-    let launch = Launch { confinement: &confinement, workspace, home: &home };
-    let warning = run_lifecycle(shared, log, &launch).await?;
+    let exceptions = sandbox_exceptions(&job.policy.allow_egress);
+    let launch = Launch { confinement: &confinement, workspace, home: &home, exceptions: &exceptions };
+    let warning = run_lifecycle(shared, log, &launch, job.devcontainer_path.as_deref()).await?;
 
     shared.advance(JobState::Stopping);
     log.line("stopping the environment").await;
@@ -192,7 +221,8 @@ mod tests {
         assert_eq!(confinement.is_sandboxed(), sandboxed);
         let log = LogSink::new(dir.path().join("log"));
         let shared = JobShared::new();
-        let launch = Launch { confinement: &confinement, workspace: &workspace, home: &home };
+        let exceptions = sandbox_exceptions(&[]);
+        let launch = Launch { confinement: &confinement, workspace: &workspace, home: &home, exceptions: &exceptions };
         let result = tokio::time::timeout(Duration::from_secs(30), run_command(&shared, &log, &launch, "updateContentCommand", &command))
             .await
             .expect("the command ends");

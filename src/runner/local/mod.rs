@@ -28,6 +28,7 @@
 //! blocking threads, never on the async runtime.
 //!
 //! Files: `job.rs` (the prebuild), `sandbox.rs` (what the commands see),
+//! `network.rs` (the sandbox's own network),
 //! `snapshot.rs` (archives), `pool.rs` (instances on disk); the pool
 //! arithmetic is `runner::pool_plan`.
 //!
@@ -36,6 +37,7 @@
 
 mod collect;
 mod job;
+mod network;
 mod pool;
 mod sandbox;
 mod snapshot;

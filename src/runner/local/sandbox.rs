@@ -20,7 +20,10 @@
 //! - `/tmp` is private, `/dev` minimal, `/proc` that of the sandbox's own
 //!   PID namespace; no capabilities (also when the server runs as root), a
 //!   new session (no terminal to push input into);
-//! - the network is the host's (package managers need it);
+//! - the network is a namespace of its own, which reaches the internet but
+//!   not this host, link-local addresses or the private ranges (see
+//!   `network.rs`), unless the runner opts out (`network_isolation =
+//!   false`: the host's network);
 //! - the environment is PATH, HOME and LANG only: the server's may hold
 //!   secrets.
 //!
@@ -38,6 +41,10 @@
 //! This module builds commands; spawning them, their process groups and
 //! their logs stay in `runner::process`.
 
+use super::network::{self, SandboxNetwork};
+use crate::runner::egress::Exceptions;
+use crate::runner::process::{run_logged, JobProcesses};
+use crate::runner::LogSink;
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -58,6 +65,9 @@ const DEFAULT_LANG: &str = "C.UTF-8";
 /// What the hint at the end of every refusal says.
 const OPT_OUT: &str = "or set sandbox = false on this runner for trusted repositories only";
 
+/// What the hint at the end of a refusal of the sandbox's network says.
+const NETWORK_OPT_OUT: &str = "or set network_isolation = false on this runner for trusted repositories only";
+
 /// How a local runner runs lifecycle commands: what the configuration and
 /// the server say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +81,29 @@ pub struct SandboxSettings {
     /// The bubblewrap program (looked up in PATH unless it is a path).
     /// Tests name a missing one.
     pub(crate) program: PathBuf,
+    /// Whether commands get a network of their own, off this host and the
+    /// private ranges (`[[runners]] network_isolation`, default true with
+    /// the sandbox). Off, they use the host's network.
+    pub network_isolation: bool,
+    /// The user-mode networking program (as `program`).
+    pub(crate) slirp4netns: PathBuf,
 }
 
 impl SandboxSettings {
+    /// Settings with network isolation wherever there is a sandbox.
     pub fn new(enabled: bool, hidden_paths: Vec<PathBuf>) -> Self {
-        SandboxSettings { enabled, hidden_paths, program: PathBuf::from("bwrap") }
+        SandboxSettings {
+            enabled,
+            hidden_paths,
+            program: PathBuf::from("bwrap"),
+            network_isolation: enabled,
+            slirp4netns: PathBuf::from("slirp4netns"),
+        }
+    }
+
+    /// The same with network isolation on or off.
+    pub fn with_network_isolation(self, network_isolation: bool) -> Self {
+        SandboxSettings { network_isolation, ..self }
     }
 }
 
@@ -86,6 +114,8 @@ pub(crate) struct Sandbox {
     settings: SandboxSettings,
     /// Absolute, none inside another.
     hidden: Vec<PathBuf>,
+    /// The runner's root, where the sandbox's resolv.conf is written.
+    root: PathBuf,
     checked: tokio::sync::OnceCell<Result<Confinement, String>>,
 }
 
@@ -110,6 +140,8 @@ pub(crate) struct Bubblewrap {
     kept: Vec<(PathBuf, PathBuf)>,
     path: OsString,
     lang: OsString,
+    /// The sandbox's own network, unless the runner opts out.
+    network: Option<SandboxNetwork>,
 }
 
 /// How a hidden path is covered, by its kind.
@@ -214,7 +246,7 @@ async fn is_executable(path: &Path) -> bool {
 }
 
 /// The program itself if it is a path, else the first match in PATH.
-async fn find_program(program: &Path) -> Option<PathBuf> {
+pub(super) async fn find_program(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return is_executable(program).await.then(|| program.to_path_buf());
     }
@@ -276,7 +308,7 @@ impl Sandbox {
     /// The sandbox of the runner rooted at `root` (canonical).
     pub(crate) fn new(settings: SandboxSettings, root: &Path) -> Sandbox {
         let paths = std::iter::once(root).chain(settings.hidden_paths.iter().map(PathBuf::as_path)).filter_map(resolve).collect();
-        Sandbox { hidden: outermost(paths), settings, checked: tokio::sync::OnceCell::new() }
+        Sandbox { hidden: outermost(paths), settings, root: root.to_path_buf(), checked: tokio::sync::OnceCell::new() }
     }
 
     /// How commands run, or why this runner refuses prebuilds. Checked once;
@@ -312,7 +344,13 @@ impl Sandbox {
             ));
         };
         let system_dirs = system_dirs().await;
-        let kept = kept_files(Path::new("/etc/resolv.conf"), &system_dirs).await;
+        let mut kept = kept_files(Path::new("/etc/resolv.conf"), &system_dirs).await;
+        let network = match self.settings.network_isolation {
+            true => Some(network::prepare(&self.settings.slirp4netns, &self.root, &system_dirs, &mut kept).await.map_err(|reason| {
+                format!("the local runner gives lifecycle commands a network of their own, and {reason}, {NETWORK_OPT_OUT}")
+            })?),
+            false => None,
+        };
         let bubblewrap = Bubblewrap {
             program: found,
             hidden: self.hidden.clone(),
@@ -320,19 +358,33 @@ impl Sandbox {
             kept,
             path: std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
             lang: std::env::var_os("LANG").unwrap_or_else(|| DEFAULT_LANG.into()),
+            network,
         };
-        let mut command = tokio::process::Command::new(&bubblewrap.program);
-        command
-            .args(base_args(&bubblewrap, &bubblewrap.covers().await))
-            .args(["--", "true"])
-            .env_clear()
-            .env("PATH", &bubblewrap.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let reason = match tokio::time::timeout(CHECK_LIMIT, command.output()).await {
-            Ok(Ok(output)) if output.status.success() => return Ok(Confinement::Bubblewrap(Arc::new(bubblewrap))),
+        let covers = bubblewrap.covers().await;
+        let check_command = |network: bool| {
+            let mut command = tokio::process::Command::new(&bubblewrap.program);
+            command.args(base_args(&bubblewrap, &covers));
+            if let Some(network) = bubblewrap.network.as_ref().filter(|_| network) {
+                command.args(network.bwrap_args());
+            }
+            command.args(["--", "true"]).env_clear().env("PATH", &bubblewrap.path);
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+            command
+        };
+        let reason = match tokio::time::timeout(CHECK_LIMIT, check_command(false).output()).await {
+            Ok(Ok(output)) if output.status.success() => match &bubblewrap.network {
+                // Then the same sandbox with its network, held while a
+                // probe inside it tries this host.
+                Some(network) => {
+                    return match network::check(network, check_command(true)).await {
+                        Ok(()) => Ok(Confinement::Bubblewrap(Arc::new(bubblewrap))),
+                        Err(reason) => Err(format!(
+                            "the local runner gives lifecycle commands a network of their own, and {reason}, {NETWORK_OPT_OUT}"
+                        )),
+                    }
+                }
+                None => return Ok(Confinement::Bubblewrap(Arc::new(bubblewrap))),
+            },
             Ok(Ok(output)) => {
                 let stderr = String::from_utf8_lossy(&output.stderr);
                 match stderr.lines().rev().find(|line| !line.trim().is_empty()) {
@@ -388,15 +440,21 @@ impl Confinement {
             }
             Confinement::Bubblewrap(bubblewrap) => format!(
                 "lifecycle commands run in a bubblewrap sandbox ({}): the host read-only, the workspace writable, a private /tmp, \
-                 the server's files hidden, the host's network",
-                bubblewrap.program.display()
+                 the server's files hidden, {}",
+                bubblewrap.program.display(),
+                match bubblewrap.network {
+                    Some(_) => "a network of their own that reaches the internet, not this host, link-local addresses or private networks",
+                    None =>
+                        "the host's network (network_isolation = false on this runner: they can reach this host's services, \
+                             the cloud metadata service and private networks)",
+                }
             ),
         }
     }
 
     /// The command that runs `program args` for the job whose workspace and
     /// home (see [`home_of`]; it exists when sandboxed) are given.
-    pub(crate) async fn command(&self, workspace: &Path, home: &Path, program: &str, args: &[String]) -> tokio::process::Command {
+    async fn command(&self, workspace: &Path, home: &Path, program: &str, args: &[String]) -> tokio::process::Command {
         match self {
             Confinement::Host => {
                 let mut command = tokio::process::Command::new(program);
@@ -405,8 +463,11 @@ impl Confinement {
             }
             Confinement::Bubblewrap(bubblewrap) => {
                 let mut command = tokio::process::Command::new(&bubblewrap.program);
+                command.args(base_args(bubblewrap, &bubblewrap.covers().await));
+                if let Some(network) = &bubblewrap.network {
+                    command.args(network.bwrap_args());
+                }
                 command
-                    .args(base_args(bubblewrap, &bubblewrap.covers().await))
                     .args(job_args(workspace, home, program, args))
                     .current_dir(workspace)
                     .env_clear()
@@ -417,189 +478,31 @@ impl Confinement {
             }
         }
     }
+
+    /// Runs `program args` for the job (as [`Confinement::command`] makes
+    /// it, in the sandbox's own network where it has one, which lets
+    /// through what `exceptions` names), its output appended to the log.
+    pub(crate) async fn run(
+        &self,
+        processes: &JobProcesses,
+        log: &LogSink,
+        place: (&Path, &Path),
+        program: &str,
+        args: &[String],
+        exceptions: &Exceptions,
+    ) -> std::io::Result<std::process::ExitStatus> {
+        let (workspace, home) = place;
+        let command = self.command(workspace, home, program, args).await;
+        match self {
+            Confinement::Bubblewrap(bubblewrap) => match &bubblewrap.network {
+                Some(network) => network::run_held(network, processes, log, command, exceptions).await,
+                None => run_logged(processes, log, command).await,
+            },
+            Confinement::Host => run_logged(processes, log, command).await,
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::runner::local::LocalRunner;
-    use crate::runner::{JobState, LogSink, PrebuildJob, Runner};
-
-    fn paths(list: &[&str]) -> Vec<PathBuf> {
-        list.iter().map(PathBuf::from).collect()
-    }
-
-    #[test]
-    fn only_the_outermost_paths_are_covered() {
-        let hidden = paths(&["/srv/data/local/r1", "/srv/data", "/etc/prebuildd.toml", "/srv/data", "/", "/srv/database"]);
-        assert_eq!(outermost(hidden), paths(&["/etc/prebuildd.toml", "/srv/data", "/srv/database"]));
-    }
-
-    fn bubblewrap(hidden: &[&str]) -> Bubblewrap {
-        Bubblewrap {
-            program: PathBuf::from("/usr/bin/bwrap"),
-            hidden: paths(hidden),
-            system_dirs: paths(&["/run"]),
-            kept: vec![(PathBuf::from("/run/resolve/real.conf"), PathBuf::from("/run/resolve/stub.conf"))],
-            path: DEFAULT_PATH.into(),
-            lang: DEFAULT_LANG.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_workspace_is_bound_back_after_the_covers() {
-        // Outside /tmp, which the sandbox replaces (and covers() skips).
-        let dir = tempfile::Builder::new().tempdir_in("/var/tmp").unwrap();
-        let (data, config) = (dir.path().join("data"), dir.path().join("prebuildd.toml"));
-        std::fs::create_dir_all(data.join("local/r1/workspaces/e1")).unwrap();
-        std::fs::write(&config, "token = \"x\"\n").unwrap();
-        let in_tmp = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing");
-        let bubblewrap = bubblewrap(&[
-            data.to_str().unwrap(),
-            config.to_str().unwrap(),
-            missing.to_str().unwrap(),
-            in_tmp.path().to_str().unwrap(),
-            "/run/secrets",
-        ]);
-        let covers = bubblewrap.covers().await;
-        assert_eq!(
-            covers,
-            vec![Cover::Directory(data.clone()), Cover::File(config.clone())],
-            "missing ones and those in /tmp or /run are left out"
-        );
-
-        let workspace = data.join("local/r1/workspaces/e1");
-        let home = home_of(&workspace);
-        let mut args = base_args(&bubblewrap, &covers);
-        args.extend(job_args(&workspace, &home, "sh", &["-c".into(), "echo hi".into()]));
-        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        let position = |wanted: &[&str]| {
-            args.windows(wanted.len())
-                .position(|w| w.iter().zip(wanted).all(|(a, b)| a == b))
-                .unwrap_or_else(|| panic!("{wanted:?} in {args:?}"))
-        };
-        let (data, config, workspace, home) =
-            (data.to_str().unwrap(), config.to_str().unwrap(), workspace.to_str().unwrap(), home.to_str().unwrap());
-        for flag in [&["--die-with-parent"][..], &["--new-session"], &["--unshare-pid"], &["--cap-drop", "ALL"], &["--dev", "/dev"]] {
-            position(flag);
-        }
-        assert!(position(&["--ro-bind", "/", "/"]) < position(&["--tmpfs", "/run"]));
-        assert!(position(&["--tmpfs", "/run"]) < position(&["--ro-bind", "/run/resolve/real.conf", "/run/resolve/stub.conf"]));
-        assert!(position(&["--tmpfs", "/tmp"]) < position(&["--tmpfs", data]));
-        let covered = position(&["--tmpfs", data]).max(position(&["--ro-bind", "/dev/null", config]));
-        assert!(covered < position(&["--bind", home, home]));
-        assert!(covered < position(&["--bind", workspace, workspace]));
-        assert_eq!(&args[position(&["--chdir"])..], ["--chdir", workspace, "--", "sh", "-c", "echo hi"]);
-    }
-
-    #[tokio::test]
-    async fn a_resolv_conf_under_run_is_kept_at_every_link_on_the_way() {
-        // etc/resolv.conf -> ../run/resolvconf/resolv.conf -> /…/run/systemd/stub.conf
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let (etc, run) = (root.join("etc"), root.join("run"));
-        std::fs::create_dir_all(etc.clone()).unwrap();
-        std::fs::create_dir_all(run.join("resolvconf")).unwrap();
-        std::fs::create_dir_all(run.join("systemd")).unwrap();
-        let real = run.join("systemd/stub.conf");
-        std::fs::write(&real, "nameserver 127.0.0.53\n").unwrap();
-        std::os::unix::fs::symlink(&real, run.join("resolvconf/resolv.conf")).unwrap();
-        std::os::unix::fs::symlink("../run/resolvconf/resolv.conf", etc.join("resolv.conf")).unwrap();
-        let kept = kept_files(&etc.join("resolv.conf"), std::slice::from_ref(&run)).await;
-        assert_eq!(kept, vec![(real.clone(), run.join("resolvconf/resolv.conf")), (real.clone(), real.clone())]);
-
-        // A plain file outside the replaced directories needs nothing.
-        std::fs::write(root.join("plain.conf"), "nameserver 10.0.0.1\n").unwrap();
-        assert_eq!(kept_files(&root.join("plain.conf"), &[run]).await, Vec::new());
-    }
-
-    #[test]
-    fn a_homes_path_is_beside_its_workspace() {
-        assert_eq!(home_of(Path::new("/d/local/r/workspaces/0190-e")), Path::new("/d/local/r/workspaces/0190-e.home"));
-    }
-
-    /// A prebuild on a runner with these settings, to its end: the final
-    /// state and the log. Its command would leave a file beside the
-    /// repository if it ran.
-    async fn prebuild_with(settings: SandboxSettings) -> (JobState, String, bool) {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        let ran = dir.path().join("the-command-ran");
-        std::fs::create_dir_all(repo.join(".devcontainer")).unwrap();
-        let devcontainer = format!(r#"{{"onCreateCommand": ["touch", "{}"]}}"#, ran.display());
-        std::fs::write(repo.join(".devcontainer/devcontainer.json"), devcontainer).unwrap();
-        let runner = LocalRunner::new(&dir.path().join("data/local/r1"), settings, crate::runner::RunnerEvents::new()).unwrap();
-        let prebuild_id = uuid::Uuid::now_v7().to_string();
-        let log = LogSink::new(dir.path().join("log"));
-        let job = PrebuildJob {
-            prebuild_id: prebuild_id.clone(),
-            environment_id: uuid::Uuid::now_v7().to_string(),
-            project_id: uuid::Uuid::new_v4().to_string(),
-            environment_class_id: uuid::Uuid::new_v4().to_string(),
-            repository: repo.display().to_string(),
-            resources: Default::default(),
-            log: log.clone(),
-        };
-        runner.start(job).await.unwrap();
-        let started = std::time::Instant::now();
-        let state = loop {
-            let state = runner.observe(&prebuild_id).await.unwrap();
-            if state.is_final() {
-                break state;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "the job never ended: {state:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        (state, std::fs::read_to_string(log.path()).unwrap_or_default(), ran.exists())
-    }
-
-    #[tokio::test]
-    async fn without_bwrap_prebuilds_are_refused_with_what_to_do() {
-        let settings = SandboxSettings { program: PathBuf::from("/nonexistent/bwrap"), ..SandboxSettings::new(true, Vec::new()) };
-        let (state, log, ran) = prebuild_with(settings).await;
-        let JobState::Failed { message } = state else { panic!("{state:?}\n{log}") };
-        assert_eq!(
-            message,
-            "the local runner sandboxes lifecycle commands with bubblewrap (/nonexistent/bwrap), which is not installed: \
-             install the bubblewrap package (and restart prebuildd), or set sandbox = false on this runner for trusted repositories only"
-        );
-        assert!(!ran, "nothing of the repository ran");
-        assert!(log.contains(&format!("failed: {message}")) && !log.contains("cloning") && !log.contains("copying"), "{log}");
-
-        // The same runner's program found by name in PATH, as configured.
-        let by_name = Sandbox::new(
-            SandboxSettings { program: PathBuf::from("no-such-bwrap-here"), ..SandboxSettings::new(true, Vec::new()) },
-            Path::new("/"),
-        );
-        assert!(by_name.check().await.unwrap_err().contains("(no-such-bwrap-here), which is not installed"));
-    }
-
-    #[tokio::test]
-    async fn a_bwrap_that_cannot_sandbox_refuses_prebuilds_too() {
-        // `false` stands for a bwrap that cannot create namespaces here.
-        let settings = SandboxSettings { program: PathBuf::from("false"), ..SandboxSettings::new(true, Vec::new()) };
-        let (state, log, ran) = prebuild_with(settings).await;
-        let JobState::Failed { message } = state else { panic!("{state:?}\n{log}") };
-        assert!(message.contains("which cannot create a sandbox on this host (it exited with code 1)"), "{message}");
-        assert!(message.ends_with("or set sandbox = false on this runner for trusted repositories only"), "{message}");
-        assert!(!ran);
-    }
-
-    #[tokio::test]
-    async fn with_sandbox_false_commands_run_on_the_host_without_bwrap() {
-        let settings = SandboxSettings { program: PathBuf::from("/nonexistent/bwrap"), ..SandboxSettings::new(false, Vec::new()) };
-        let (state, log, ran) = prebuild_with(settings).await;
-        assert!(matches!(state, JobState::Completed { .. }), "{state:?}\n{log}");
-        assert!(ran, "the command ran on the host, where it could write beside the repository");
-        assert!(log.contains("warning: lifecycle commands run unsandboxed"), "{log}");
-    }
-
-    #[tokio::test]
-    async fn the_check_passes_with_the_real_bwrap() {
-        let sandbox = Sandbox::new(SandboxSettings::new(true, Vec::new()), Path::new("/nonexistent-root"));
-        let confinement = sandbox.check().await.expect("bwrap works on this host (install the bubblewrap package)");
-        assert!(confinement.is_sandboxed());
-        assert!(confinement.describe().starts_with("lifecycle commands run in a bubblewrap sandbox ("), "{}", confinement.describe());
-    }
-}
+#[path = "sandbox_tests.rs"]
+mod tests;

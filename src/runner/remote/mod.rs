@@ -150,6 +150,8 @@ impl Runner for RemoteRunner {
             environment_class_id: job.environment_class_id,
             repository: job.repository,
             resources: Some(wire::resources_to_wire(&job.resources)),
+            policy: Some(wire::policy_to_wire(&job.policy)),
+            devcontainer_path: job.devcontainer_path.unwrap_or_default(),
         }));
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The runner protocol's messages to and from the domain's runner types,
 //! used by both ends: the server's remote runner and `prebuildd runner`.
 
-use crate::catalog::Resources;
+use crate::catalog::{ClassPolicy, EgressAllowance, HostBindMounts, Resources};
 use crate::proto::prebuildd::v1 as pb;
 use crate::runner::{ClaimedInstance, JobState, PoolObservation, PoolTarget};
 
@@ -14,6 +14,49 @@ pub fn resources_from_wire(resources: Option<&pb::Resources>) -> Resources {
     Resources {
         nano_cpus: (resources.nano_cpus > 0).then_some(resources.nano_cpus),
         memory_bytes: (resources.memory_bytes > 0).then_some(resources.memory_bytes),
+    }
+}
+
+pub fn policy_to_wire(policy: &ClassPolicy) -> pb::ClassPolicy {
+    pb::ClassPolicy {
+        class_name: policy.class_name.clone(),
+        allow_capabilities: policy.allow_capabilities.clone(),
+        allow_security_opt: policy.allow_security_opt.clone(),
+        allow_privileged: policy.allow_privileged,
+        allow_devices: policy.allow_devices.clone(),
+        allow_host_network: policy.allow_host_network,
+        allow_gpus: policy.allow_gpus,
+        refuse_host_bind_mounts: policy.host_bind_mounts == HostBindMounts::Refuse,
+        allow_new_privileges: policy.allow_new_privileges,
+        allow_egress: policy.allow_egress.iter().map(ToString::to_string).collect(),
+    }
+}
+
+pub fn policy_from_wire(policy: Option<&pb::ClassPolicy>) -> ClassPolicy {
+    let policy = policy.cloned().unwrap_or_default();
+    ClassPolicy {
+        class_name: policy.class_name,
+        allow_capabilities: policy.allow_capabilities,
+        allow_security_opt: policy.allow_security_opt,
+        allow_privileged: policy.allow_privileged,
+        allow_devices: policy.allow_devices,
+        allow_host_network: policy.allow_host_network,
+        allow_gpus: policy.allow_gpus,
+        allow_new_privileges: policy.allow_new_privileges,
+        host_bind_mounts: if policy.refuse_host_bind_mounts { HostBindMounts::Refuse } else { HostBindMounts::Warn },
+        // The server sends what it parsed; one this side cannot read is
+        // left out, which allows less, never more.
+        allow_egress: policy
+            .allow_egress
+            .iter()
+            .filter_map(|text| match EgressAllowance::parse(text) {
+                Ok(allowance) => Some(allowance),
+                Err(error) => {
+                    tracing::warn!(allowance = %text, %error, "runner: an allow_egress entry from the server cannot be read; left out");
+                    None
+                }
+            })
+            .collect(),
     }
 }
 
@@ -73,6 +116,7 @@ pub fn pool_target_to_wire(target: &PoolTarget) -> pb::PoolTarget {
         running: target.running,
         stopped: target.stopped,
         resources: Some(resources_to_wire(&target.resources)),
+        policy: Some(policy_to_wire(&target.policy)),
     }
 }
 
@@ -83,6 +127,7 @@ pub fn pool_target_from_wire(target: &pb::PoolTarget) -> PoolTarget {
         running: target.running,
         stopped: target.stopped,
         resources: resources_from_wire(target.resources.as_ref()),
+        policy: policy_from_wire(target.policy.as_ref()),
     }
 }
 
@@ -151,6 +196,18 @@ mod tests {
             running: 1,
             stopped: 2,
             resources: Resources { nano_cpus: Some(1_000_000_000), memory_bytes: None },
+            policy: ClassPolicy {
+                class_name: "small".into(),
+                allow_capabilities: vec!["SYS_PTRACE".into()],
+                allow_security_opt: vec!["seccomp=unconfined".into()],
+                allow_privileged: true,
+                allow_devices: vec!["/dev/fuse".into()],
+                allow_host_network: true,
+                allow_gpus: true,
+                allow_new_privileges: true,
+                host_bind_mounts: HostBindMounts::Refuse,
+                allow_egress: ["10.1.2.0/24", "[fd00::1]:5000"].iter().map(|t| EgressAllowance::parse(t).unwrap()).collect(),
+            },
         };
         assert_eq!(pool_target_from_wire(&pool_target_to_wire(&target)), target);
         let empty = PoolTarget { snapshot_id: None, ..target };

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file prebuildd/v1/runner.proto.
  */
 export const file_prebuildd_v1_runner: GenFile = /*@__PURE__*/
-  fileDesc("ChlwcmVidWlsZGQvdjEvcnVubmVyLnByb3RvEgxwcmVidWlsZGQudjEi6gIKDUF0dGFjaFJlcXVlc3QSKgoFaGVsbG8YASABKAsyGS5wcmVidWlsZGQudjEuUnVubmVySGVsbG9IABItCgpqb2JfcmVwb3J0GAIgASgLMhcucHJlYnVpbGRkLnYxLkpvYlJlcG9ydEgAEi8KC3Bvb2xfcmVwb3J0GAMgASgLMhgucHJlYnVpbGRkLnYxLlBvb2xSZXBvcnRIABIrCglsb2dfY2h1bmsYBCABKAsyFi5wcmVidWlsZGQudjEuTG9nQ2h1bmtIABIxCgxjbGFpbV9yZXN1bHQYBSABKAsyGS5wcmVidWlsZGQudjEuQ2xhaW1SZXN1bHRIABIvCgtqb2JfcmVtb3ZlZBgGIAEoCzIYLnByZWJ1aWxkZC52MS5Kb2JSZW1vdmVkSAASMQoMcG9vbF9yZW1vdmVkGAcgASgLMhkucHJlYnVpbGRkLnYxLlBvb2xSZW1vdmVkSABCCQoHbWVzc2FnZSK9AgoOQXR0YWNoUmVzcG9uc2USLgoHd2VsY29tZRgBIAEoCzIbLnByZWJ1aWxkZC52MS5SdW5uZXJXZWxjb21lSAASKwoJc3RhcnRfam9iGAIgASgLMhYucHJlYnVpbGRkLnYxLlN0YXJ0Sm9iSAASLQoKcmVtb3ZlX2pvYhgDIAEoCzIXLnByZWJ1aWxkZC52MS5SZW1vdmVKb2JIABIsCghzZXRfcG9vbBgEIAEoCzIYLnByZWJ1aWxkZC52MS5Qb29sVGFyZ2V0SAASLwoLcmVtb3ZlX3Bvb2wYBSABKAsyGC5wcmVidWlsZGQudjEuUmVtb3ZlUG9vbEgAEjUKDmNsYWltX2luc3RhbmNlGAYgASgLMhsucHJlYnVpbGRkLnYxLkNsYWltSW5zdGFuY2VIAEIJCgdtZXNzYWdlIpEBCgtSdW5uZXJIZWxsbxIRCglydW5uZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIOCgZlbmdpbmUYAyABKAkSJQoEam9icxgEIAMoCzIXLnByZWJ1aWxkZC52MS5Kb2JSZXBvcnQSJwoFcG9vbHMYBSADKAsyGC5wcmVidWlsZGQudjEuUG9vbFJlcG9ydCIiCg1SdW5uZXJXZWxjb21lEhEKCXJ1bm5lcl9pZBgBIAEoCSKwAQoJSm9iUmVwb3J0EhMKC3ByZWJ1aWxkX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYucHJlYnVpbGRkLnYxLkpvYlBoYXNlEhgKEHNuYXBzaG90X3BlcmNlbnQYAyABKAUSGwoTc25hcHNob3Rfc2l6ZV9ieXRlcxgEIAEoAxIXCg93YXJuaW5nX21lc3NhZ2UYBSABKAkSFwoPZmFpbHVyZV9tZXNzYWdlGAYgASgJIjQKCVJlc291cmNlcxIRCgluYW5vX2NwdXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgEIqkBCghTdGFydEpvYhITCgtwcmVidWlsZF9pZBgBIAEoCRIWCg5lbnZpcm9ubWVudF9pZBgCIAEoCRISCgpwcm9qZWN0X2lkGAMgASgJEhwKFGVudmlyb25tZW50X2NsYXNzX2lkGAQgASgJEhIKCnJlcG9zaXRvcnkYBSABKAkSKgoJcmVzb3VyY2VzGAYgASgLMhcucHJlYnVpbGRkLnYxLlJlc291cmNlcyIgCglSZW1vdmVKb2ISEwoLcHJlYnVpbGRfaWQYASABKAkiIQoKSm9iUmVtb3ZlZBITCgtwcmVidWlsZF9pZBgBIAEoCSKFAQoKUG9vbFRhcmdldBIUCgx3YXJtX3Bvb2xfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSDwoHcnVubmluZxgDIAEoDRIPCgdzdG9wcGVkGAQgASgNEioKCXJlc291cmNlcxgFIAEoCzIXLnByZWJ1aWxkZC52MS5SZXNvdXJjZXMibwoKUG9vbFJlcG9ydBIUCgx3YXJtX3Bvb2xfaWQYASABKAkSDwoHcnVubmluZxgCIAEoDRIPCgdzdG9wcGVkGAMgASgNEhAKCG91dGRhdGVkGAQgASgNEhcKD2ZhaWx1cmVfbWVzc2FnZRgFIAEoCSIiCgpSZW1vdmVQb29sEhQKDHdhcm1fcG9vbF9pZBgBIAEoCSIjCgtQb29sUmVtb3ZlZBIUCgx3YXJtX3Bvb2xfaWQYASABKAkiLQoITG9nQ2h1bmsSEwoLcHJlYnVpbGRfaWQYASABKAkSDAoEZGF0YRgCIAEoDCI5Cg1DbGFpbUluc3RhbmNlEhIKCnJlcXVlc3RfaWQYASABKAkSFAoMd2FybV9wb29sX2lkGAIgASgJIqEBCgtDbGFpbVJlc3VsdBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB2NsYWltZWQYAiABKAgSEwoLaW5zdGFuY2VfaWQYAyABKAkSEwoLc25hcHNob3RfaWQYBCABKAkSFgoOd29ya3NwYWNlX3BhdGgYBSABKAkSFAoMY29udGFpbmVyX2lkGAYgASgJEhUKDWVycm9yX21lc3NhZ2UYByABKAkqzgEKCEpvYlBoYXNlEhkKFUpPQl9QSEFTRV9VTlNQRUNJRklFRBAAEhYKEkpPQl9QSEFTRV9TVEFSVElORxABEhUKEUpPQl9QSEFTRV9SVU5OSU5HEAISFgoSSk9CX1BIQVNFX1NUT1BQSU5HEAMSGgoWSk9CX1BIQVNFX1NOQVBTSE9UVElORxAEEhcKE0pPQl9QSEFTRV9DT01QTEVURUQQBRIUChBKT0JfUEhBU0VfRkFJTEVEEAYSFQoRSk9CX1BIQVNFX1NUT1BQRUQQBzJaCg1SdW5uZXJTZXJ2aWNlEkkKBkF0dGFjaBIbLnByZWJ1aWxkZC52MS5BdHRhY2hSZXF1ZXN0GhwucHJlYnVpbGRkLnYxLkF0dGFjaFJlc3BvbnNlIgAoATABYgZwcm90bzM");
+  fileDesc("ChlwcmVidWlsZGQvdjEvcnVubmVyLnByb3RvEgxwcmVidWlsZGQudjEi6gIKDUF0dGFjaFJlcXVlc3QSKgoFaGVsbG8YASABKAsyGS5wcmVidWlsZGQudjEuUnVubmVySGVsbG9IABItCgpqb2JfcmVwb3J0GAIgASgLMhcucHJlYnVpbGRkLnYxLkpvYlJlcG9ydEgAEi8KC3Bvb2xfcmVwb3J0GAMgASgLMhgucHJlYnVpbGRkLnYxLlBvb2xSZXBvcnRIABIrCglsb2dfY2h1bmsYBCABKAsyFi5wcmVidWlsZGQudjEuTG9nQ2h1bmtIABIxCgxjbGFpbV9yZXN1bHQYBSABKAsyGS5wcmVidWlsZGQudjEuQ2xhaW1SZXN1bHRIABIvCgtqb2JfcmVtb3ZlZBgGIAEoCzIYLnByZWJ1aWxkZC52MS5Kb2JSZW1vdmVkSAASMQoMcG9vbF9yZW1vdmVkGAcgASgLMhkucHJlYnVpbGRkLnYxLlBvb2xSZW1vdmVkSABCCQoHbWVzc2FnZSK9AgoOQXR0YWNoUmVzcG9uc2USLgoHd2VsY29tZRgBIAEoCzIbLnByZWJ1aWxkZC52MS5SdW5uZXJXZWxjb21lSAASKwoJc3RhcnRfam9iGAIgASgLMhYucHJlYnVpbGRkLnYxLlN0YXJ0Sm9iSAASLQoKcmVtb3ZlX2pvYhgDIAEoCzIXLnByZWJ1aWxkZC52MS5SZW1vdmVKb2JIABIsCghzZXRfcG9vbBgEIAEoCzIYLnByZWJ1aWxkZC52MS5Qb29sVGFyZ2V0SAASLwoLcmVtb3ZlX3Bvb2wYBSABKAsyGC5wcmVidWlsZGQudjEuUmVtb3ZlUG9vbEgAEjUKDmNsYWltX2luc3RhbmNlGAYgASgLMhsucHJlYnVpbGRkLnYxLkNsYWltSW5zdGFuY2VIAEIJCgdtZXNzYWdlIpEBCgtSdW5uZXJIZWxsbxIRCglydW5uZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIOCgZlbmdpbmUYAyABKAkSJQoEam9icxgEIAMoCzIXLnByZWJ1aWxkZC52MS5Kb2JSZXBvcnQSJwoFcG9vbHMYBSADKAsyGC5wcmVidWlsZGQudjEuUG9vbFJlcG9ydCIiCg1SdW5uZXJXZWxjb21lEhEKCXJ1bm5lcl9pZBgBIAEoCSKwAQoJSm9iUmVwb3J0EhMKC3ByZWJ1aWxkX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYucHJlYnVpbGRkLnYxLkpvYlBoYXNlEhgKEHNuYXBzaG90X3BlcmNlbnQYAyABKAUSGwoTc25hcHNob3Rfc2l6ZV9ieXRlcxgEIAEoAxIXCg93YXJuaW5nX21lc3NhZ2UYBSABKAkSFwoPZmFpbHVyZV9tZXNzYWdlGAYgASgJIjQKCVJlc291cmNlcxIRCgluYW5vX2NwdXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgEIo8CCgtDbGFzc1BvbGljeRISCgpjbGFzc19uYW1lGAEgASgJEhoKEmFsbG93X2NhcGFiaWxpdGllcxgCIAMoCRIaChJhbGxvd19zZWN1cml0eV9vcHQYAyADKAkSGAoQYWxsb3dfcHJpdmlsZWdlZBgEIAEoCBIVCg1hbGxvd19kZXZpY2VzGAUgAygJEhoKEmFsbG93X2hvc3RfbmV0d29yaxgGIAEoCBISCgphbGxvd19ncHVzGAcgASgIEh8KF3JlZnVzZV9ob3N0X2JpbmRfbW91bnRzGAggASgIEhwKFGFsbG93X25ld19wcml2aWxlZ2VzGAkgASgIEhQKDGFsbG93X2VncmVzcxgKIAMoCSLvAQoIU3RhcnRKb2ISEwoLcHJlYnVpbGRfaWQYASABKAkSFgoOZW52aXJvbm1lbnRfaWQYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRIcChRlbnZpcm9ubWVudF9jbGFzc19pZBgEIAEoCRISCgpyZXBvc2l0b3J5GAUgASgJEioKCXJlc291cmNlcxgGIAEoCzIXLnByZWJ1aWxkZC52MS5SZXNvdXJjZXMSKQoGcG9saWN5GAcgASgLMhkucHJlYnVpbGRkLnYxLkNsYXNzUG9saWN5EhkKEWRldmNvbnRhaW5lcl9wYXRoGAggASgJIiAKCVJlbW92ZUpvYhITCgtwcmVidWlsZF9pZBgBIAEoCSIhCgpKb2JSZW1vdmVkEhMKC3ByZWJ1aWxkX2lkGAEgASgJIrABCgpQb29sVGFyZ2V0EhQKDHdhcm1fcG9vbF9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIPCgdydW5uaW5nGAMgASgNEg8KB3N0b3BwZWQYBCABKA0SKgoJcmVzb3VyY2VzGAUgASgLMhcucHJlYnVpbGRkLnYxLlJlc291cmNlcxIpCgZwb2xpY3kYBiABKAsyGS5wcmVidWlsZGQudjEuQ2xhc3NQb2xpY3kibwoKUG9vbFJlcG9ydBIUCgx3YXJtX3Bvb2xfaWQYASABKAkSDwoHcnVubmluZxgCIAEoDRIPCgdzdG9wcGVkGAMgASgNEhAKCG91dGRhdGVkGAQgASgNEhcKD2ZhaWx1cmVfbWVzc2FnZRgFIAEoCSIiCgpSZW1vdmVQb29sEhQKDHdhcm1fcG9vbF9pZBgBIAEoCSIjCgtQb29sUmVtb3ZlZBIUCgx3YXJtX3Bvb2xfaWQYASABKAkiLQoITG9nQ2h1bmsSEwoLcHJlYnVpbGRfaWQYASABKAkSDAoEZGF0YRgCIAEoDCI5Cg1DbGFpbUluc3RhbmNlEhIKCnJlcXVlc3RfaWQYASABKAkSFAoMd2FybV9wb29sX2lkGAIgASgJIqEBCgtDbGFpbVJlc3VsdBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB2NsYWltZWQYAiABKAgSEwoLaW5zdGFuY2VfaWQYAyABKAkSEwoLc25hcHNob3RfaWQYBCABKAkSFgoOd29ya3NwYWNlX3BhdGgYBSABKAkSFAoMY29udGFpbmVyX2lkGAYgASgJEhUKDWVycm9yX21lc3NhZ2UYByABKAkqzgEKCEpvYlBoYXNlEhkKFUpPQl9QSEFTRV9VTlNQRUNJRklFRBAAEhYKEkpPQl9QSEFTRV9TVEFSVElORxABEhUKEUpPQl9QSEFTRV9SVU5OSU5HEAISFgoSSk9CX1BIQVNFX1NUT1BQSU5HEAMSGgoWSk9CX1BIQVNFX1NOQVBTSE9UVElORxAEEhcKE0pPQl9QSEFTRV9DT01QTEVURUQQBRIUChBKT0JfUEhBU0VfRkFJTEVEEAYSFQoRSk9CX1BIQVNFX1NUT1BQRUQQBzJaCg1SdW5uZXJTZXJ2aWNlEkkKBkF0dGFjaBIbLnByZWJ1aWxkZC52MS5BdHRhY2hSZXF1ZXN0GhwucHJlYnVpbGRkLnYxLkF0dGFjaFJlc3BvbnNlIgAoATABYgZwcm90bzM");
 
 /**
  * AttachRequest is one message from the runner.
@@ -311,6 +311,97 @@ export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
   messageDesc(file_prebuildd_v1_runner, 5);
 
 /**
+ * ClassPolicy is what an environment class allows a dev container to be
+ * granted beyond an unprivileged container (the docker engine applies it).
+ *
+ * @generated from message prebuildd.v1.ClassPolicy
+ */
+export type ClassPolicy = Message<"prebuildd.v1.ClassPolicy"> & {
+  /**
+   * class_name is the class's name, for messages.
+   *
+   * @generated from field: string class_name = 1;
+   */
+  className: string;
+
+  /**
+   * allow_capabilities are the capabilities that may be added (upper case,
+   * without CAP_), or ALL.
+   *
+   * @generated from field: repeated string allow_capabilities = 2;
+   */
+  allowCapabilities: string[];
+
+  /**
+   * allow_security_opt are the security options that may be set.
+   *
+   * @generated from field: repeated string allow_security_opt = 3;
+   */
+  allowSecurityOpt: string[];
+
+  /**
+   * allow_privileged says whether a privileged container may be granted.
+   *
+   * @generated from field: bool allow_privileged = 4;
+   */
+  allowPrivileged: boolean;
+
+  /**
+   * allow_devices are the host devices that may be passed in.
+   *
+   * @generated from field: repeated string allow_devices = 5;
+   */
+  allowDevices: string[];
+
+  /**
+   * allow_host_network says whether the host's network may be shared.
+   *
+   * @generated from field: bool allow_host_network = 6;
+   */
+  allowHostNetwork: boolean;
+
+  /**
+   * allow_gpus says whether GPUs may be passed in.
+   *
+   * @generated from field: bool allow_gpus = 7;
+   */
+  allowGpus: boolean;
+
+  /**
+   * refuse_host_bind_mounts says that a bind mount of a host path fails
+   * the prebuild; otherwise it is left out with a warning.
+   *
+   * @generated from field: bool refuse_host_bind_mounts = 8;
+   */
+  refuseHostBindMounts: boolean;
+
+  /**
+   * allow_new_privileges says that containers run without
+   * no-new-privileges (so sudo works in them).
+   *
+   * @generated from field: bool allow_new_privileges = 9;
+   */
+  allowNewPrivileges: boolean;
+
+  /**
+   * allow_egress are the destinations in the blocked ranges (private,
+   * link-local, the runner's host) that containers may reach anyway, as
+   * CIDRs with an optional port: "10.1.2.0/24", "192.168.7.9:5000",
+   * "[fd00::1]:443".
+   *
+   * @generated from field: repeated string allow_egress = 10;
+   */
+  allowEgress: string[];
+};
+
+/**
+ * Describes the message prebuildd.v1.ClassPolicy.
+ * Use `create(ClassPolicySchema)` to create a new message.
+ */
+export const ClassPolicySchema: GenMessage<ClassPolicy> = /*@__PURE__*/
+  messageDesc(file_prebuildd_v1_runner, 6);
+
+/**
  * StartJob is one prebuild to run.
  *
  * @generated from message prebuildd.v1.StartJob
@@ -357,6 +448,21 @@ export type StartJob = Message<"prebuildd.v1.StartJob"> & {
    * @generated from field: prebuildd.v1.Resources resources = 6;
    */
   resources?: Resources | undefined;
+
+  /**
+   * policy is what the environment class allows the dev container.
+   *
+   * @generated from field: prebuildd.v1.ClassPolicy policy = 7;
+   */
+  policy?: ClassPolicy | undefined;
+
+  /**
+   * devcontainer_path is the project's choice of devcontainer.json,
+   * relative to the repository root; empty: the spec's lookup order.
+   *
+   * @generated from field: string devcontainer_path = 8;
+   */
+  devcontainerPath: string;
 };
 
 /**
@@ -364,7 +470,7 @@ export type StartJob = Message<"prebuildd.v1.StartJob"> & {
  * Use `create(StartJobSchema)` to create a new message.
  */
 export const StartJobSchema: GenMessage<StartJob> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 6);
+  messageDesc(file_prebuildd_v1_runner, 7);
 
 /**
  * RemoveJob names a job to remove.
@@ -385,7 +491,7 @@ export type RemoveJob = Message<"prebuildd.v1.RemoveJob"> & {
  * Use `create(RemoveJobSchema)` to create a new message.
  */
 export const RemoveJobSchema: GenMessage<RemoveJob> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 7);
+  messageDesc(file_prebuildd_v1_runner, 8);
 
 /**
  * JobRemoved confirms a RemoveJob.
@@ -406,7 +512,7 @@ export type JobRemoved = Message<"prebuildd.v1.JobRemoved"> & {
  * Use `create(JobRemovedSchema)` to create a new message.
  */
 export const JobRemovedSchema: GenMessage<JobRemoved> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 8);
+  messageDesc(file_prebuildd_v1_runner, 9);
 
 /**
  * PoolTarget is what a warm pool should have on the runner.
@@ -449,6 +555,13 @@ export type PoolTarget = Message<"prebuildd.v1.PoolTarget"> & {
    * @generated from field: prebuildd.v1.Resources resources = 5;
    */
   resources?: Resources | undefined;
+
+  /**
+   * policy is what the pool's environment class allows each instance.
+   *
+   * @generated from field: prebuildd.v1.ClassPolicy policy = 6;
+   */
+  policy?: ClassPolicy | undefined;
 };
 
 /**
@@ -456,7 +569,7 @@ export type PoolTarget = Message<"prebuildd.v1.PoolTarget"> & {
  * Use `create(PoolTargetSchema)` to create a new message.
  */
 export const PoolTargetSchema: GenMessage<PoolTarget> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 9);
+  messageDesc(file_prebuildd_v1_runner, 10);
 
 /**
  * PoolReport is what exists for a warm pool on the runner.
@@ -505,7 +618,7 @@ export type PoolReport = Message<"prebuildd.v1.PoolReport"> & {
  * Use `create(PoolReportSchema)` to create a new message.
  */
 export const PoolReportSchema: GenMessage<PoolReport> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 10);
+  messageDesc(file_prebuildd_v1_runner, 11);
 
 /**
  * RemovePool names a pool whose instances to remove.
@@ -526,7 +639,7 @@ export type RemovePool = Message<"prebuildd.v1.RemovePool"> & {
  * Use `create(RemovePoolSchema)` to create a new message.
  */
 export const RemovePoolSchema: GenMessage<RemovePool> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 11);
+  messageDesc(file_prebuildd_v1_runner, 12);
 
 /**
  * PoolRemoved confirms a RemovePool.
@@ -547,7 +660,7 @@ export type PoolRemoved = Message<"prebuildd.v1.PoolRemoved"> & {
  * Use `create(PoolRemovedSchema)` to create a new message.
  */
 export const PoolRemovedSchema: GenMessage<PoolRemoved> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 12);
+  messageDesc(file_prebuildd_v1_runner, 13);
 
 /**
  * LogChunk is new output of a job's log: whole lines, in order.
@@ -575,7 +688,7 @@ export type LogChunk = Message<"prebuildd.v1.LogChunk"> & {
  * Use `create(LogChunkSchema)` to create a new message.
  */
 export const LogChunkSchema: GenMessage<LogChunk> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 13);
+  messageDesc(file_prebuildd_v1_runner, 14);
 
 /**
  * ClaimInstance asks for one running instance of a pool.
@@ -603,7 +716,7 @@ export type ClaimInstance = Message<"prebuildd.v1.ClaimInstance"> & {
  * Use `create(ClaimInstanceSchema)` to create a new message.
  */
 export const ClaimInstanceSchema: GenMessage<ClaimInstance> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 14);
+  messageDesc(file_prebuildd_v1_runner, 15);
 
 /**
  * ClaimResult answers a ClaimInstance.
@@ -667,7 +780,7 @@ export type ClaimResult = Message<"prebuildd.v1.ClaimResult"> & {
  * Use `create(ClaimResultSchema)` to create a new message.
  */
 export const ClaimResultSchema: GenMessage<ClaimResult> = /*@__PURE__*/
-  messageDesc(file_prebuildd_v1_runner, 15);
+  messageDesc(file_prebuildd_v1_runner, 16);
 
 /**
  * JobPhase is where a prebuild job is on the runner.
