@@ -119,7 +119,7 @@ pub struct HeldSnapshot {
 }
 
 /// An instance handed out by a claim; the caller owns it from then on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimedInstance {
     pub instance_id: String,
     pub snapshot_id: String,
@@ -127,6 +127,18 @@ pub struct ClaimedInstance {
     /// or inside the container for the docker runner.
     pub workspace_path: String,
     /// The instance's container (docker runner), empty otherwise.
+    pub container_id: String,
+    /// The instance's Compose project (docker runner, Compose
+    /// configurations), empty otherwise.
+    pub compose_project: String,
+    /// Every container of that project with its service.
+    pub services: Vec<ServiceContainer>,
+}
+
+/// One container of a claimed Compose stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceContainer {
+    pub service: String,
     pub container_id: String,
 }
 

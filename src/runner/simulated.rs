@@ -476,7 +476,7 @@ impl Runner for SimulatedRunner {
                 workspace_path: format!("sim://instances/{}", instance.id),
                 instance_id: instance.id,
                 snapshot_id: instance.snapshot_id,
-                container_id: String::new(),
+                ..Default::default()
             }
         }))
     }

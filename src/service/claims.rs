@@ -117,6 +117,12 @@ impl Service {
                 workspace_path: instance.workspace_path,
                 container_id: instance.container_id,
                 claimed_at: Some(timestamp(self.clock.now())),
+                compose_project: instance.compose_project,
+                services: instance
+                    .services
+                    .into_iter()
+                    .map(|s| crate::proto::prebuildd::v1::ServiceContainer { service: s.service, container_id: s.container_id })
+                    .collect(),
             }),
         })
     }

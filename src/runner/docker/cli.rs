@@ -42,6 +42,8 @@ pub struct RunOptions<'a> {
     /// The run's temporary directory (one per prebuild: the CLI names its
     /// temporary folders by the millisecond).
     pub tmpdir: &'a std::path::Path,
+    /// More of the environment, for this run only (a Compose project's name).
+    pub env: &'a [(String, String)],
 }
 
 impl Cli {
@@ -158,6 +160,7 @@ impl Cli {
             command.env("NODE_EXTRA_CA_CERTS", ca_file);
         }
         command.envs(self.passed_env());
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
         command.current_dir(&self.home).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = spawn_in_group(processes, command).map_err(|e| {
             failure(format!(

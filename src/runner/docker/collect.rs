@@ -51,6 +51,20 @@ impl Core {
         Ok(())
     }
 
+    /// Untags a prebuild's snapshot and the images of its stack's services
+    /// (Docker keeps one a container still uses until it is collected).
+    pub(super) async fn remove_snapshot_images(&self, prebuild_id: &str) -> std::result::Result<(), String> {
+        let engine = self.engine().await?;
+        engine.remove_image(&labels::snapshot_image(prebuild_id), true).await?;
+        let ours = [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::PREBUILD_ID, prebuild_id), (labels::ROLE, labels::ROLE_SNAPSHOT)];
+        for image in engine.images(&ours).await? {
+            for tag in image.tags {
+                engine.remove_image(&tag, true).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn snapshot_images(&self) -> Result<Vec<super::engine::ListedImage>> {
         let engine = self.engine().await.map_err(Error::Internal)?;
         let ours = [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::ROLE, labels::ROLE_SNAPSHOT)];

@@ -8,8 +8,8 @@ use super::policy::Grant;
 use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     BuildImageOptions, CommitContainerOptions, CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions,
-    ListImagesOptions, ListNetworksOptions, RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, StopContainerOptions,
-    UploadToContainerOptions,
+    ListImagesOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
+    RenameContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -247,6 +247,12 @@ impl Engine {
             context.append_data(&mut header, path, *content).map_err(|e| e.to_string())?;
         }
         let context = context.into_inner().map_err(|e| e.to_string())?;
+        self.build_context(tag, context, labels).await
+    }
+
+    /// Builds a build context (a tar archive with a `Dockerfile`) into the
+    /// image `tag`, with `labels`.
+    pub async fn build_context(&self, tag: &str, context: Vec<u8>, labels: HashMap<String, String>) -> EngineResult<()> {
         let options = BuildImageOptions {
             dockerfile: "Dockerfile".into(),
             t: Some(tag.to_string()),
@@ -292,9 +298,16 @@ impl Engine {
     /// traffic between its containers off; one of that name that exists
     /// already is fine (creation is idempotent).
     pub async fn create_network(&self, name: &str, bridge: &str, labels: HashMap<String, String>) -> EngineResult<()> {
+        self.create_bridge(name, bridge, labels, false).await
+    }
+
+    /// Creates a bridge network with its interface named `bridge`, traffic
+    /// between its containers on (`icc`: one Compose stack's) or off; one
+    /// of that name that exists already is fine.
+    pub async fn create_bridge(&self, name: &str, bridge: &str, labels: HashMap<String, String>, icc: bool) -> EngineResult<()> {
         let options = HashMap::from([
             (BRIDGE_NAME_OPTION.to_string(), bridge.to_string()),
-            ("com.docker.network.bridge.enable_icc".to_string(), "false".to_string()),
+            ("com.docker.network.bridge.enable_icc".to_string(), icc.to_string()),
         ]);
         let request = NetworkCreateRequest {
             name: name.to_string(),
@@ -306,6 +319,31 @@ impl Engine {
         match self.docker.create_network(request).await {
             Err(error) if status_of(&error) != Some(409) => Err(describe(error)),
             _ => Ok(()),
+        }
+    }
+
+    /// The volumes with every one of the labels: their names and labels.
+    pub async fn volumes(&self, with_labels: &[(&str, &str)]) -> EngineResult<Vec<(String, HashMap<String, String>)>> {
+        let filters = HashMap::from([("label".to_string(), with_labels.iter().map(|(k, v)| labels::filter(k, v)).collect())]);
+        let options = ListVolumesOptions { filters: Some(filters) };
+        let list = self.docker.list_volumes(Some(options)).await.map_err(describe)?;
+        Ok(list.volumes.unwrap_or_default().into_iter().map(|volume| (volume.name, volume.labels)).collect())
+    }
+
+    /// Removes a volume; a missing one is fine, one in use is an error.
+    pub async fn remove_volume(&self, name: &str) -> EngineResult<()> {
+        match self.docker.remove_volume(name, Some(RemoveVolumeOptions { force: false })).await {
+            Err(error) if status_of(&error) != Some(404) => Err(describe(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A container's labels, or `None` if there is no such container.
+    pub async fn container_labels(&self, name_or_id: &str) -> EngineResult<Option<HashMap<String, String>>> {
+        match self.docker.inspect_container(name_or_id, None).await {
+            Ok(container) => Ok(Some(container.config.and_then(|config| config.labels).unwrap_or_default())),
+            Err(error) if status_of(&error) == Some(404) => Ok(None),
+            Err(error) => Err(describe(error)),
         }
     }
 

@@ -34,6 +34,19 @@ pub const ROLE_INSTANCE: &str = "instance";
 /// The runner's networks, and the short-lived containers that check them.
 pub const ROLE_NETWORK: &str = "network";
 pub const ROLE_PROBE: &str = "probe";
+/// The other containers of a warm instance's Compose stack (its dev
+/// container is the `instance`), and the volumes of any stack.
+pub const ROLE_SERVICE: &str = "service";
+pub const ROLE_VOLUME: &str = "volume";
+
+/// On every container, network and volume of a Compose stack: its Compose
+/// project, so that a stack is removed whole.
+pub const COMPOSE_PROJECT: &str = "dev.prebuildd.compose-project";
+/// On snapshot images of Compose configurations: the stack their instances
+/// start (JSON, see `compose/stack.rs`); on the images of a stack's other
+/// services that the runner built, the service.
+pub const COMPOSE_STACK: &str = "dev.prebuildd.compose-stack";
+pub const COMPOSE_SERVICE: &str = "dev.prebuildd.compose-service";
 
 /// The repository of snapshot images: `prebuildd-snapshot:<prebuild id>`.
 pub const SNAPSHOT_REPOSITORY: &str = "prebuildd-snapshot";
@@ -59,6 +72,24 @@ pub fn build_repository(runner_id: &str) -> String {
 
 pub fn build_image(runner_id: &str, prebuild_id: &str) -> String {
     format!("{}:{prebuild_id}", build_repository(runner_id))
+}
+
+/// The Compose project of a prebuild's stack.
+pub fn prebuild_project(prebuild_id: &str) -> String {
+    format!("prebuildd-prebuild-{prebuild_id}")
+}
+
+/// The Compose project of a warm instance's stack.
+pub fn instance_project(instance_id: &str) -> String {
+    format!("prebuildd-stack-{instance_id}")
+}
+
+/// The image of a stack's other service, built or completed by the runner
+/// for a prebuild (kept with its snapshot).
+pub fn service_image(prebuild_id: &str, service: &str) -> String {
+    let service: String =
+        service.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' }).collect();
+    format!("{SNAPSHOT_REPOSITORY}-{service}:{prebuild_id}")
 }
 
 pub fn instance_name(instance_id: &str) -> String {

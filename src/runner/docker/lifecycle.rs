@@ -21,6 +21,7 @@
 
 use super::builder::FeatureBuildLock;
 use super::cli::{CliFailure, RunOptions};
+use super::compose::prebuild::PrebuildStack;
 use super::config::{self, Prepared, Source};
 use super::policy::{self, Repository};
 use super::{labels, workspace_copy, Core};
@@ -90,6 +91,11 @@ impl Core {
             let job_paths = self.job_paths(prebuild_id, environment_id);
             paths.push(job_paths.workspace);
         }
+        // A Compose configuration's stack: its other containers, volumes
+        // and network.
+        if let Err(error) = self.remove_stack(engine, &labels::prebuild_project(prebuild_id)).await {
+            tracing::warn!(prebuild = %prebuild_id, %error, "docker runner: cannot remove a prebuild's stack");
+        }
         let removed = blocking(move || paths.iter().try_for_each(|path| remove_path(path))).await;
         if let Ok(Err(error)) = removed {
             tracing::warn!(prebuild = %prebuild_id, %error, "docker runner: cannot remove a prebuild's files");
@@ -111,14 +117,11 @@ pub(super) async fn run_job(runner: Arc<Core>, shared: Arc<JobShared>, job: Preb
     shared.processes.kill_all();
     runner.clean_up_job(&job.prebuild_id, Some(&job.environment_id)).await;
     shared.advance(end);
-    // A stop that came while the snapshot was being committed: the
-    // snapshot of a prebuild that did not complete is of no use.
-    if shared.is_stopped() {
-        let removed = match runner.engine().await {
-            Ok(engine) => engine.remove_image(&labels::snapshot_image(&job.prebuild_id), true).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = removed {
+    // A stop that came while the snapshot was being committed, or a
+    // failure after the stack's services were built: the snapshot of a
+    // prebuild that did not complete is of no use.
+    if shared.is_stopped() || !matches!(shared.observed(), JobState::Completed { .. }) {
+        if let Err(error) = runner.remove_snapshot_images(&job.prebuild_id).await {
             tracing::warn!(prebuild = %job.prebuild_id, %error, "docker runner: cannot remove a stopped prebuild's snapshot");
         }
     }
@@ -151,13 +154,13 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         Some(name) => log.line(&super::network::joins(name, &job.policy.allow_egress)).await,
         None => log.line(super::network::NOT_ISOLATED).await,
     }
-    let cli_options = RunOptions { buildkit: builder.buildkit, tmpdir: &tmpdir };
+    let cli_options = RunOptions { buildkit: builder.buildkit, tmpdir: &tmpdir, env: &[] };
     materialize(&shared.processes, log, &job.repository, &paths.workspace, &runner.root).await?;
 
     let source_workspace = paths.workspace.clone();
     let (repository, default_image, chosen) = (job.repository.clone(), runner.default_image.clone(), job.devcontainer_path.clone());
     let local_env = runner.cli.passed_env();
-    let prepared = blocking(move || {
+    let mut prepared = blocking(move || {
         config::prepare(&Source {
             workspace: &source_workspace,
             repository: &repository,
@@ -177,6 +180,15 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     if let Some(refused) = early.refused() {
         return Err(refused);
     }
+    // A Compose configuration: every service under the policy, before
+    // anything is built.
+    let (mut stack, stack_warnings) = match prepared.compose.clone() {
+        Some(request) => {
+            let (stack, warnings) = PrebuildStack::read(runner, shared, job, request, &mut prepared, &repository).await?;
+            (Some(stack), warnings)
+        }
+        None => (None, Vec::new()),
+    };
 
     // The build's configuration goes beside the project's file (local
     // features are found relative to it) and leaves the clone before the
@@ -212,6 +224,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     let entries = image_metadata(engine, &build_image).await?;
     let mut asks = prepared.asks.clone();
     asks.extend(policy::asks::of_metadata(&entries, &prepared.variables));
+    asks.extend(stack.as_ref().map(PrebuildStack::dev_asks).unwrap_or_default());
     let decision = policy::decide(&asks, &job.policy, job.resources, &repository);
     if let Some(refused) = decision.refused() {
         return Err(refused);
@@ -220,6 +233,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         log.line(note).await;
     }
     let mut warnings = prepared.warnings.clone();
+    warnings.extend(stack_warnings);
     warnings.extend(decision.warnings.iter().cloned());
     warnings.extend(config::host_requirement_warnings(prepared.host_requirements.as_ref(), job.resources, &job.policy));
     for warning in &warnings {
@@ -237,15 +251,24 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     let mut grant = decision.grant;
     grant.network = network;
     let up_file = paths.config_dir.join("devcontainer.json");
-    write_json(&up_file, &config::up_config(&prepared, &build_image, &grant, &container_labels)).await?;
-    log.line("creating the dev container").await;
+    let (up_config, up_args, up_env) = match &mut stack {
+        Some(stack) => {
+            let plan = stack.prepare_up(runner, shared, job, engine, &prepared, &build_image, &grant, &paths.config_dir).await?;
+            (plan.config, plan.args, plan.env)
+        }
+        None => {
+            let id_labels = container_labels[..2].iter().flat_map(|(key, value)| ["--id-label".to_string(), format!("{key}={value}")]);
+            (config::up_config(&prepared, &build_image, &grant, &container_labels), id_labels.collect(), Vec::new())
+        }
+    };
+    write_json(&up_file, &up_config).await?;
+    log.line(if stack.is_some() { "creating the stack" } else { "creating the dev container" }).await;
     let up_arg = up_file.display().to_string();
     let mut args = strings(&["up", "--skip-post-create", "--workspace-folder", &workspace_arg, "--config", &up_arg]);
     args.push("--mount-workspace-git-root=false".into());
-    for (key, value) in &container_labels[..2] {
-        args.extend(["--id-label".to_string(), format!("{key}={value}")]);
-    }
-    let outcome = match runner.cli.run(&shared.processes, log, &args, &cli_options).await {
+    args.extend(up_args);
+    let up_options = RunOptions { env: &up_env, ..cli_options.clone() };
+    let outcome = match runner.cli.run(&shared.processes, log, &args, &up_options).await {
         Ok(outcome) => outcome,
         Err(failure) => {
             let message = cli_failure(shared, "the dev container could not be created", failure);
@@ -257,7 +280,10 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
     if container_id.is_empty() {
         return Err("the Dev Containers CLI reported no container".into());
     }
-    let problems = engine.excess(&container_id, &grant).await?;
+    let problems = match &stack {
+        Some(stack) => stack.excess(engine).await?,
+        None => engine.excess(&container_id, &grant).await?,
+    };
     if !problems.is_empty() {
         return Err(format!(
             "refused to run the prebuild: its container has more than its class's policy granted ({})",
@@ -298,7 +324,7 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
 
     shared.advance(JobState::Snapshotting { percent: 0 });
     log.line("committing the snapshot").await;
-    let snapshot_labels = HashMap::from([
+    let mut snapshot_labels = HashMap::from([
         (labels::RUNNER_ID.to_string(), runner.runner_id.clone()),
         (labels::PREBUILD_ID.to_string(), job.prebuild_id.clone()),
         (labels::SNAPSHOT_ID.to_string(), job.prebuild_id.clone()),
@@ -306,6 +332,9 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         (labels::WORKSPACE_FOLDER.to_string(), folder),
         (labels::GRANT.to_string(), grant.to_label()),
     ]);
+    if let Some(stack) = &stack {
+        snapshot_labels.insert(labels::COMPOSE_STACK.to_string(), stack.template_label());
+    }
     let size = engine.commit(&container_id, labels::SNAPSHOT_REPOSITORY, &job.prebuild_id, snapshot_labels).await?;
     log.line(&format!("snapshot {} committed: {size} bytes", labels::snapshot_image(&job.prebuild_id))).await;
     Ok((size, (!warnings.is_empty()).then(|| warnings.join("; "))))

@@ -9,7 +9,8 @@
 //! `pool.rs` (instances as containers), `workspace_copy.rs` (the clone into
 //! the container), `network.rs` (the runner's networks and their rules),
 //! `engine.rs` (the Engine API calls), `labels.rs` (what the runner writes
-//! on its containers, images and networks).
+//! on its containers, images and networks), `compose/` (Docker Compose
+//! configurations: a stack around the dev container, warm whole stacks).
 //!
 //! **Isolation.** No container gets a host mount: the workspace is cloned
 //! into the runner's own root (never the server's data dir) and copied into
@@ -31,6 +32,7 @@
 mod builder;
 mod cli;
 mod collect;
+mod compose;
 mod config;
 mod engine;
 mod labels;
@@ -67,6 +69,9 @@ pub(crate) struct Core {
     builder: tokio::sync::OnceCell<std::result::Result<builder::Builder, String>>,
     /// The runner's networks, set up and checked on first use.
     networks: network::Networks,
+    /// The Docker Compose it uses for Compose configurations, found once
+    /// (see `compose/`), or why there is none.
+    compose: tokio::sync::OnceCell<std::result::Result<compose::ComposeTool, String>>,
     jobs: Mutex<HashMap<String, Job>>,
     pools: Mutex<HashMap<String, DockerPool>>,
     /// Told when a job changes phase or an instance is made.
@@ -104,12 +109,12 @@ impl DockerRunner {
     ) -> Result<DockerRunner> {
         let internal =
             |what: &str, path: &Path, e: std::io::Error| Error::Internal(format!("docker runner: cannot {what} {}: {e}", path.display()));
-        for dir in ["workspaces", "configs", "home"] {
+        for dir in ["workspaces", "configs", "home", "stacks"] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|e| internal("create", &path, e))?;
         }
         let root = root.canonicalize().map_err(|e| internal("resolve", root, e))?;
-        for dir in ["workspaces", "configs"] {
+        for dir in ["workspaces", "configs", "stacks"] {
             for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
                 if let Err(error) = remove_path(&entry.path()) {
                     tracing::warn!(path = %entry.path().display(), %error, "docker runner: cannot remove a leftover of a previous run");
@@ -134,6 +139,7 @@ impl DockerRunner {
             engine: tokio::sync::OnceCell::new(),
             builder: tokio::sync::OnceCell::new(),
             networks: network::Networks::new(runner_id, network_isolation),
+            compose: tokio::sync::OnceCell::new(),
             jobs: Mutex::default(),
             pools: Mutex::default(),
             events,
@@ -150,6 +156,7 @@ impl DockerRunner {
             handle.spawn(async move {
                 if let Some(core) = checking.upgrade() {
                     let _ = core.builder().await;
+                    let _ = core.compose_tool().await;
                     let _ = core.network_at_start().await;
                 }
             });
@@ -207,6 +214,35 @@ impl Core {
         checked.as_ref().map_err(Clone::clone)
     }
 
+    /// The Docker Compose this runner uses (found once: the Docker CLI's
+    /// plugin, else `docker-compose`), or why Compose prebuilds fail.
+    async fn compose_tool(&self) -> std::result::Result<&compose::ComposeTool, String> {
+        let found = self
+            .compose
+            .get_or_init(|| async {
+                let found = compose::ComposeTool::detect(&self.cli.docker_cli, Path::new("docker-compose"), &self.compose_env()).await;
+                match &found {
+                    Ok(tool) => tracing::info!(runner = %self.runner_id, "docker runner: Compose configurations use {}", tool.description()),
+                    Err(error) => tracing::warn!(runner = %self.runner_id, "docker runner: Compose configurations will fail: {error}"),
+                }
+                found
+            })
+            .await;
+        found.as_ref().map_err(Clone::clone)
+    }
+
+    /// What Docker Compose sees of the runner's environment: as the Dev
+    /// Containers CLI, the Docker endpoint and credentials and the
+    /// `pass_env` variables, nothing else.
+    fn compose_env(&self) -> compose::ComposeEnv {
+        compose::ComposeEnv {
+            docker_host: self.docker_host.clone(),
+            docker_config: self.cli.docker_config.clone(),
+            home: self.cli.home.clone(),
+            passed: self.cli.passed_env().into_iter().collect(),
+        }
+    }
+
     /// The shared network's check, at start: on a connection of its own
     /// that adopts nothing (like the builder's check), since a replica that
     /// does not lead must not touch the leader's containers; setting up the
@@ -256,6 +292,7 @@ impl Core {
         if self.networks.enabled {
             self.networks.sweep(engine).await?;
         }
+        self.sweep_stack_volumes(engine).await?;
         let mut pools = lock(&self.pools);
         for (pool_id, containers) in by_pool {
             tracing::info!(warm_pool = %pool_id, instances = containers.len(), "docker runner: adopted warm pool instances");
@@ -322,8 +359,7 @@ impl Runner for DockerRunner {
             None => None,
         };
         self.core.clean_up_job(prebuild_id, environment_id.as_deref()).await;
-        let engine = self.core.engine().await.map_err(Error::Internal)?;
-        engine.remove_image(&labels::snapshot_image(prebuild_id), true).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))
+        self.core.remove_snapshot_images(prebuild_id).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))
     }
 
     async fn sync_pool(&self, target: PoolTarget) -> Result<PoolObservation> {

@@ -123,8 +123,15 @@ pub fn table_name(bridge: &str) -> String {
 /// everything, after the exceptions. A rejected connection fails at once
 /// (TCP with a reset: ICMP errors are rate-limited, and a client left
 /// without an answer waits for its timeout).
-fn render(bridge: &str, allowances: &[EgressAllowance], resolvers: &[IpAddr]) -> String {
-    let accepts = egress::accept_rules(&Exceptions { allowances: allowances.to_vec(), resolvers: resolvers.to_vec() });
+///
+/// `within` (a Compose stack's network) lets traffic between the
+/// network's own containers through, which bridged traffic needs since
+/// Docker's bridges pass it to the `forward` hook too.
+fn render(bridge: &str, allowances: &[EgressAllowance], resolvers: &[IpAddr], within: bool) -> String {
+    let mut accepts = egress::accept_rules(&Exceptions { allowances: allowances.to_vec(), resolvers: resolvers.to_vec() });
+    if within {
+        accepts.insert(0, format!("oifname \"{bridge}\" accept"));
+    }
     let mut body = egress::blocked_sets(&[]);
     for (hook, last) in [
         (
@@ -139,7 +146,8 @@ fn render(bridge: &str, allowances: &[EgressAllowance], resolvers: &[IpAddr]) ->
         ("input", &["meta l4proto tcp reject with tcp reset", "reject with icmpx admin-prohibited"][..]),
     ] {
         let _ = writeln!(body, "\tchain {hook} {{\n\t\ttype filter hook {hook} priority filter; policy accept;");
-        for rule in accepts.iter().map(String::as_str).chain(last.iter().copied()) {
+        let accepts = accepts.iter().filter(|rule| hook == "forward" || !rule.starts_with("oifname"));
+        for rule in accepts.map(String::as_str).chain(last.iter().copied()) {
             let _ = writeln!(body, "\t\tiifname \"{bridge}\" {rule}");
         }
         let _ = writeln!(body, "\t}}");
@@ -256,8 +264,48 @@ impl Networks {
                  (remove it with docker network rm {name} and restart prebuildd), {OPT_OUT}"
             )));
         }
-        install_rules(&bridge, allowances).await?;
+        install_rules(&bridge, allowances, false).await?;
         self.probe(engine, &network, &bridge).await
+    }
+
+    /// The network of one Compose stack (`project`), made for it with the
+    /// rules of its class's allowances and traffic within the stack let
+    /// through; `None` when isolation is off (Compose makes one). The
+    /// runner's network for the same allowances is set up and checked first:
+    /// its probe is what shows that the rules hold on this host.
+    pub async fn for_stack(&self, engine: &Engine, project: &str, allowances: &[EgressAllowance]) -> Result<Option<String>, String> {
+        if self.for_allowances(engine, allowances).await?.is_none() {
+            return Ok(None);
+        }
+        let bridge = bridge_name(project);
+        let network_labels = HashMap::from([
+            (labels::RUNNER_ID.to_string(), self.runner_id.clone()),
+            (labels::ROLE.to_string(), labels::ROLE_NETWORK.to_string()),
+            (labels::ALLOW_EGRESS.to_string(), allowance_label(allowances)),
+            (labels::COMPOSE_PROJECT.to_string(), project.to_string()),
+        ]);
+        // Sweeps wait, so that a network is never removed while it is made.
+        let _setups = self.checked.lock().await;
+        if engine.network(project).await?.is_none() {
+            engine.create_bridge(project, &bridge, network_labels, true).await?;
+        }
+        let installed = install_rules(&bridge, allowances, true).await;
+        if let Err(SetUpError::Refused(error) | SetUpError::Transient(error)) = installed {
+            let _ = engine.remove_network(project).await;
+            return Err(error);
+        }
+        Ok(Some(project.to_string()))
+    }
+
+    /// Removes the networks of a Compose stack with their rules.
+    pub async fn remove_stack(&self, engine: &Engine, project: &str) -> Result<(), String> {
+        for network in engine.networks(&[(labels::RUNNER_ID, self.runner_id.as_str()), (labels::COMPOSE_PROJECT, project)]).await? {
+            engine.remove_network(&network.name).await?;
+            if let Some(bridge) = &network.bridge {
+                remove_rules(bridge).await?;
+            }
+        }
+        Ok(())
     }
 
     /// After a restart: probe containers a previous run left are removed,
@@ -277,7 +325,14 @@ impl Networks {
         let shared = network_name(&self.runner_id, &[]);
         for network in engine.networks(&ours).await? {
             let Some(bridge) = network.bridge.clone() else { continue };
-            if network.containers == 0 && network.name != shared {
+            // A stack's created (stopped) containers are not attached yet,
+            // and still need their network.
+            let stack = network.labels.get(labels::COMPOSE_PROJECT);
+            let stack_in_use = match stack {
+                Some(project) => !engine.containers(&[(labels::COMPOSE_PROJECT, project.as_str())]).await?.is_empty(),
+                None => false,
+            };
+            if network.containers == 0 && network.name != shared && !stack_in_use {
                 tracing::info!(network = %network.name, "docker runner: removing a network no container uses");
                 engine.remove_network(&network.name).await?;
                 if let Err(error) = remove_rules(&bridge).await {
@@ -290,7 +345,8 @@ impl Networks {
             let allowances: Vec<EgressAllowance> =
                 label.split(',').filter(|t| !t.is_empty()).filter_map(|t| EgressAllowance::parse(t).ok()).collect();
             // A refusal is logged here and found again by the network's check.
-            if let Err(SetUpError::Refused(error) | SetUpError::Transient(error)) = install_rules(&bridge, &allowances).await {
+            let within = network.labels.contains_key(labels::COMPOSE_PROJECT);
+            if let Err(SetUpError::Refused(error) | SetUpError::Transient(error)) = install_rules(&bridge, &allowances, within).await {
                 tracing::warn!(runner = %self.runner_id, network = %network.name, "docker runner: {error}");
             }
         }
@@ -299,9 +355,9 @@ impl Networks {
 }
 
 /// Replaces the table of the network on `bridge` with its rules.
-async fn install_rules(bridge: &str, allowances: &[EgressAllowance]) -> Result<(), SetUpError> {
+async fn install_rules(bridge: &str, allowances: &[EgressAllowance], within: bool) -> Result<(), SetUpError> {
     let resolvers = netns::host_resolvers().await;
-    let script = egress::replace_table(&table_name(bridge), &render(bridge, allowances, &resolvers));
+    let script = egress::replace_table(&table_name(bridge), &render(bridge, allowances, &resolvers, within));
     egress::run_nft("nft", &["-f", "-"], &script).await.map_err(|error| {
         let fix = match error.ends_with("is not installed") {
             true => "install the nftables package and restart prebuildd".to_string(),
@@ -396,7 +452,7 @@ mod tests {
     #[test]
     fn a_networks_rules_match_its_bridge_only() {
         let allowed = vec![EgressAllowance::parse("10.1.2.0/24").unwrap()];
-        let body = render("pbdaaa", &allowed, &["10.255.255.53".parse().unwrap()]);
+        let body = render("pbdaaa", &allowed, &["10.255.255.53".parse().unwrap()], false);
         let expected = [
             "\tchain forward {",
             "\t\ttype filter hook forward priority filter; policy accept;",

@@ -10,6 +10,8 @@
 //! reads what Docker reports, so an instance whose container was removed
 //! or died behind the runner's back is replaced.
 
+use super::compose::instances::StackInstance;
+use super::compose::stack::StackTemplate;
 use super::engine::ListedContainer;
 use super::policy::Grant;
 use super::{labels, Core};
@@ -98,6 +100,18 @@ impl DockerPool {
     }
 }
 
+/// The Compose stack a snapshot's instances are (`None`: a single
+/// container), with what each of its services was granted checked against
+/// the class as it is now.
+fn stack_template(image_labels: &HashMap<String, String>, target: &PoolTarget) -> std::result::Result<Option<Arc<StackTemplate>>, String> {
+    let Some(text) = image_labels.get(labels::COMPOSE_STACK) else { return Ok(None) };
+    let mut template = StackTemplate::from_label(text)?;
+    for (service, grant) in template.grants.iter_mut() {
+        *grant = grant.clone().under(&target.policy, target.resources).map_err(|e| format!("service {service}: {e}"))?;
+    }
+    Ok(Some(Arc::new(template)))
+}
+
 /// The containers of a pool that are still the pool's (claimed ones are not).
 fn pool_containers(containers: Vec<ListedContainer>) -> Vec<ListedContainer> {
     containers.into_iter().filter(|c| !c.name.starts_with(labels::CLAIMED_NAME_PREFIX)).collect()
@@ -136,14 +150,15 @@ impl Core {
         };
         // What instances of the snapshot get: what its prebuild was granted,
         // as long as the class still allows it.
-        let (missing, grant) = match &target.snapshot_id {
+        let (missing, grant, stack) = match &target.snapshot_id {
             Some(snapshot_id) => match engine.image(&labels::snapshot_image(snapshot_id)).await {
                 Ok(Some((image_labels, _))) => match Grant::from_image_labels(&image_labels, target.resources)
                     .and_then(|grant| grant.under(&target.policy, target.resources))
+                    .and_then(|grant| Ok((grant, stack_template(&image_labels, &target)?)))
                 {
-                    Ok(grant) => (None, grant),
+                    Ok((grant, stack)) => (None, grant, stack),
                     Err(error) => {
-                        (Some(format!("cannot make instances of the snapshot of prebuild {snapshot_id}: {error}")), Grant::default())
+                        (Some(format!("cannot make instances of the snapshot of prebuild {snapshot_id}: {error}")), Grant::default(), None)
                     }
                 },
                 Ok(None) => (
@@ -152,10 +167,11 @@ impl Core {
                         labels::snapshot_image(snapshot_id)
                     )),
                     Grant::default(),
+                    None,
                 ),
-                Err(error) => (Some(format!("cannot inspect the snapshot image: {error}")), Grant::default()),
+                Err(error) => (Some(format!("cannot inspect the snapshot image: {error}")), Grant::default(), None),
             },
-            None => (None, Grant::default()),
+            None => (None, Grant::default(), None),
         };
         let claims_before = lock(&self.pools).get(&target.warm_pool_id).map_or((0, 0), |entry| (entry.claiming, entry.claims));
         // Where the instances live: the runner's network for the class's
@@ -176,6 +192,11 @@ impl Core {
             Ok(containers) => containers,
             Err(error) => return unreachable(error.to_string()),
         };
+        if stack.is_some() {
+            // What is left of stacks that lost their dev container.
+            let busy = lock(&self.pools).get(&target.warm_pool_id).map(|entry| entry.busy.clone()).unwrap_or_default();
+            self.sweep_stacks(engine, &target.warm_pool_id, &busy).await;
+        }
         let (plan, doomed) = {
             let mut pools = lock(&self.pools);
             let entry = pools.entry(target.warm_pool_id.clone()).or_default();
@@ -198,16 +219,25 @@ impl Core {
         }
         for (instance, start) in plan.markers.into_iter().map(|i| (i, false)).chain(plan.extractions.into_iter().map(|i| (i, true))) {
             let (core, pool_id, grant) = (self.clone(), target.warm_pool_id.clone(), grant.clone());
-            tokio::spawn(async move { core.provision(&pool_id, instance, start, &grant).await });
+            let stack = stack.clone().map(|template| (template, target.policy.allow_egress.clone()));
+            tokio::spawn(async move { core.provision(&pool_id, instance, start, &grant, stack).await });
         }
         let pools = lock(&self.pools);
         Ok(pools.get(&target.warm_pool_id).map(|entry| entry.pool.observe(missing)).unwrap_or_default())
     }
 
+    /// Removes an instance's container, and the rest of its stack if it
+    /// is a Compose stack's dev container.
     async fn remove_container(&self, name_or_id: &str) {
         if let Ok(engine) = self.engine().await {
+            let stack = engine.container_labels(name_or_id).await.ok().flatten().and_then(|l| l.get(labels::COMPOSE_PROJECT).cloned());
             if let Err(error) = engine.remove_container(name_or_id).await {
                 tracing::warn!(container = %name_or_id, %error, "docker runner: cannot remove a warm pool container");
+            }
+            if let Some(project) = stack {
+                if let Err(error) = self.remove_stack(engine, &project).await {
+                    tracing::warn!(%project, %error, "docker runner: cannot remove a warm instance's stack");
+                }
             }
         }
     }
@@ -215,10 +245,28 @@ impl Core {
     /// Creates an instance's container (stopped), and starts it if `start`;
     /// then records the result. An instance discarded meanwhile has its
     /// container removed instead.
-    async fn provision(&self, warm_pool_id: &str, instance: Instance, start: bool, grant: &Grant) {
+    async fn provision(
+        &self,
+        warm_pool_id: &str,
+        instance: Instance,
+        start: bool,
+        grant: &Grant,
+        stack: Option<(Arc<StackTemplate>, Vec<crate::catalog::EgressAllowance>)>,
+    ) {
         let name = labels::instance_name(&instance.id);
         let result = async {
             let engine = self.engine().await?;
+            if let Some((template, allowances)) = &stack {
+                let made = StackInstance {
+                    warm_pool_id,
+                    instance: &instance,
+                    template,
+                    class_network: grant.network.as_deref(),
+                    allowances,
+                    start,
+                };
+                return self.provision_stack(engine, made).await.map(|_| ());
+            }
             let image = labels::snapshot_image(&instance.snapshot_id);
             let labels = self.instance_labels(warm_pool_id, &instance, grant.network.as_deref());
             let id = engine.create(&name, &image, labels, grant).await?;
@@ -296,13 +344,25 @@ impl Core {
             }
             let image = labels::snapshot_image(&instance.snapshot_id);
             let folder = engine.image(&image).await.ok().flatten().and_then(|(l, _)| l.get(labels::WORKSPACE_FOLDER).cloned());
-            let containers = engine.containers(&[(labels::INSTANCE_ID, instance.id.as_str())]).await.unwrap_or_default();
-            let container_id = containers.first().map(|c| c.id.clone()).unwrap_or_else(|| labels::claimed_name(&instance.id));
+            let containers = engine
+                .containers(&[(labels::INSTANCE_ID, instance.id.as_str()), (labels::ROLE, labels::ROLE_INSTANCE)])
+                .await
+                .unwrap_or_default();
+            let dev = containers.first();
+            let container_id = dev.map(|c| c.id.clone()).unwrap_or_else(|| labels::claimed_name(&instance.id));
+            // A stack is the claimant's whole: its other containers too.
+            let compose_project = dev.and_then(|c| c.labels.get(labels::COMPOSE_PROJECT)).cloned().unwrap_or_default();
+            let services = match compose_project.is_empty() {
+                true => Vec::new(),
+                false => self.claim_stack(engine, &instance.id).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))?,
+            };
             return Ok(Some(ClaimedInstance {
                 instance_id: instance.id,
                 snapshot_id: instance.snapshot_id,
                 workspace_path: folder.unwrap_or_default(),
                 container_id,
+                compose_project,
+                services,
             }));
         }
     }
@@ -321,7 +381,12 @@ impl Core {
         for container in &containers {
             self.remove_container(&container.id).await;
         }
-        if busy || !containers.is_empty() {
+        let engine = self.engine().await.map_err(Error::Internal)?;
+        let leftovers = match busy {
+            true => 0,
+            false => self.sweep_stacks(engine, warm_pool_id, &HashSet::new()).await,
+        };
+        if busy || !containers.is_empty() || leftovers > 0 {
             // Creations under way remove their own containers when they end;
             // a later call checks that none is left.
             return Ok(false);

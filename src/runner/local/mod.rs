@@ -241,7 +241,7 @@ impl Runner for LocalRunner {
             instance_id: instance.id,
             snapshot_id: instance.snapshot_id,
             workspace_path: claimed.display().to_string(),
-            container_id: String::new(),
+            ..Default::default()
         }))
     }
 

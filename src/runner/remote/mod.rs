@@ -229,6 +229,12 @@ impl Runner for RemoteRunner {
             snapshot_id: result.snapshot_id,
             workspace_path: result.workspace_path,
             container_id: result.container_id,
+            compose_project: result.compose_project,
+            services: result
+                .services
+                .into_iter()
+                .map(|s| super::ServiceContainer { service: s.service, container_id: s.container_id })
+                .collect(),
         }))
     }
 

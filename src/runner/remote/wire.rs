@@ -159,6 +159,12 @@ pub fn claim_result(request_id: &str, outcome: &crate::error::Result<Option<Clai
             result.snapshot_id = instance.snapshot_id.clone();
             result.workspace_path = instance.workspace_path.clone();
             result.container_id = instance.container_id.clone();
+            result.compose_project = instance.compose_project.clone();
+            result.services = instance
+                .services
+                .iter()
+                .map(|s| pb::ServiceContainer { service: s.service.clone(), container_id: s.container_id.clone() })
+                .collect();
         }
         Ok(None) => {}
         Err(error) => result.error_message = error.to_string(),

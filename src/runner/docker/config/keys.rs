@@ -19,8 +19,6 @@ pub enum Treatment {
     Warned(&'static str),
     /// Ignored; the prebuild's log says why.
     Noted(&'static str),
-    /// The prebuild fails, saying why.
-    Refused(&'static str),
 }
 
 /// The properties, in the spec's order of topics.
@@ -70,16 +68,12 @@ pub const KEYS: &[(&str, Treatment)] = &[
     ("secrets", Treatment::Noted("a prebuild has no user to ask for secrets")),
     (
         "dockerComposeFile",
-        Treatment::Refused("Docker Compose configurations are not supported by the docker runner yet (use image or build.dockerfile)"),
+        Treatment::Runner(
+            "the dev container is a service of this Compose project (a file or a list, relative to the devcontainer.json; see Docker Compose configurations)",
+        ),
     ),
-    (
-        "service",
-        Treatment::Refused("Docker Compose configurations are not supported by the docker runner yet (use image or build.dockerfile)"),
-    ),
-    (
-        "runServices",
-        Treatment::Refused("Docker Compose configurations are not supported by the docker runner yet (use image or build.dockerfile)"),
-    ),
+    ("service", Treatment::Runner("the Compose service that is the dev container (with dockerComposeFile)")),
+    ("runServices", Treatment::Runner("the Compose services that are started (default: all; with dockerComposeFile)")),
 ];
 
 /// What the runner does with `key`; `None` for a property it does not know

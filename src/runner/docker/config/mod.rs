@@ -18,6 +18,7 @@ mod tests;
 use keys::KEYS;
 pub use keys::{treatment, Treatment};
 
+use super::compose::police::ComposeRequest;
 use super::policy::asks;
 use super::policy::variables::Variables;
 use super::policy::{Ask, Grant, Repository};
@@ -52,6 +53,8 @@ pub struct Prepared {
     pub has_features: bool,
     /// The variables as they resolve for this prebuild.
     pub variables: Variables,
+    /// The Compose project the dev container is a service of, if any.
+    pub compose: Option<ComposeRequest>,
     /// Lines for the prebuild's log.
     pub notes: Vec<String>,
     /// What the prebuild's warning must say.
@@ -101,6 +104,7 @@ pub fn prepare(source: &Source<'_>) -> Result<Prepared, String> {
             config_dir: workspace.clone(),
             host_requirements: None,
             has_features: false,
+            compose: None,
             notes: Vec::new(),
             warnings: vec![warning],
         });
@@ -122,7 +126,6 @@ pub fn prepare(source: &Source<'_>) -> Result<Prepared, String> {
     legacy_build_keys(&mut original);
 
     let mut config = Map::new();
-    let mut refusals = Vec::new();
     for (key, value) in &original {
         match treatment(key) {
             Some(Treatment::Honoured | Treatment::Session) => {
@@ -131,18 +134,15 @@ pub fn prepare(source: &Source<'_>) -> Result<Prepared, String> {
             Some(Treatment::Policy | Treatment::Runner(_)) => {}
             Some(Treatment::Warned(reason)) => warnings.push(format!("{key} in {name} was ignored: {reason}")),
             Some(Treatment::Noted(reason)) => notes.push(format!("skipped {key}: {reason}")),
-            Some(Treatment::Refused(reason)) => refusals.push(format!("{key}: {reason}")),
             None => notes.push(format!("skipped {key}: not a devcontainer.json property the runner knows")),
         }
     }
-    if !refusals.is_empty() {
-        return Err(format!("{name}: {}", refusals.join("; ")));
-    }
+    let compose = compose_request(&name, &mut original, &mut config, &config_dir, &workspace, &mut notes, &mut warnings)?;
     if let Some(build) = config.remove("build") {
         let build = resolve_build(&name, build, &config_dir, &workspace, &mut warnings)?;
         config.insert("build".into(), build);
     }
-    match (config.contains_key("image"), config.contains_key("build")) {
+    match (config.contains_key("image") || compose.is_some(), config.contains_key("build")) {
         (false, false) => return Err(format!("{name}: set image or build.dockerfile (the docker runner needs one of them)")),
         (true, true) => {
             config.remove("image");
@@ -194,9 +194,69 @@ pub fn prepare(source: &Source<'_>) -> Result<Prepared, String> {
         host_requirements: original.get("hostRequirements").cloned(),
         has_features,
         variables,
+        compose,
         notes,
         warnings,
     })
+}
+
+/// `dockerComposeFile`, `service` and `runServices`: the Compose project
+/// the dev container is a service of. The keys that describe a single
+/// container (`image`, `build`, `runArgs`, `workspaceMount`) are not used
+/// with it, and the warning says so.
+fn compose_request(
+    name: &str,
+    original: &mut Map<String, Value>,
+    config: &mut Map<String, Value>,
+    config_dir: &Path,
+    workspace: &Path,
+    notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ComposeRequest>, String> {
+    let Some(files) = original.get("dockerComposeFile") else {
+        for key in ["service", "runServices"] {
+            if original.contains_key(key) {
+                notes.push(format!("skipped {key}: it is used with dockerComposeFile only"));
+            }
+        }
+        return Ok(None);
+    };
+    let listed: Vec<&str> = match files {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => items.iter().filter_map(Value::as_str).collect(),
+        _ => return Err(format!("{name}: dockerComposeFile must be a path or a list of paths")),
+    };
+    let mut resolved = Vec::new();
+    for file in listed {
+        let path = inside(name, "dockerComposeFile", config_dir, file, workspace)?;
+        if !path.is_file() {
+            return Err(format!("{name}: dockerComposeFile {file:?} is not a file in the repository"));
+        }
+        resolved.push(path);
+    }
+    let service = match original.get("service") {
+        Some(Value::String(service)) if !service.is_empty() => service.clone(),
+        _ => return Err(format!("{name}: service must name the Compose service that is the dev container (with dockerComposeFile)")),
+    };
+    let run_services = match original.get("runServices") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            Some(items.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        }
+        Some(_) => return Err(format!("{name}: runServices must be a list of service names")),
+    };
+    for key in ["image", "build"] {
+        if config.remove(key).is_some() {
+            warnings.push(format!("{key} in {name} was ignored: with dockerComposeFile, the Compose service {service:?} says how the dev container is built"));
+        }
+    }
+    for key in ["runArgs", "workspaceMount"] {
+        if original.remove(key).is_some() {
+            warnings.push(format!("{key} in {name} was ignored: with dockerComposeFile, the Compose file says how the dev container runs"));
+        }
+    }
+    notes.push(format!("the dev container is service {service:?} of a Docker Compose configuration"));
+    Ok(Some(ComposeRequest { files: resolved, service, run_services }))
 }
 
 /// The spec's older spelling of build.dockerfile and build.context.

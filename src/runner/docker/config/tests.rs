@@ -229,10 +229,16 @@ fn what_the_runner_decides_for_real_world_shapes() {
             },
         },
         Case {
-            name: "Docker Compose",
+            name: "Docker Compose without its file",
             file: r#"{"dockerComposeFile": "compose.yml", "service": "app"}"#,
             policy: allow_nothing,
-            check: |result| assert!(result.unwrap_err().contains("dockerComposeFile: Docker Compose configurations are not supported")),
+            check: |result| assert!(result.unwrap_err().contains(r#"dockerComposeFile "compose.yml" does not exist in the repository"#)),
+        },
+        Case {
+            name: "Docker Compose without a service",
+            file: r#"{"dockerComposeFile": "Dockerfile"}"#,
+            policy: allow_nothing,
+            check: |result| assert!(result.unwrap_err().contains("service must name the Compose service")),
         },
         Case {
             name: "a feature's metadata is not the file's business, but a bad capability is",
@@ -398,4 +404,36 @@ fn the_readme_lists_every_key() {
     for (key, _) in KEYS {
         assert!(readme.contains(&format!("| `{key}` |")), "README's table of devcontainer.json keys lacks {key}");
     }
+}
+
+#[test]
+fn a_compose_configuration_names_its_files_service_and_run_services() {
+    let dir = workspace_with(
+        r#"{
+            "dockerComposeFile": ["compose.yml", "../compose.extra.yml"],
+            "service": "app",
+            "runServices": ["db"],
+            "image": "ignored:1",
+            "runArgs": ["--cap-add=SYS_PTRACE"],
+            "capAdd": ["SYS_PTRACE"],
+            "workspaceFolder": "/workspaces/backend"
+        }"#,
+    );
+    std::fs::write(dir.path().join(".devcontainer/compose.yml"), "services: {}\n").unwrap();
+    std::fs::write(dir.path().join("compose.extra.yml"), "services: {}\n").unwrap();
+    let prepared = prepare(&source(dir.path())).unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let request = prepared.compose.clone().expect("a Compose request");
+    assert_eq!(request.files, vec![root.join(".devcontainer/compose.yml"), root.join("compose.extra.yml")]);
+    assert_eq!((request.service.as_str(), request.run_services), ("app", Some(vec!["db".to_string()])));
+    assert!(!prepared.config.contains_key("image"), "the service says how the container is built");
+    let warnings = prepared.warnings.join("\n");
+    assert!(warnings.contains("image in .devcontainer/devcontainer.json was ignored: with dockerComposeFile"), "{warnings}");
+    assert!(warnings.contains("runArgs in .devcontainer/devcontainer.json was ignored"), "{warnings}");
+    let written: Vec<&str> = prepared.asks.iter().map(|ask| ask.written.as_str()).collect();
+    assert_eq!(written, vec!["capAdd SYS_PTRACE"], "runArgs asks nothing; capAdd stays under the policy");
+    assert_eq!(prepared.workspace_folder, "/workspaces/backend");
+
+    let outside = workspace_with(r#"{"dockerComposeFile": "../../../etc/compose.yml", "service": "app"}"#);
+    assert!(prepare(&source(outside.path())).unwrap_err().contains("dockerComposeFile"));
 }

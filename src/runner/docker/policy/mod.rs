@@ -22,7 +22,7 @@
 
 pub mod asks;
 mod grant;
-mod mounts;
+pub mod mounts;
 pub mod run_args;
 pub mod variables;
 
