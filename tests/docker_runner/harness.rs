@@ -197,6 +197,12 @@ impl Drop for World {
                 let _ = Command::new("docker").args(["rmi", "-f", id]).output();
             }
         }
+        // The volumes of its Compose stacks.
+        if let Ok(output) = Command::new("docker").args(["volume", "ls", "-q", "--filter", &filter]).output() {
+            for name in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["volume", "rm", "-f", name]).output();
+            }
+        }
         // The runner's networks, and the rules of each (a table named after
         // its bridge), which the runner keeps while it could use them.
         if let Ok(output) = Command::new("docker").args(["network", "ls", "-q", "--filter", &filter]).output() {

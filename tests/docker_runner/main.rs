@@ -9,6 +9,7 @@ mod common;
 
 mod builder;
 mod collection;
+mod compose;
 mod credentials;
 mod failures;
 mod features;

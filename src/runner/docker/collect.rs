@@ -56,7 +56,8 @@ impl Core {
     pub(super) async fn remove_snapshot_images(&self, prebuild_id: &str) -> std::result::Result<(), String> {
         let engine = self.engine().await?;
         engine.remove_image(&labels::snapshot_image(prebuild_id), true).await?;
-        let ours = [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::PREBUILD_ID, prebuild_id), (labels::ROLE, labels::ROLE_SNAPSHOT)];
+        let ours =
+            [(labels::RUNNER_ID, self.runner_id.as_str()), (labels::PREBUILD_ID, prebuild_id), (labels::ROLE, labels::ROLE_SNAPSHOT)];
         for image in engine.images(&ours).await? {
             for tag in image.tags {
                 engine.remove_image(&tag, true).await?;

@@ -222,7 +222,9 @@ impl Core {
             .get_or_init(|| async {
                 let found = compose::ComposeTool::detect(&self.cli.docker_cli, Path::new("docker-compose"), &self.compose_env()).await;
                 match &found {
-                    Ok(tool) => tracing::info!(runner = %self.runner_id, "docker runner: Compose configurations use {}", tool.description()),
+                    Ok(tool) => {
+                        tracing::info!(runner = %self.runner_id, "docker runner: Compose configurations use {}", tool.description())
+                    }
                     Err(error) => tracing::warn!(runner = %self.runner_id, "docker runner: Compose configurations will fail: {error}"),
                 }
                 found

@@ -70,7 +70,8 @@ impl ComposeTool {
     /// Finds Docker Compose: the Docker CLI's plugin, else `docker-compose`
     /// on `PATH`. `Err` says what to install.
     pub async fn detect(docker_cli: &Path, standalone: &Path, env: &ComposeEnv) -> Result<ComposeTool, String> {
-        let plugin = ComposeTool { program: docker_cli.to_path_buf(), leading: vec!["compose".into()], version: String::new(), standalone: None };
+        let plugin =
+            ComposeTool { program: docker_cli.to_path_buf(), leading: vec!["compose".into()], version: String::new(), standalone: None };
         let scratch = JobProcesses::default();
         if let Ok(version) = plugin.run(&scratch, None, env, &env.home, &["version", "--short"], VERSION_TIMEOUT).await {
             return Ok(ComposeTool { version: version.trim().to_string(), ..plugin });
@@ -134,7 +135,11 @@ impl ComposeTool {
         }
         command.envs(env.passed.iter().map(|(k, v)| (k, v)));
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let shown = format!("{} {}", self.program.display(), self.leading.iter().map(String::as_str).chain(args.iter().copied()).collect::<Vec<_>>().join(" "));
+        let shown = format!(
+            "{} {}",
+            self.program.display(),
+            self.leading.iter().map(String::as_str).chain(args.iter().copied()).collect::<Vec<_>>().join(" ")
+        );
         let mut child = spawn_in_group(processes, command).map_err(|e| format!("cannot run {shown}: {e}"))?;
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let work = async {
@@ -171,9 +176,7 @@ impl ComposeTool {
         };
         match tokio::time::timeout(timeout, work).await {
             Ok((out, _, Ok(status))) if status.success() => Ok(out),
-            Ok((_, tail, Ok(status))) => {
-                Err(format!("{shown} {}: {}", crate::runner::process::describe_exit(status), tail.join(" / ")))
-            }
+            Ok((_, tail, Ok(status))) => Err(format!("{shown} {}: {}", crate::runner::process::describe_exit(status), tail.join(" / "))),
             Ok((_, _, Err(error))) => Err(format!("waiting for {shown}: {error}")),
             Err(_) => {
                 processes.kill_all();

@@ -93,10 +93,13 @@ impl PrebuildStack {
         args.push("config".into());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let env = core.compose_env();
-        let text = tool
-            .run(&shared.processes, Some(log), &env, &dir, &args, COMPOSE_TIMEOUT)
-            .await
-            .map_err(|e| if shared.is_stopped() { "the prebuild was stopped".to_string() } else { format!("the Docker Compose configuration cannot be read: {e}") })?;
+        let text = tool.run(&shared.processes, Some(log), &env, &dir, &args, COMPOSE_TIMEOUT).await.map_err(|e| {
+            if shared.is_stopped() {
+                "the prebuild was stopped".to_string()
+            } else {
+                format!("the Docker Compose configuration cannot be read: {e}")
+            }
+        })?;
         let effective: Value =
             serde_yaml_ng::from_str(&text).map_err(|e| format!("the Docker Compose configuration cannot be read: {e}"))?;
         let places = Places { clone: &repository.clone };
@@ -145,8 +148,15 @@ impl PrebuildStack {
             }
             (None, None) => return Err(format!("services.{}: set image or build", request.service)),
         }
-        let stack =
-            PrebuildStack { request, policed, tool: tool.clone(), project, others: grants, template: StackTemplate::default(), network: None };
+        let stack = PrebuildStack {
+            request,
+            policed,
+            tool: tool.clone(),
+            project,
+            others: grants,
+            template: StackTemplate::default(),
+            network: None,
+        };
         Ok((stack, warnings))
     }
 
@@ -317,10 +327,8 @@ impl PrebuildStack {
 /// The labels of a stack's volumes (and its network, where Compose makes
 /// it), besides their role.
 pub(super) fn resource_labels(runner_id: &str, project: &str, prebuild_id: Option<&str>) -> Vec<(String, String)> {
-    let mut labels = vec![
-        (labels::RUNNER_ID.to_string(), runner_id.to_string()),
-        (labels::COMPOSE_PROJECT.to_string(), project.to_string()),
-    ];
+    let mut labels =
+        vec![(labels::RUNNER_ID.to_string(), runner_id.to_string()), (labels::COMPOSE_PROJECT.to_string(), project.to_string())];
     if let Some(prebuild_id) = prebuild_id {
         labels.push((labels::PREBUILD_ID.to_string(), prebuild_id.to_string()));
     }

@@ -59,7 +59,8 @@ pub fn apply_grant(definition: &mut Map<String, Value>, grant: &Grant) {
         security_opt.insert(0, "no-new-privileges:true".into());
     }
     definition.insert("privileged".into(), Value::Bool(grant.privileged));
-    for (key, list) in [("cap_add", &grant.cap_add), ("cap_drop", &grant.cap_drop), ("security_opt", &security_opt), ("devices", &grant.devices)]
+    for (key, list) in
+        [("cap_add", &grant.cap_add), ("cap_drop", &grant.cap_drop), ("security_opt", &security_opt), ("devices", &grant.devices)]
     {
         match list.is_empty() {
             true => definition.remove(key),
@@ -85,9 +86,8 @@ pub fn apply_grant(definition: &mut Map<String, Value>, grant: &Grant) {
     }
     let mut volumes = definition.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
     for target in &grant.volumes {
-        let listed = Value::String(target.clone());
-        if !volumes.contains(&listed) {
-            volumes.push(listed);
+        if !volumes.iter().any(|volume| volume_target(volume) == Some(target.as_str())) {
+            volumes.push(Value::String(target.clone()));
         }
     }
     if !volumes.is_empty() {
@@ -106,6 +106,19 @@ pub fn apply_grant(definition: &mut Map<String, Value>, grant: &Grant) {
     }
     if !tmpfs.is_empty() {
         definition.insert("tmpfs".into(), Value::Array(tmpfs));
+    }
+}
+
+/// Where a service's volume is mounted (short or long form).
+fn volume_target(volume: &Value) -> Option<&str> {
+    match volume {
+        Value::String(text) => {
+            let mut parts = text.split(':');
+            let first = parts.next();
+            parts.next().or(first)
+        }
+        Value::Object(object) => object.get("target").and_then(Value::as_str),
+        _ => None,
     }
 }
 
@@ -252,12 +265,13 @@ mod tests {
 
     #[test]
     fn a_grant_replaces_the_privilege_keys_whole() {
-        let mut definition = json!({"cap_add": ["SYS_ADMIN"], "privileged": true, "volumes": ["data:/data"]}).as_object().unwrap().clone();
+        let mut definition =
+            json!({"cap_add": ["SYS_ADMIN"], "privileged": true, "volumes": ["data:/data:rw"]}).as_object().unwrap().clone();
         let grant = Grant {
             cap_add: vec!["SYS_PTRACE".into()],
             nano_cpus: Some(500_000_000),
             memory_bytes: Some(128 << 20),
-            volumes: vec!["/cache".into()],
+            volumes: vec!["/cache".into(), "/data".into()],
             ..Grant::default()
         };
         apply_grant(&mut definition, &grant);
@@ -265,7 +279,7 @@ mod tests {
             Value::Object(definition),
             json!({
                 "cap_add": ["SYS_PTRACE"], "privileged": false, "security_opt": ["no-new-privileges:true"],
-                "cpus": 0.5, "mem_limit": 134217728, "volumes": ["data:/data", "/cache"]
+                "cpus": 0.5, "mem_limit": 134217728, "volumes": ["data:/data:rw", "/cache"]
             })
         );
     }

@@ -247,7 +247,9 @@ fn compose_request(
     };
     for key in ["image", "build"] {
         if config.remove(key).is_some() {
-            warnings.push(format!("{key} in {name} was ignored: with dockerComposeFile, the Compose service {service:?} says how the dev container is built"));
+            warnings.push(format!(
+                "{key} in {name} was ignored: with dockerComposeFile, the Compose service {service:?} says how the dev container is built"
+            ));
         }
     }
     for key in ["runArgs", "workspaceMount"] {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file prebuildd/v1/warm_pool_instance.proto.
  */
 export const file_prebuildd_v1_warm_pool_instance: GenFile = /*@__PURE__*/
-  fileDesc("CiVwcmVidWlsZGQvdjEvd2FybV9wb29sX2luc3RhbmNlLnByb3RvEgxwcmVidWlsZGQudjEiVQoUQ2xhaW1JbnN0YW5jZVJlcXVlc3QSFAoMd2FybV9wb29sX2lkGAEgASgJEicKBHdhaXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSQoVQ2xhaW1JbnN0YW5jZVJlc3BvbnNlEjAKCGluc3RhbmNlGAEgASgLMh4ucHJlYnVpbGRkLnYxLldhcm1Qb29sSW5zdGFuY2UipwEKEFdhcm1Qb29sSW5zdGFuY2USCgoCaWQYASABKAkSFAoMd2FybV9wb29sX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJEhYKDndvcmtzcGFjZV9wYXRoGAQgASgJEi4KCmNsYWltZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGNvbnRhaW5lcl9pZBgGIAEoCTJ1ChdXYXJtUG9vbEluc3RhbmNlU2VydmljZRJaCg1DbGFpbUluc3RhbmNlEiIucHJlYnVpbGRkLnYxLkNsYWltSW5zdGFuY2VSZXF1ZXN0GiMucHJlYnVpbGRkLnYxLkNsYWltSW5zdGFuY2VSZXNwb25zZSIAYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiVwcmVidWlsZGQvdjEvd2FybV9wb29sX2luc3RhbmNlLnByb3RvEgxwcmVidWlsZGQudjEiVQoUQ2xhaW1JbnN0YW5jZVJlcXVlc3QSFAoMd2FybV9wb29sX2lkGAEgASgJEicKBHdhaXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSQoVQ2xhaW1JbnN0YW5jZVJlc3BvbnNlEjAKCGluc3RhbmNlGAEgASgLMh4ucHJlYnVpbGRkLnYxLldhcm1Qb29sSW5zdGFuY2Ui8gEKEFdhcm1Qb29sSW5zdGFuY2USCgoCaWQYASABKAkSFAoMd2FybV9wb29sX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJEhYKDndvcmtzcGFjZV9wYXRoGAQgASgJEi4KCmNsYWltZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGNvbnRhaW5lcl9pZBgGIAEoCRIXCg9jb21wb3NlX3Byb2plY3QYByABKAkSMAoIc2VydmljZXMYCCADKAsyHi5wcmVidWlsZGQudjEuU2VydmljZUNvbnRhaW5lciI5ChBTZXJ2aWNlQ29udGFpbmVyEg8KB3NlcnZpY2UYASABKAkSFAoMY29udGFpbmVyX2lkGAIgASgJMnUKF1dhcm1Qb29sSW5zdGFuY2VTZXJ2aWNlEloKDUNsYWltSW5zdGFuY2USIi5wcmVidWlsZGQudjEuQ2xhaW1JbnN0YW5jZVJlcXVlc3QaIy5wcmVidWlsZGQudjEuQ2xhaW1JbnN0YW5jZVJlc3BvbnNlIgBiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * ClaimInstanceRequest names the warm pool to claim an instance from.
@@ -116,6 +116,23 @@ export type WarmPoolInstance = Message<"prebuildd.v1.WarmPoolInstance"> & {
    * @generated from field: string container_id = 6;
    */
   containerId: string;
+
+  /**
+   * compose_project is the instance's Docker Compose project on a docker
+   * runner whose dev container is one service of a Compose configuration
+   * (empty otherwise): the whole stack is the caller's.
+   *
+   * @generated from field: string compose_project = 7;
+   */
+  composeProject: string;
+
+  /**
+   * services are the stack's containers, one per service, the dev
+   * container's among them (empty without a Compose configuration).
+   *
+   * @generated from field: repeated prebuildd.v1.ServiceContainer services = 8;
+   */
+  services: ServiceContainer[];
 };
 
 /**
@@ -124,6 +141,34 @@ export type WarmPoolInstance = Message<"prebuildd.v1.WarmPoolInstance"> & {
  */
 export const WarmPoolInstanceSchema: GenMessage<WarmPoolInstance> = /*@__PURE__*/
   messageDesc(file_prebuildd_v1_warm_pool_instance, 2);
+
+/**
+ * ServiceContainer is one container of a claimed Compose stack.
+ *
+ * @generated from message prebuildd.v1.ServiceContainer
+ */
+export type ServiceContainer = Message<"prebuildd.v1.ServiceContainer"> & {
+  /**
+   * service is the Compose service the container runs.
+   *
+   * @generated from field: string service = 1;
+   */
+  service: string;
+
+  /**
+   * container_id is its container on the docker runner.
+   *
+   * @generated from field: string container_id = 2;
+   */
+  containerId: string;
+};
+
+/**
+ * Describes the message prebuildd.v1.ServiceContainer.
+ * Use `create(ServiceContainerSchema)` to create a new message.
+ */
+export const ServiceContainerSchema: GenMessage<ServiceContainer> = /*@__PURE__*/
+  messageDesc(file_prebuildd_v1_warm_pool_instance, 3);
 
 /**
  * WarmPoolInstanceService hands out instances from warm pools.
