@@ -3,10 +3,13 @@
 //! image, which the repository's file completes), prebuilt with the
 //! service up and reached by its name; a pool of two stacks, each on its
 //! own network, one's server out of the other's reach; a claim that hands
-//! out the whole stack; refusals of what reaches the host; and nothing of
-//! a stack left after a failure, a cancel or a deletion.
+//! out the whole stack; refusals of what reaches the host; nothing of a
+//! stack left after a failure, a cancel or a deletion; and the same on a
+//! `prebuildd runner` with the docker engine, whose stopped and running
+//! stacks survive a kill -9 of the runner.
 
 use super::harness::*;
+use crate::common::runner_process::RunnerProcess;
 use crate::common::*;
 use prebuildd::proto::gitpod::v1::*;
 use prebuildd::proto::prebuildd::v1::warm_pool_instance_service_client::WarmPoolInstanceServiceClient;
@@ -16,6 +19,8 @@ const STACK: &str = "d0c0e000-0000-4000-8000-000000000091";
 const REFUSED: &str = "d0c0e000-0000-4000-8000-000000000092";
 const FAILING: &str = "d0c0e000-0000-4000-8000-000000000093";
 const SLEEPY: &str = "d0c0e000-0000-4000-8000-000000000094";
+const REMOTE: &str = "d0c0e000-0000-4000-8000-000000000095";
+const TOKEN: &str = "remote-compose-runner-token";
 
 /// A Compose file whose `db` answers every connection with the
 /// repository's greeting file (bind-mounted from the repository, so the
@@ -221,4 +226,66 @@ async fn stacks_that_reach_the_host_are_refused_and_failed_or_cancelled_ones_lea
     for prebuild in [&refused, &failing, &sleepy] {
         assert!(!images.contains(&prebuild.id), "an image of {} is left: {images}", prebuild.id);
     }
+}
+
+#[tokio::test]
+async fn a_remote_runner_prebuilds_a_stack_and_adopts_its_warm_stacks_after_a_kill_9() {
+    let world = World::new();
+    let repo = world.dir.path().join("stack-repo");
+    compose_repository(&repo, "", "", "nc -w 3 db 5432 </dev/null > from-db.txt || true");
+    let (config, engine) = remote_config(&world.config(&[(REMOTE, &repo)]), TOKEN);
+    let server = TestServer::start_with(config).await;
+    let data = world.dir.path().join("runner-data");
+    let mut runner = RunnerProcess::start_with_engine(&server.base_url(), &world.runner_id, TOKEN, &data, &engine);
+    runner.wait_connected().await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let prebuild = create_prebuild(&mut client, REMOTE).await;
+    completed(&server, &mut client, &prebuild.id).await;
+
+    // One running stack and one created, not started.
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest {
+            project_id: REMOTE.into(),
+            environment_class_id: CLASS.into(),
+            min_size: Some(1),
+            max_size: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ready = |p: &WarmPool| {
+        let status = p.status.clone().unwrap_or_default();
+        (status.phase, status.running_instances, status.stopped_instances) == (WarmPoolPhase::Ready as i32, 1, 1)
+    };
+    pool_until(&mut client, &pool.id, "1 running and 1 stopped stack", ready).await;
+    let pool_filter = format!("label=dev.prebuildd.warm-pool-id={}", pool.id);
+    let mut before = world.containers(&[&pool_filter]);
+    before.sort();
+    assert_eq!(before.len(), 4, "two stacks of two containers");
+    assert_eq!(world.containers(&[&pool_filter, "status=created"]).len(), 2, "the stopped stack is created, not started");
+
+    runner.kill9();
+    let runner = RunnerProcess::start_with_engine(&server.base_url(), &world.runner_id, TOKEN, &data, &engine);
+    runner.wait_connected().await;
+    pool_until(&mut client, &pool.id, "ready after the runner's restart", ready).await;
+    let mut after = world.containers(&[&pool_filter]);
+    after.sort();
+    assert_eq!(after, before, "the restarted runner adopted the stacks; runner log:\n{}", runner.log_text());
+
+    let mut claims = WarmPoolInstanceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
+    let instance = claims
+        .claim_instance(ClaimInstanceRequest { warm_pool_id: pool.id.clone(), wait: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert!(instance.compose_project.starts_with("prebuildd-stack-"), "the project crossed the wire: {instance:?}");
+    assert_eq!(instance.services.len(), 2, "{instance:?}");
+    assert_eq!(answer(&instance.container_id, "db"), "hello-from-db");
+    // The stopped stack is started for the backfill.
+    pool_until(&mut client, &pool.id, "backfilled", ready).await;
+    client.delete_warm_pool(DeleteWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.unwrap();
+    eventually("only the claimed stack is left", || stack_objects(&world, "container", None).len() == 2).await;
 }

@@ -314,3 +314,14 @@ pub async fn log_of(server: &TestServer, client: &mut Client, prebuild_id: &str)
         .await
         .unwrap()
 }
+
+/// A config whose docker runner becomes a remote one with `token`, and
+/// the `[engine]` keys of a `prebuildd runner` that serves it.
+pub fn remote_config(docker_config: &str, token: &str) -> (String, String) {
+    let docker_keys_start = docker_config.find("kind = \"docker\"").expect("the docker runner entry");
+    let docker_keys_end = docker_config[docker_keys_start..].find("[[environment_classes]]").expect("a class after it") + docker_keys_start;
+    let engine = docker_config[docker_keys_start..docker_keys_end].to_string();
+    let config =
+        format!("{}kind = \"remote\"\ntoken = \"{token}\"\n{}", &docker_config[..docker_keys_start], &docker_config[docker_keys_end..]);
+    (config, engine)
+}

@@ -44,11 +44,7 @@ async fn a_remote_docker_runner_builds_fills_a_pool_and_adopts_it_after_a_kill_9
             "default_environment_class_id",
             "devcontainer_path = \".devcontainer/remote/devcontainer.json\"\ndefault_environment_class_id",
         );
-    let docker_keys_start = docker_config.find("kind = \"docker\"").expect("the docker runner entry");
-    let docker_keys_end = docker_config[docker_keys_start..].find("[[environment_classes]]").expect("a class after it") + docker_keys_start;
-    let engine = docker_config[docker_keys_start..docker_keys_end].to_string();
-    let config =
-        format!("{}kind = \"remote\"\ntoken = \"{TOKEN}\"\n{}", &docker_config[..docker_keys_start], &docker_config[docker_keys_end..]);
+    let (config, engine) = remote_config(&docker_config, TOKEN);
     let server = TestServer::start_with(config).await;
     let data = world.dir.path().join("runner-data");
     let mut runner = RunnerProcess::start_with_engine(&server.base_url(), &world.runner_id, TOKEN, &data, &engine);

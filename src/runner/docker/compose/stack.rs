@@ -182,7 +182,7 @@ impl StackTemplate {
                 labels.insert(key, Value::String(escaped(&value)));
             }
             definition.insert("labels".into(), Value::Object(labels));
-            let joins_network = !definition.get("network_mode").is_some_and(|mode| mode.as_str().is_some_and(|m| m != "bridge"));
+            let joins_network = definition.get("network_mode").is_none_or(|mode| mode.as_str().is_none_or(|m| m == "bridge"));
             if joins_network {
                 let settings = match aliases {
                     Some(aliases) => json!({ "default": { "aliases": aliases } }),
