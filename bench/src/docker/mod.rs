@@ -20,12 +20,15 @@
 //! 4. throughput on the same bytes: the runner's snapshot (a commit) vs a
 //!    plain `docker commit` vs `tar` and `tar | zstd` on the host; its copy
 //!    of the workspace into its root and into the container vs `cp -r` and
-//!    `docker cp`; instance creation (create + start) vs `docker run -d`.
+//!    `docker cp`; instance creation (create + start) vs `docker run -d`;
+//! 5. a two-service Docker Compose stack: its prebuilds, and claim to shell
+//!    and to its server on a pool of stacks (see `compose.rs`).
 //!
 //! Everything it makes on Docker carries the label `dev.prebuildd.bench=<run>`
 //! or the run's runner ID, and is removed at the end, also on failure or
 //! Ctrl-C. No network is needed.
 
+mod compose;
 mod fixture;
 mod report;
 mod scenarios;
@@ -330,6 +333,8 @@ impl Bench {
              default_image = \"{image}\"\nroot = {root}\n\
              [[environment_classes]]\nid = \"{CLASS}\"\nrunner_id = \"{runner}\"\nname = \"docker\"\ncpus = {CLASS_CPUS}\nmemory = \"{CLASS_MEMORY_TOML}\"\n\
              [[projects]]\nid = \"{PROJECT}\"\norganization_id = \"{ORG}\"\nname = \"bench\"\nrepository = {repository}\n\
+             default_environment_class_id = \"{CLASS}\"\n[projects.prebuilds]\nenabled = true\nenvironment_class_ids = [\"{CLASS}\"]\n\
+             [[projects]]\nid = \"{stack}\"\norganization_id = \"{ORG}\"\nname = \"bench-stack\"\nrepository = {stack_repository}\n\
              default_environment_class_id = \"{CLASS}\"\n[projects.prebuilds]\nenabled = true\nenvironment_class_ids = [\"{CLASS}\"]\n",
             runner = self.runner_id,
             cli = toml_string(&self.devcontainer),
@@ -337,6 +342,8 @@ impl Bench {
             image = self.base_image(),
             root = toml_string(&self.work.join("runner-root")),
             repository = toml_string(&self.project()),
+            stack = compose::STACK_PROJECT,
+            stack_repository = toml_string(&self.stack_project()),
         )
     }
 }

@@ -13,6 +13,7 @@ impl Bench {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot generate the project: {e}"))?;
+        self.generate_stack().await?;
         let outside_bytes = (OUTSIDE_MB as f64 * MB) as u64;
         let tree_bytes = workspace_bytes + outside_bytes;
         println!(
@@ -76,6 +77,7 @@ impl Bench {
             rounds.push(claim);
         }
         print_claims(&rounds, &floor);
+        self.stack_scenario(&mut prebuilds, &mut claims).await?;
         self.stop_server().await;
         // The pool's containers go now, so the rest runs on a quiet daemon.
         let runner_filter = format!("label={RUNNER_LABEL}={}", self.runner_id);
@@ -419,7 +421,7 @@ impl Bench {
         Ok((took, bytes))
     }
 
-    async fn remove_containers(&self, ids: &[String]) -> Result<(), String> {
+    pub(super) async fn remove_containers(&self, ids: &[String]) -> Result<(), String> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -501,7 +503,7 @@ impl Bench {
 /// Waits until the pool is READY on the snapshot and back at its size: as
 /// many running instances as it wants (one, more after claims: the
 /// autoscaler follows demand up to maxSize), the rest of maxSize created.
-async fn wait_backfilled(client: &mut Prebuilds, pool_id: &str, snapshot_id: &str) -> Result<WarmPoolStatus, String> {
+pub(super) async fn wait_backfilled(client: &mut Prebuilds, pool_id: &str, snapshot_id: &str) -> Result<WarmPoolStatus, String> {
     let started = Instant::now();
     loop {
         let pool = client
