@@ -154,6 +154,14 @@ async fn start_job(agent: &Agent, outbox: &Outbox, start: pb::StartJob) {
         resources: wire::resources_from_wire(start.resources.as_ref()),
         policy: wire::policy_from_wire(start.policy.as_ref()),
         devcontainer_path: (!start.devcontainer_path.is_empty()).then_some(start.devcontainer_path),
+        source: crate::runner::JobSource::from_source(&crate::proto::prebuildd::v1::PrebuildSource {
+            branch: start.branch,
+            commit_sha: start.commit_sha,
+            incremental: !start.base_prebuild_id.is_empty(),
+            base_prebuild_id: start.base_prebuild_id,
+            base_commit_sha: start.base_commit_sha,
+            ..Default::default()
+        }),
         log,
     };
     if let Err(error) = agent.engine.start(job).await {

@@ -33,6 +33,7 @@ mod cli;
 mod collect;
 mod config;
 mod engine;
+mod incremental;
 mod labels;
 mod lifecycle;
 mod network;
