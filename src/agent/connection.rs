@@ -182,7 +182,7 @@ async fn remove_job(agent: &Agent, outbox: &Outbox, prebuild_id: String) {
             // The last lines first, then the confirmation.
             send_new_log(agent, outbox, &prebuild_id).await;
             lock(&agent.state).jobs.remove(&prebuild_id);
-            if let Err(error) = std::fs::remove_file(agent.logs.path(&prebuild_id)) {
+            if let Err(error) = tokio::fs::remove_file(agent.logs.path(&prebuild_id)).await {
                 if error.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(prebuild = %prebuild_id, %error, "cannot remove the job's local log");
                 }
