@@ -13,6 +13,8 @@ const PROTOS: &[&str] = &[
     "gitpod/v1/prebuild.proto",
     "prebuildd/v1/warm_pool_instance.proto",
     "prebuildd/v1/runner.proto",
+    "prebuildd/v1/prebuild_source.proto",
+    "prebuildd/v1/catalog.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

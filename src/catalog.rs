@@ -271,6 +271,65 @@ pub struct PrebuildSettings {
     pub timeout: Duration,
     pub daily_schedule_hour_utc: Option<u8>,
     pub executor: Option<Subject>,
+    /// `[projects.prebuilds.git]`: prebuilds that follow the repository
+    /// (push webhooks, polling, incremental prebuilds); `None`: only API
+    /// calls and the schedule start prebuilds, and every one is full.
+    pub git: Option<GitSettings>,
+}
+
+/// How a project's prebuilds follow its repository.
+#[derive(Clone)]
+pub struct GitSettings {
+    /// Branches that are prebuilt; empty: the repository's default branch.
+    pub branches: Vec<crate::triggers::glob::Glob>,
+    /// The webhook secret (HMAC key, or GitLab's token); `None`: webhooks
+    /// are refused (401), polling may still run.
+    pub webhook_secret: Option<Vec<u8>>,
+    /// How often the tracked branches are polled; `None`: never.
+    pub poll_interval: Option<Duration>,
+    /// Only pushes that change one of these paths start a prebuild (a
+    /// change to the dev container configuration always does); `None`:
+    /// every push.
+    pub paths: Option<Vec<crate::triggers::glob::Glob>>,
+    /// Whether a newer commit cancels the running prebuild of its branch.
+    pub cancel_superseded: bool,
+    /// Whether a prebuild may start from an earlier full one's snapshot.
+    pub incremental: bool,
+    /// At most this many prebuilds in a row from one base (the base
+    /// included): the next is full.
+    pub full_every: u32,
+    /// How many commits back a base's commit may be.
+    pub max_base_distance: u32,
+    /// The branch warm pools follow; `None`: the default branch.
+    pub warm_pool_branch: Option<String>,
+}
+
+impl std::fmt::Debug for GitSettings {
+    /// Without the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSettings")
+            .field("branches", &self.branches)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<set>"))
+            .field("poll_interval", &self.poll_interval)
+            .field("paths", &self.paths)
+            .field("cancel_superseded", &self.cancel_superseded)
+            .field("incremental", &self.incremental)
+            .field("full_every", &self.full_every)
+            .field("max_base_distance", &self.max_base_distance)
+            .field("warm_pool_branch", &self.warm_pool_branch)
+            .finish()
+    }
+}
+
+impl GitSettings {
+    /// Whether pushes to `branch` are prebuilt (`default_branch`: the
+    /// repository's, when known).
+    pub fn tracks(&self, branch: &str, default_branch: Option<&str>) -> bool {
+        if self.branches.is_empty() {
+            return default_branch == Some(branch);
+        }
+        self.branches.iter().any(|glob| glob.matches(branch))
+    }
 }
 
 impl Catalog {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod fuzzing;
+pub mod git;
 pub mod logs;
 pub mod metrics;
 pub mod proto;
@@ -25,6 +26,7 @@ pub mod sync;
 pub mod tasks;
 pub mod tokens;
 pub mod transport;
+pub mod triggers;
 pub mod validate;
 
 use crate::auth::Authenticator;

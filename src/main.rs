@@ -30,6 +30,12 @@ enum Command {
     /// Creates, lists, updates, deletes and claims from warm pools on a server.
     #[command(subcommand)]
     WarmPools(cli::warm_pools::Command),
+    /// Lists the organization's projects by name (IDs, repositories, tracked branches, last built commit).
+    #[command(subcommand)]
+    Projects(cli::catalog::ProjectsCommand),
+    /// Lists the environment classes by name (IDs, runners).
+    #[command(subcommand)]
+    Classes(cli::catalog::ClassesCommand),
 }
 
 #[derive(Args)]
@@ -56,7 +62,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The client's stderr is for its errors and progress: only warnings
     // from the libraries underneath, unless PREBUILDD_LOG says otherwise.
-    let default_level = if matches!(cli.command, Command::Prebuilds(_) | Command::WarmPools(_)) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Prebuilds(_) | Command::WarmPools(_) | Command::Projects(_) | Command::Classes(_))
+    {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PREBUILDD_LOG")
@@ -106,6 +117,8 @@ fn main() -> ExitCode {
         }
         Command::Prebuilds(command) => runtime.block_on(cli::run(cli.client, cli::Request::Prebuilds(command))),
         Command::WarmPools(command) => runtime.block_on(cli::run(cli.client, cli::Request::WarmPools(command))),
+        Command::Projects(command) => runtime.block_on(cli::run(cli.client, cli::Request::Projects(command))),
+        Command::Classes(command) => runtime.block_on(cli::run(cli.client, cli::Request::Classes(command))),
     }
 }
 

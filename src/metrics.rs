@@ -224,7 +224,7 @@ impl Metrics {
         let claims = Family::<ClaimLabels, Counter>::default();
         registry.register(
             "prebuildd_warm_pool_claims",
-            "Claims of warm pool instances: hit (an instance was handed out) or miss (none was ready)",
+            "Claims of warm pool instances: hit (an instance was handed out, at once or after waiting) or miss (none came within the claim's wait, or none will come)",
             claims.clone(),
         );
         let reconciler_pass = Histogram::new(exponential_buckets(0.0005, 2.5, 14));

@@ -147,6 +147,13 @@ pub async fn run(options: Options) -> Result<(), String> {
         let _ = tokio::fs::remove_dir_all(&work).await;
         return result;
     }
+    if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("incremental")) {
+        // The local runner, then the docker runner.
+        let local = crate::incremental::run(&work.join("local")).await;
+        let docker = crate::docker::run_incremental(&work.join("docker")).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        return local.and(docker);
+    }
     if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("postgres")) {
         let result = postgres::run(&work, &options).await;
         let _ = tokio::fs::remove_dir_all(&work).await;

@@ -27,6 +27,7 @@
 mod api;
 mod docker;
 mod events;
+mod incremental;
 mod load;
 mod overload;
 mod plain;
@@ -74,7 +75,8 @@ struct BenchArgs {
     /// Runs only this scenario (`GetPrebuild`, ...); `docker` runs only the
     /// docker runner benchmark (needs a Docker daemon and the Dev Containers
     /// CLI), `postgres` only the PostgreSQL one, `overload` CreatePrebuild at
-    /// four times the sustainable rate, `events` runner event to stored phase.
+    /// four times the sustainable rate, `events` runner event to stored phase,
+    /// `incremental` full vs incremental prebuilds on the local and docker runners.
     #[arg(long, value_name = "SCENARIO")]
     only: Option<String>,
     /// The prebuildd binary to measure (default: `prebuildd` beside this one).

@@ -154,6 +154,14 @@ async fn start_job(agent: &Agent, outbox: &Outbox, start: pb::StartJob) {
         resources: wire::resources_from_wire(start.resources.as_ref()),
         policy: wire::policy_from_wire(start.policy.as_ref()),
         devcontainer_path: (!start.devcontainer_path.is_empty()).then_some(start.devcontainer_path),
+        source: crate::runner::JobSource::from_source(&crate::proto::prebuildd::v1::PrebuildSource {
+            branch: start.branch,
+            commit_sha: start.commit_sha,
+            incremental: !start.base_prebuild_id.is_empty(),
+            base_prebuild_id: start.base_prebuild_id,
+            base_commit_sha: start.base_commit_sha,
+            ..Default::default()
+        }),
         log,
     };
     if let Err(error) = agent.engine.start(job).await {
@@ -174,7 +182,7 @@ async fn remove_job(agent: &Agent, outbox: &Outbox, prebuild_id: String) {
             // The last lines first, then the confirmation.
             send_new_log(agent, outbox, &prebuild_id).await;
             lock(&agent.state).jobs.remove(&prebuild_id);
-            if let Err(error) = std::fs::remove_file(agent.logs.path(&prebuild_id)) {
+            if let Err(error) = tokio::fs::remove_file(agent.logs.path(&prebuild_id)).await {
                 if error.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(prebuild = %prebuild_id, %error, "cannot remove the job's local log");
                 }

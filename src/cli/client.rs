@@ -5,6 +5,8 @@
 use super::{Format, Global};
 use prebuildd::proto::gitpod::v1::prebuild_service_client::PrebuildServiceClient;
 use prebuildd::proto::gitpod::v1::{GetPrebuildRequest, Prebuild};
+use prebuildd::proto::prebuildd::v1::catalog_service_client::CatalogServiceClient;
+use prebuildd::proto::prebuildd::v1::prebuild_source_service_client::PrebuildSourceServiceClient;
 use prebuildd::proto::prebuildd::v1::warm_pool_instance_service_client::WarmPoolInstanceServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -76,6 +78,8 @@ impl tonic::service::Interceptor for Bearer {
 pub struct Client {
     pub prebuilds: PrebuildServiceClient<InterceptedService<Channel, Bearer>>,
     pub instances: WarmPoolInstanceServiceClient<InterceptedService<Channel, Bearer>>,
+    pub sources: PrebuildSourceServiceClient<InterceptedService<Channel, Bearer>>,
+    pub catalog: CatalogServiceClient<InterceptedService<Channel, Bearer>>,
     /// The server's base URL without a trailing slash (the logs endpoint
     /// is under it).
     pub server: String,
@@ -99,7 +103,9 @@ impl Client {
         };
         Ok(Client {
             prebuilds: PrebuildServiceClient::with_interceptor(channel.clone(), Bearer(bearer.clone())),
-            instances: WarmPoolInstanceServiceClient::with_interceptor(channel, Bearer(bearer)),
+            instances: WarmPoolInstanceServiceClient::with_interceptor(channel.clone(), Bearer(bearer.clone())),
+            sources: PrebuildSourceServiceClient::with_interceptor(channel.clone(), Bearer(bearer.clone())),
+            catalog: CatalogServiceClient::with_interceptor(channel, Bearer(bearer)),
             server,
             format: global.output,
         })

@@ -6,6 +6,7 @@
 //! Connect names, [`output`] formats, [`prebuilds`] and [`warm_pools`] are
 //! the commands, [`watch`] follows a prebuild, [`logs`] streams its log.
 
+pub mod catalog;
 pub mod client;
 pub mod logs;
 pub mod output;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 /// The client's options, accepted before or after the subcommand (serve,
 /// and runner ignore them).
 #[derive(Args, Debug, Clone)]
-#[command(next_help_heading = "Client options (prebuilds, warm-pools)")]
+#[command(next_help_heading = "Client options (prebuilds, warm-pools, projects, classes)")]
 pub struct Global {
     /// The server's base URL (h2c, as `prebuildd serve` listens).
     #[arg(long, global = true, env = "PREBUILDD_SERVER", default_value = "http://127.0.0.1:8080", value_name = "URL")]
@@ -42,6 +43,8 @@ pub enum Format {
 pub enum Request {
     Prebuilds(prebuilds::Command),
     WarmPools(warm_pools::Command),
+    Projects(catalog::ProjectsCommand),
+    Classes(catalog::ClassesCommand),
 }
 
 /// Runs one client command. API errors print as `<connect code>: <message>`
@@ -51,6 +54,8 @@ pub async fn run(global: Global, request: Request) -> ExitCode {
         Ok(client) => match request {
             Request::Prebuilds(command) => prebuilds::run(client, command).await,
             Request::WarmPools(command) => warm_pools::run(client, command).await,
+            Request::Projects(command) => catalog::run_projects(client, command).await,
+            Request::Classes(command) => catalog::run_classes(client, command).await,
         },
         Err(error) => Err(error),
     };

@@ -3,6 +3,7 @@
 //! Connect layer answers with (pbjson serde, Z-normalized timestamps), so
 //! `-o json` prints what a Connect client would receive, on one line.
 
+use super::catalog::{print_source, short_sha, trigger_name, Details};
 use super::Format;
 use prebuildd::proto::gitpod::v1::{Prebuild, PrebuildPhase, WarmPool, WarmPoolPhase};
 use prebuildd::proto::prebuildd::v1::WarmPoolInstance;
@@ -43,16 +44,24 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub const PREBUILD_HEADERS: &[&str] = &["ID", "PROJECT", "CLASS", "PHASE", "TRIGGER", "AGE"];
+pub const PREBUILD_HEADERS: &[&str] = &["ID", "PROJECT", "CLASS", "BRANCH", "COMMIT", "PHASE", "TRIGGER", "AGE"];
 
-/// One prebuild as a row under [`PREBUILD_HEADERS`].
-pub fn prebuild_row(prebuild: &Prebuild) -> Vec<String> {
+/// One prebuild as a row under [`PREBUILD_HEADERS`]: project and class by
+/// name, and its source, when `details` has them.
+pub fn prebuild_row(prebuild: &Prebuild, details: &Details) -> Vec<String> {
     let metadata = prebuild.metadata.clone().unwrap_or_default();
-    let trigger = metadata.triggered_by().as_str_name().trim_start_matches("PREBUILD_TRIGGER_").to_string();
+    let source = details.source(&prebuild.id);
+    let or_dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let trigger = match source {
+        Some(source) => trigger_name(source),
+        None => metadata.triggered_by().as_str_name().trim_start_matches("PREBUILD_TRIGGER_").to_ascii_lowercase(),
+    };
     vec![
         prebuild.id.clone(),
-        metadata.project_id,
-        metadata.environment_class_id,
+        details.project(&metadata.project_id),
+        details.class(&metadata.environment_class_id),
+        or_dash(source.map_or("", |s| s.branch.as_str())),
+        or_dash(short_sha(source.map_or("", |s| s.commit_sha.as_str()))),
         prebuild_phase_name(prebuild_phase(prebuild)).to_string(),
         trigger,
         age(metadata.created_at.as_ref()),
@@ -120,12 +129,16 @@ fn age(created: Option<&pbjson_types::Timestamp>) -> String {
     }
 }
 
-/// One prebuild as a one-row table (with its failure or warning below), or its JSON.
-pub fn print_prebuild(format: Format, prebuild: &Prebuild) {
+/// One prebuild as a one-row table (with its source, failure or warning
+/// below), or its JSON (exactly the resource).
+pub fn print_prebuild(format: Format, prebuild: &Prebuild, details: &Details) {
     match format {
         Format::Json => print_json(prebuild),
         Format::Table => {
-            print_table(PREBUILD_HEADERS, &[prebuild_row(prebuild)]);
+            print_table(PREBUILD_HEADERS, &[prebuild_row(prebuild, details)]);
+            if let Some(source) = details.source(&prebuild.id) {
+                print_source(source);
+            }
             let status = prebuild.status.clone().unwrap_or_default();
             if !status.failure_message.is_empty() {
                 line(&format!("failure: {}", status.failure_message));

@@ -1,6 +1,7 @@
 //! `prebuildd prebuilds ...`: one subcommand per PrebuildService method
 //! (logs through the logs endpoint), each printing the resource it got.
 
+use super::catalog::Details;
 use super::client::{get, required, Client, Result};
 use super::output::{self, prebuild_row, print_prebuild, PREBUILD_HEADERS};
 use super::Format;
@@ -71,7 +72,8 @@ pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
             if watch {
                 return super::watch::follow(&mut client, prebuild).await;
             }
-            print_prebuild(client.format, &prebuild);
+            let details = Details::fetch(&mut client, std::slice::from_ref(&prebuild.id)).await;
+            print_prebuild(client.format, &prebuild, &details);
         }
         Command::List { project, phase } => {
             let filter = list_filter(project, phase);
@@ -86,17 +88,23 @@ pub async fn run(mut client: Client, command: Command) -> Result<ExitCode> {
             .await?;
             match client.format {
                 Format::Json => output::print_json(&all),
-                Format::Table => output::print_table(PREBUILD_HEADERS, &all.iter().map(prebuild_row).collect::<Vec<_>>()),
+                Format::Table => {
+                    let ids: Vec<String> = all.iter().map(|p| p.id.clone()).collect();
+                    let details = Details::fetch(&mut client, &ids).await;
+                    output::print_table(PREBUILD_HEADERS, &all.iter().map(|p| prebuild_row(p, &details)).collect::<Vec<_>>())
+                }
             }
         }
         Command::Get { id } => {
             let prebuild = get(&mut client, &id).await?;
-            print_prebuild(client.format, &prebuild);
+            let details = Details::fetch(&mut client, std::slice::from_ref(&prebuild.id)).await;
+            print_prebuild(client.format, &prebuild, &details);
         }
         Command::Cancel { id } => {
             let request = CancelPrebuildRequest { prebuild_id: id };
             let prebuild = required(client.prebuilds.cancel_prebuild(request).await?.into_inner().prebuild)?;
-            print_prebuild(client.format, &prebuild);
+            let details = Details::fetch(&mut client, std::slice::from_ref(&prebuild.id)).await;
+            print_prebuild(client.format, &prebuild, &details);
         }
         Command::Delete { id } => {
             let response = client.prebuilds.delete_prebuild(DeletePrebuildRequest { prebuild_id: id.clone() }).await?.into_inner();

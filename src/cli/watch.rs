@@ -66,7 +66,8 @@ pub async fn follow(client: &mut Client, mut prebuild: Prebuild) -> Result<ExitC
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }
-    print_prebuild(client.format, &prebuild);
+    let details = super::catalog::Details::fetch(client, std::slice::from_ref(&prebuild.id)).await;
+    print_prebuild(client.format, &prebuild, &details);
     let phase = prebuild_phase(&prebuild);
     if phase == PrebuildPhase::Completed {
         return Ok(ExitCode::SUCCESS);

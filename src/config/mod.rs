@@ -6,6 +6,7 @@
 //! downstream re-parses or re-checks a string.
 
 mod classes;
+mod git;
 mod limits;
 mod runners;
 
@@ -92,7 +93,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err(key: impl std::fmt::Display, message: impl std::fmt::Display) -> ConfigError {
+pub(crate) fn err(key: impl std::fmt::Display, message: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("{key}: {message}"))
 }
 
@@ -207,6 +208,7 @@ struct RawPrebuilds {
     timeout: Option<String>,
     daily_schedule_hour_utc: Option<u8>,
     executor: Option<RawSubject>,
+    git: Option<git::RawGit>,
 }
 
 #[derive(Deserialize)]
@@ -414,6 +416,17 @@ impl RawConfig {
                 }
                 None => None,
             };
+            let git = project
+                .prebuilds
+                .git
+                .map(|raw| git::git_settings(&format!("{key}.prebuilds.git"), raw, &|name| std::env::var(name).ok()))
+                .transpose()?;
+            if git.as_ref().is_some_and(|git| git.webhook_secret.is_some() || git.poll_interval.is_some()) && executor.is_none() {
+                return Err(err(
+                    format!("{key}.prebuilds.git"),
+                    "webhooks and polling need prebuilds.executor: prebuilds a push starts are created and run as the configured executor",
+                ));
+            }
             let devcontainer_path =
                 project.devcontainer_path.map(|path| devcontainer_path(&format!("{key}.devcontainer_path"), &path)).transpose()?;
             let project = Project {
@@ -429,6 +442,7 @@ impl RawConfig {
                     timeout,
                     daily_schedule_hour_utc: project.prebuilds.daily_schedule_hour_utc,
                     executor,
+                    git,
                 },
             };
             if catalog.projects.insert(id.clone(), project).is_some() {
@@ -534,7 +548,7 @@ pub(crate) fn parse_memory(key: &str, text: &str) -> Result<u64, ConfigError> {
     Ok(bytes as u64)
 }
 
-fn optional_duration(key: &str, value: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+pub(crate) fn optional_duration(key: &str, value: Option<&str>) -> Result<Option<Duration>, ConfigError> {
     value
         .map(|text| {
             humantime::parse_duration(text)

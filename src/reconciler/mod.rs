@@ -17,6 +17,7 @@ pub mod prebuild;
 pub mod replicas;
 mod retention;
 mod schedule;
+mod sources;
 pub mod warm_pool;
 
 use crate::catalog::Catalog;
@@ -65,6 +66,8 @@ pub struct Reconciler {
     /// Held by each pass: passes never overlap, whoever starts them (the
     /// loop, or `Server::reconcile_once`).
     pass_lock: tokio::sync::Mutex<()>,
+    /// What starting prebuilds build, settled in the background.
+    plans: Arc<sources::Plans>,
 }
 
 /// What one pass did, for tests and the benchmark.
@@ -105,6 +108,7 @@ impl Reconciler {
             phase_times: Default::default(),
             replicas: Replicas::single(),
             pass_lock: tokio::sync::Mutex::new(()),
+            plans: Arc::default(),
         }
     }
 
@@ -185,6 +189,8 @@ impl Reconciler {
     async fn pass_steps(&self) -> PassReport {
         let mut report = PassReport::default();
         let catalog = self.service.catalog();
+        // Polls run in tasks of their own; this only starts those due.
+        crate::triggers::poll::start_due(&self.service);
         if let Err(error) = schedule::run(self, &catalog).await {
             tracing::warn!(%error, "scheduled prebuilds");
             report.failures += 1;
@@ -283,9 +289,14 @@ impl Reconciler {
             }
         }
 
+        // Pushes' prebuilds run one at a time per branch.
+        let held_back = sources::held_back(&self.store().active_branch_prebuilds().await?);
         let mut planned = Vec::new();
         for prebuild in active {
             if self.backing_off(&prebuild.id) {
+                continue;
+            }
+            if held_back.contains(&prebuild.id) && phase_of(&prebuild).is_pending() {
                 continue;
             }
             let phase = phase_of(&prebuild);
@@ -360,6 +371,12 @@ impl Reconciler {
                 let Some(project) = project else {
                     return self.finish(&prebuild, prebuild::Finish::Failed("its project is no longer configured".into())).await;
                 };
+                let log = self.logs.sink(&prebuild.id);
+                let Some(source) = self.job_source(&prebuild, project, fresh, &log).await? else {
+                    return Ok(());
+                };
+                // Recording the source bumped nothing the status write
+                // guards, so the versions this pass read still hold.
                 if fresh {
                     // Record STARTING with the environment first: if we crash
                     // before the runner starts, the next pass resumes it.
@@ -387,6 +404,7 @@ impl Reconciler {
                         resources: class.map(|c| c.resources).unwrap_or_default(),
                         policy: class.map(|c| c.policy.clone()).unwrap_or_default(),
                         devcontainer_path: project.devcontainer_path.clone(),
+                        source,
                         log: self.logs.sink(&prebuild.id),
                     })
                     .await

@@ -30,5 +30,11 @@ pub(super) async fn run(reconciler: &Reconciler) -> Result<()> {
         }
         reconciler.changes.notify_one();
     }
+    // Webhook deliveries are remembered for a week (providers redeliver
+    // within hours) and at most MAX_DELIVERIES of them.
+    store.prune_deliveries(Micros::before(now, DELIVERY_MEMORY), crate::store::sources::MAX_DELIVERIES).await?;
     store.prune_claims(Micros::before(now, DEMAND_WINDOW)).await
 }
+
+/// How long a webhook delivery's ID is remembered.
+const DELIVERY_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);

@@ -27,6 +27,8 @@ use std::path::PathBuf;
 
 pub use crate::logs::LogSink;
 pub use events::RunnerEvents;
+pub(crate) use process::checked_id;
+pub(crate) use workspace::is_git_repository;
 
 /// What a runner needs to run one prebuild.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +48,43 @@ pub struct PrebuildJob {
     /// The project's choice of devcontainer.json (relative to the
     /// repository root); `None`: the spec's lookup order.
     pub devcontainer_path: Option<String>,
+    /// What to build: the commit, and the base of an incremental prebuild.
+    pub source: JobSource,
     /// Where the job's log lines go.
     pub log: LogSink,
+}
+
+/// What a prebuild builds, as the reconciler settled it when it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobSource {
+    /// The branch the commit is on (for the log and a shallow fetch).
+    pub branch: Option<String>,
+    /// The exact commit to check out; `None`: whatever the clone gets (a
+    /// plain directory, `sim://`, or a repository the server cannot read).
+    pub commit: Option<String>,
+    /// An incremental prebuild's base: update its snapshot to `commit`
+    /// and run only `updateContentCommand`.
+    pub base: Option<JobBase>,
+}
+
+/// The full prebuild an incremental one starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobBase {
+    pub prebuild_id: String,
+    pub commit: String,
+}
+
+impl JobSource {
+    /// The source a stored one describes.
+    pub fn from_source(source: &crate::proto::prebuildd::v1::PrebuildSource) -> JobSource {
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        JobSource {
+            branch: nonempty(&source.branch),
+            commit: nonempty(&source.commit_sha),
+            base: (source.incremental && !source.base_prebuild_id.is_empty() && !source.base_commit_sha.is_empty())
+                .then(|| JobBase { prebuild_id: source.base_prebuild_id.clone(), commit: source.base_commit_sha.clone() }),
+        }
+    }
 }
 
 /// What a runner reports about a prebuild job.
@@ -231,6 +268,11 @@ impl Runners {
         };
         runners.sync(catalog);
         runners
+    }
+
+    /// The server's data dir (runners keep their files under it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Creates runners the catalog names that do not exist yet (on a

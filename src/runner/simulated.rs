@@ -6,6 +6,10 @@
 //! - `sim://fail` fails in RUNNING;
 //! - `sim://warn` completes with a warning;
 //! - `sim://hang` stays RUNNING until stopped (cancel, timeout);
+//! - a git repository whose commit the server resolved completes like
+//!   `sim://ok` (nothing is cloned); an incremental one says in its log that
+//!   it updates its base's snapshot and runs only `updateContentCommand`,
+//!   as the real runners do;
 //! - anything else fails at once, saying what the simulated runner accepts.
 //!
 //! A job's state is computed from the time since it started, so thousands
@@ -247,7 +251,16 @@ impl SimulatedRunner {
         for step in from..=to {
             let line = match step {
                 0 => format!("[simulated] creating environment {}", job.job.environment_id),
-                1 => format!("[simulated] running the prebuild lifecycle of {}", job.job.repository),
+                1 => match (&job.job.source.base, &job.job.source.commit) {
+                    (Some(base), Some(commit)) => format!(
+                        "[simulated] incremental: updating the snapshot of prebuild {} from commit {} to {commit}; running updateContentCommand only",
+                        base.prebuild_id, base.commit
+                    ),
+                    (None, Some(commit)) => {
+                        format!("[simulated] running the prebuild lifecycle of {} at commit {commit}", job.job.repository)
+                    }
+                    _ => format!("[simulated] running the prebuild lifecycle of {}", job.job.repository),
+                },
                 // A failed or stopped job never reached these.
                 2 | 3 if failed_early => continue,
                 2 => "[simulated] stopping the environment".to_string(),
@@ -280,7 +293,11 @@ impl Runner for SimulatedRunner {
         if state.jobs.contains_key(&job.prebuild_id) {
             return Ok(());
         }
-        let (ending, started) = (ending_of(&job.repository), Instant::now());
+        let ending = match ending_of(&job.repository) {
+            Ending::Reject if job.source.commit.is_some() => Ending::Complete,
+            ending => ending,
+        };
+        let started = Instant::now();
         state.jobs.insert(job.prebuild_id.clone(), Job { job, ending, started, stopped: false, logged: None, finished: None });
         drop(state);
         self.alarms.set(self.changes_of(ending, started));
@@ -502,6 +519,7 @@ mod tests {
             resources: Default::default(),
             policy: Default::default(),
             devcontainer_path: None,
+            source: Default::default(),
             log: LogSink::new(dir.join("p1.log")),
         }
     }

@@ -15,12 +15,13 @@ pub(crate) fn is_git_repository(dir: &Path) -> bool {
     dir.join(".git").exists() || (dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir())
 }
 
-/// Puts the repository into the (new) workspace: a clone, or a copy of a
-/// plain directory.
+/// Puts the repository into the (new) workspace: a clone checked out at
+/// `commit` (when the server settled one), or a copy of a plain directory.
 pub(crate) async fn materialize(
     processes: &Arc<JobProcesses>,
     log: &LogSink,
     repository: &str,
+    commit: Option<&str>,
     workspace: &Path,
     root: &Path,
 ) -> std::result::Result<(), String> {
@@ -31,9 +32,55 @@ pub(crate) async fn materialize(
     // a canonical path to recognise the runner's own directory.
     match tokio::fs::canonicalize(repository).await {
         Ok(source) if source.is_dir() && !is_git_repository(&source) => copy_repository(processes, log, &source, workspace, root).await,
-        Ok(source) => clone_repository(processes, log, &source.display().to_string(), false, workspace).await,
-        Err(_) => clone_repository(processes, log, repository, true, workspace).await,
+        Ok(source) => {
+            clone_repository(processes, log, &source.display().to_string(), false, workspace).await?;
+            check_out(processes, log, commit, workspace).await
+        }
+        Err(_) => {
+            clone_repository(processes, log, repository, true, workspace).await?;
+            check_out(processes, log, commit, workspace).await
+        }
     }
+}
+
+/// Checks the clone out at the settled commit (detached). A shallow clone
+/// that lacks it (the branch moved on since) fetches that one commit.
+async fn check_out(processes: &JobProcesses, log: &LogSink, commit: Option<&str>, workspace: &Path) -> std::result::Result<(), String> {
+    let Some(commit) = commit else { return Ok(()) };
+    if !crate::git::is_sha(commit) {
+        return Err(format!("{commit:?} is not a commit ID"));
+    }
+    if run_git(processes, workspace, &["checkout", "--quiet", "--detach", commit]).await.is_err() {
+        run_git(processes, workspace, &["fetch", "--quiet", "--depth", "1", "origin", commit]).await?;
+        run_git(processes, workspace, &["checkout", "--quiet", "--detach", commit]).await?;
+    }
+    log.line(&format!("checked out commit {commit}")).await;
+    Ok(())
+}
+
+/// Runs `git <args>` in the workspace as one of the job's processes; the
+/// error quotes git's last words.
+pub(crate) async fn run_git(processes: &JobProcesses, workspace: &Path, args: &[&str]) -> std::result::Result<(), String> {
+    let mut command = tokio::process::Command::new("git");
+    command
+        .args(args)
+        .current_dir(workspace)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GCM_INTERACTIVE", "never")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn_in_group(processes, command).map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
+    let mut errors = Vec::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_end(&mut errors).await;
+    }
+    let status = wait_in_group(processes, &mut child).await.map_err(|e| format!("waiting for git: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    let errors = String::from_utf8_lossy(&errors);
+    let last = errors.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+    Err(format!("git {} {}: {last}", args.first().copied().unwrap_or_default(), describe_exit(status)))
 }
 
 async fn copy_repository(

@@ -70,7 +70,7 @@ fn wait_of(request: &ClaimInstanceRequest) -> Result<Duration> {
 /// caller before its deadline: a claim that found nothing says
 /// `unavailable`, not the transport's `deadline_exceeded`.
 pub fn bound_wait(request: &mut ClaimInstanceRequest, remaining: Duration) {
-    let margin = (remaining / 10).min(Duration::from_millis(200));
+    let margin = (remaining / 5).min(Duration::from_millis(500));
     let bound = remaining.saturating_sub(margin).min(MAX_CLAIM_WAIT);
     let asked = request.wait.as_ref().and_then(|w| validate::duration_range("wait", w, 0, MAX_CLAIM_WAIT.as_secs() as i64).ok());
     // An invalid `wait` is left for the service to refuse.
@@ -219,13 +219,13 @@ mod tests {
     fn the_wait_is_bounded_by_the_callers_deadline_with_a_margin() {
         let mut unset = request(None);
         bound_wait(&mut unset, Duration::from_secs(5));
-        assert_eq!(wait_of(&unset).unwrap(), Duration::from_millis(4800), "a 200 ms margin");
+        assert_eq!(wait_of(&unset).unwrap(), Duration::from_millis(4500), "a 500 ms margin");
         let mut short = request(Some(Duration::from_secs(1)));
         bound_wait(&mut short, Duration::from_secs(30));
         assert_eq!(wait_of(&short).unwrap(), Duration::from_secs(1), "the request's own wait when shorter");
         let mut tight = request(Some(Duration::from_secs(10)));
         bound_wait(&mut tight, Duration::from_millis(500));
-        assert_eq!(wait_of(&tight).unwrap(), Duration::from_millis(450), "a tenth of a short deadline");
+        assert_eq!(wait_of(&tight).unwrap(), Duration::from_millis(400), "a fifth of a short deadline");
         let mut long = request(None);
         bound_wait(&mut long, Duration::from_secs(3600));
         assert_eq!(wait_of(&long).unwrap(), MAX_CLAIM_WAIT);

@@ -3,8 +3,10 @@
 //! transports decode a request, authenticate, call a method here with the
 //! prost request type, and encode what it returns.
 
+mod catalog;
 pub mod claims;
 mod prebuilds;
+mod sources;
 mod warm_pools;
 
 pub use prebuilds::{mark_deleting, new_prebuild, prebuild_class, NewPrebuild};
@@ -58,6 +60,8 @@ pub struct Service {
     /// Claims waiting for an instance, per pool, in order.
     claim_lines: claims::ClaimLines,
     max_pending_prebuilds_per_project: Option<u32>,
+    /// Pushes and polls, and what a prebuild builds when it starts.
+    triggers: Arc<crate::triggers::Triggers>,
 }
 
 impl std::fmt::Debug for Service {
@@ -70,6 +74,7 @@ impl Service {
     pub fn new(parts: ServiceParts) -> Self {
         let ServiceParts { store, catalog, clock, tokens, public_url, changes, runners, metrics, max_pending_prebuilds_per_project } =
             parts;
+        let triggers = Arc::new(crate::triggers::Triggers::new(runners.data_dir()));
         Service {
             store,
             catalog: RwLock::new(catalog),
@@ -81,6 +86,7 @@ impl Service {
             metrics,
             claim_lines: Default::default(),
             max_pending_prebuilds_per_project,
+            triggers,
         }
     }
 
@@ -94,6 +100,10 @@ impl Service {
         self.runners.sync(&catalog);
         *crate::sync::write(&self.catalog) = catalog;
         self.changes.notify_one();
+    }
+
+    pub fn triggers(&self) -> &Arc<crate::triggers::Triggers> {
+        &self.triggers
     }
 
     pub fn runners(&self) -> &Arc<Runners> {

@@ -9,6 +9,7 @@
 
 mod columns;
 pub mod postgres;
+pub mod sources;
 pub mod sqlite;
 
 use crate::domain::Micros;
@@ -65,7 +66,7 @@ pub struct Page<T> {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: sources::SourceStore + Send + Sync + 'static {
     /// Inserts a new prebuild; durable when this returns.
     async fn insert_prebuild(&self, prebuild: Prebuild) -> Result<()>;
     /// The prebuild if it exists in the organization.

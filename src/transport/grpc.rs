@@ -4,8 +4,13 @@ use crate::auth::Authenticator;
 use crate::error::Error;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildService;
 use crate::proto::gitpod::v1::*;
+use crate::proto::prebuildd::v1::catalog_service_server::CatalogService;
+use crate::proto::prebuildd::v1::prebuild_source_service_server::PrebuildSourceService;
 use crate::proto::prebuildd::v1::warm_pool_instance_service_server::WarmPoolInstanceService;
-use crate::proto::prebuildd::v1::{ClaimInstanceRequest, ClaimInstanceResponse};
+use crate::proto::prebuildd::v1::{
+    ClaimInstanceRequest, ClaimInstanceResponse, ListEnvironmentClassesRequest, ListEnvironmentClassesResponse, ListPrebuildSourcesRequest,
+    ListPrebuildSourcesResponse, ListProjectsRequest, ListProjectsResponse,
+};
 use crate::service::claims::bound_wait;
 use crate::service::Service;
 use crate::transport::deadline::CallDeadline;
@@ -85,3 +90,25 @@ impl WarmPoolInstanceService for GrpcWarmPoolInstanceService {
         self.service.claim_instance(&caller, claim).instrument(span).await.map(Response::new).map_err(|e: Error| e.into())
     }
 }
+/// `prebuildd.v1.PrebuildSourceService` and `prebuildd.v1.CatalogService`
+/// over gRPC (one adapter: both only read).
+#[derive(Debug, Clone)]
+pub struct GrpcExtensionService {
+    service: Arc<Service>,
+    auth: Arc<Authenticator>,
+}
+
+impl GrpcExtensionService {
+    pub fn new(service: Arc<Service>, auth: Arc<Authenticator>) -> Self {
+        GrpcExtensionService { service, auth }
+    }
+}
+
+grpc_service!(PrebuildSourceService, GrpcExtensionService {
+    list_prebuild_sources(ListPrebuildSourcesRequest) -> ListPrebuildSourcesResponse;
+});
+
+grpc_service!(CatalogService, GrpcExtensionService {
+    list_projects(ListProjectsRequest) -> ListProjectsResponse;
+    list_environment_classes(ListEnvironmentClassesRequest) -> ListEnvironmentClassesResponse;
+});

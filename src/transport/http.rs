@@ -1,5 +1,6 @@
 //! Plain HTTP routes: `/healthz` for probes, prebuild logs, the web
-//! dashboard (`/ui/`), and the Connect/JSON routes.
+//! dashboard (`/ui/`), push webhooks (`/webhooks/`, signed by the git
+//! server instead of an API key), and the Connect/JSON routes.
 
 use crate::auth::Authenticator;
 use crate::logs::Logs;
@@ -17,5 +18,6 @@ pub fn router(service: Arc<Service>, auth: Arc<Authenticator>, logs: Logs, metri
         .route("/metrics", get(move || std::future::ready(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], scraped.render()))))
         .merge(super::logs::router(service.clone(), logs.reader()))
         .merge(super::ui::router())
+        .merge(crate::triggers::webhook::router(service.clone()))
         .merge(super::connect::router(service, auth, metrics))
 }

@@ -31,6 +31,9 @@ pub const METHODS: &[ApiMethod] = &[
     method("gitpod.v1.PrebuildService/UpdateWarmPool", false),
     method("gitpod.v1.PrebuildService/DeleteWarmPool", false),
     method("prebuildd.v1.WarmPoolInstanceService/ClaimInstance", false),
+    method("prebuildd.v1.PrebuildSourceService/ListPrebuildSources", true),
+    method("prebuildd.v1.CatalogService/ListProjects", true),
+    method("prebuildd.v1.CatalogService/ListEnvironmentClasses", true),
 ];
 
 /// The method of that name, with its position in [`METHODS`].

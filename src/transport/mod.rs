@@ -25,6 +25,8 @@ pub mod ui;
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::proto::gitpod::v1::prebuild_service_server::PrebuildServiceServer;
+use crate::proto::prebuildd::v1::catalog_service_server::CatalogServiceServer;
+use crate::proto::prebuildd::v1::prebuild_source_service_server::PrebuildSourceServiceServer;
 use crate::proto::prebuildd::v1::runner_service_server::RunnerServiceServer;
 use crate::proto::prebuildd::v1::warm_pool_instance_service_server::WarmPoolInstanceServiceServer;
 use crate::service::Service;
@@ -45,6 +47,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Builds the gRPC side: PrebuildService, our WarmPoolInstanceService,
+/// PrebuildSourceService and CatalogService,
 /// grpc.health.v1 and reflection
 /// (v1 and v1alpha) for everything we serve.
 pub fn grpc_router(
@@ -58,6 +61,15 @@ pub fn grpc_router(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let runners = RunnerServiceServer::new(runner_service::GrpcRunnerService::new(service.clone(), auth.clone(), shutdown))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let extension = grpc::GrpcExtensionService::new(service.clone(), auth.clone());
+    let sources = PrebuildSourceServiceServer::new(extension.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let catalog = CatalogServiceServer::new(extension)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let claims = WarmPoolInstanceServiceServer::new(grpc::GrpcWarmPoolInstanceService::new(service, auth))
         .accept_compressed(CompressionEncoding::Gzip)
@@ -83,6 +95,8 @@ pub fn grpc_router(
 
     tonic::service::Routes::new(prebuilds)
         .add_service(claims)
+        .add_service(sources)
+        .add_service(catalog)
         .add_service(runners)
         .add_service(health)
         .add_service(reflection_v1)

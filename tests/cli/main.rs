@@ -57,8 +57,10 @@ async fn create_prints_a_table_or_the_prebuild_as_json() {
     let table = ok(&server, &["prebuilds", "create", "--project", PROJECT_BACKEND]).await;
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("ID") && lines[0].contains("PROJECT") && lines[0].contains("PHASE"), "{table}");
-    assert!(lines[1].contains(PROJECT_BACKEND) && lines[1].contains(CLASS_SMALL) && lines[1].contains("PENDING"), "{table}");
-    assert!(lines[1].contains("MANUAL"), "{table}");
+    // Projects and classes by name (the catalog service), the trigger as
+    // the prebuild's source records it.
+    assert!(lines[1].contains("backend") && lines[1].contains("small") && lines[1].contains("PENDING"), "{table}");
+    assert!(lines[1].contains("api"), "{table}");
     // The columns line up: each header starts where its cells start.
     assert_eq!(lines[0].find("PHASE"), lines[1].find("PENDING"), "{table}");
 
@@ -320,4 +322,34 @@ async fn watch_on_a_terminal_redraws_one_spinner_line() {
     // ...and cleared before the final prebuild is printed.
     let table = screen.rsplit("\r\x1b[2K").next().unwrap();
     assert!(table.starts_with("ID ") && table.contains("COMPLETED"), "{screen:?}");
+}
+
+#[tokio::test]
+async fn projects_and_classes_by_name_and_prebuilds_with_their_commit() {
+    let origin = common::repos::Origin::new(Some(r#"{ "onCreateCommand": "true" }"#));
+    let text = running_config("20ms")
+        .replace("name = \"backend\"\nrepository = \"sim://ok\"", &format!("name = \"backend\"\nrepository = \"{}\"", origin.url()));
+    let server = TestServer::start_with(text).await;
+    let created = json(&server, &["prebuilds", "create", "--project", PROJECT_BACKEND, "--watch"]).await;
+    let id = created["id"].as_str().expect("an ID").to_string();
+    let head = origin.head();
+    let shown = ok(&server, &["prebuilds", "get", &id]).await;
+    assert!(shown.contains(&format!("commit: {head} (branch main)")), "{shown}");
+    assert!(shown.contains("triggered by: an API call"), "{shown}");
+    let row = shown.lines().nth(1).expect("a row");
+    assert!(row.contains("main") && row.contains(&head[..12]) && row.contains("COMPLETED"), "{shown}");
+    assert_eq!(json(&server, &["prebuilds", "get", &id]).await["id"], id.as_str(), "-o json is exactly the resource");
+
+    let projects = ok(&server, &["projects", "list"]).await;
+    let lines: Vec<&str> = projects.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("LAST BUILT"), "{projects}");
+    let backend = lines.iter().find(|l| l.starts_with("backend")).expect("backend is listed");
+    assert!(backend.contains(PROJECT_BACKEND) && backend.contains(&format!("main {}", &head[..12])), "{projects}");
+    assert!(!projects.contains("other"), "another organization's project is not listed: {projects}");
+    let listed = json(&server, &["projects", "list"]).await;
+    assert!(listed.as_array().expect("an array").iter().any(|p| p["id"] == PROJECT_BACKEND && p["name"] == "backend"));
+
+    let classes = ok(&server, &["classes", "list"]).await;
+    assert!(classes.lines().any(|l| l.starts_with("small") && l.contains(CLASS_SMALL) && l.contains("simulated")), "{classes}");
+    assert!(!classes.contains("gpu"), "a class no project of the organization uses is not listed: {classes}");
 }

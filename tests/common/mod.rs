@@ -7,6 +7,7 @@
 pub mod child;
 pub mod network;
 pub mod postgres;
+pub mod repos;
 pub mod runner_process;
 
 use prebuildd::clock::OffsetClock;

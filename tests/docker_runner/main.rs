@@ -14,6 +14,7 @@ mod credentials;
 mod failures;
 mod features;
 mod harness;
+mod incremental;
 mod isolation;
 mod lifecycle;
 mod network;

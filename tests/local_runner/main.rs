@@ -153,6 +153,7 @@ impl Fixture {
             resources: Default::default(),
             policy,
             devcontainer_path: None,
+            source: Default::default(),
             log: LogSink::new(self.log_path(&prebuild_id)),
         };
         self.runner.start(job.clone()).await.unwrap();

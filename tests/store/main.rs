@@ -12,7 +12,10 @@ mod postgres;
 mod fencing;
 mod postgres_only;
 mod queries;
+mod sources;
 mod sqlite_owned;
+
+use sources::*;
 
 use prebuildd::domain::Micros;
 use prebuildd::error::Error;
@@ -146,6 +149,11 @@ on_both_stores!(
     claims_count_since_and_are_pruned,
     acknowledged_writes_are_visible_to_another_process_and_survive_reopening,
     concurrent_inserts_each_land_once,
+    pushes_queue_collapse_and_recognise_built_commits,
+    sources_are_recorded_at_start_only_on_the_versions_seen,
+    bases_are_completed_full_prebuilds_newest_first,
+    deliveries_are_pruned_by_age_and_count,
+    a_branch_that_feeds_no_pool_never_becomes_the_pairs_snapshot,
 );
 
 // ---- builders --------------------------------------------------------------------

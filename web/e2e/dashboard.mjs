@@ -126,7 +126,9 @@ try {
   const completedRow = page.locator(`tr[data-prebuild-id="${completedId}"]`);
   await completedRow.waitFor({ timeout: PATIENCE_MS });
   const rowText = await completedRow.textContent();
-  for (const expected of ["COMPLETED", "MANUAL"]) {
+  // The project and class by name (prebuildd.v1.CatalogService), the
+  // official trigger with what started it (prebuildd.v1.PrebuildSourceService).
+  for (const expected of ["COMPLETED", "MANUAL", "(api)", "backend", "fast"]) {
     if (!rowText.includes(expected)) fail(`the completed prebuild's row lacks ${expected}: ${rowText}`);
   }
   const failedRow = page.locator(`tr[data-prebuild-id="${failedId}"]`);

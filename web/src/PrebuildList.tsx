@@ -2,9 +2,9 @@
 // phase (kept in the URL's query), refreshed every two seconds.
 import { useState } from "react";
 import { Link, useSearchParams } from "wouter";
-import { prebuilds } from "./api.js";
+import { loadNames, loadSources, prebuilds } from "./api.js";
 import { PrebuildPhase, type Prebuild } from "./gen/gitpod/v1/prebuild_pb.js";
-import { age, prebuildDuration, prebuildPhaseName, shortId, subjectName, triggerName } from "./format.js";
+import { age, prebuildDuration, prebuildPhaseName, shortId, shortSha, sourceTriggerName, subjectName, triggerName } from "./format.js";
 import { useNow, usePolling } from "./usePolling.js";
 
 const PAGE_SIZE = 25;
@@ -41,7 +41,13 @@ async function loadPages(projectId: string, phase: string, pages: number) {
     more = token !== "";
     if (!more) break;
   }
-  return { items, more };
+  // Names and sources come from prebuildd's own extension services; a
+  // server without them still shows its prebuilds, by ID.
+  const [names, sources] = await Promise.all([
+    loadNames().catch(() => undefined),
+    loadSources(items.map((p) => p.id)).catch(() => new Map()),
+  ]);
+  return { items, more, names, sources };
 }
 
 export function PrebuildList() {
@@ -64,6 +70,7 @@ export function PrebuildList() {
   };
 
   const seenProjects = [...new Set((value?.items ?? []).map((p) => p.metadata?.projectId ?? ""))].filter(Boolean);
+  const knownProjects = value?.names ? [...value.names.projects.keys()] : seenProjects;
 
   return (
     <section>
@@ -80,14 +87,16 @@ export function PrebuildList() {
           <input
             name="project"
             list="seen-projects"
-            placeholder="any project (ID)"
+            placeholder="any project (ID; the list names them)"
             value={projectInput}
             onChange={(event) => setProjectInput(event.target.value)}
             onBlur={() => setFilter("project", projectInput.trim())}
           />
           <datalist id="seen-projects">
-            {seenProjects.map((id) => (
-              <option key={id} value={id} />
+            {knownProjects.map((id) => (
+              <option key={id} value={id}>
+                {value?.names?.projects.get(id) ?? id}
+              </option>
             ))}
           </datalist>
         </label>
@@ -118,6 +127,8 @@ export function PrebuildList() {
               <th>ID</th>
               <th>Project</th>
               <th>Class</th>
+              <th>Branch</th>
+              <th>Commit</th>
               <th>Phase</th>
               <th>Trigger</th>
               <th>Creator</th>
@@ -126,28 +137,38 @@ export function PrebuildList() {
             </tr>
           </thead>
           <tbody>
-            {value.items.map((prebuild) => (
+            {value.items.map((prebuild) => {
+              const source = value.sources.get(prebuild.id);
+              const projectId = prebuild.metadata?.projectId ?? "";
+              const classId = prebuild.metadata?.environmentClassId ?? "";
+              return (
               <tr key={prebuild.id} data-prebuild-id={prebuild.id}>
                 <td className="mono">
                   <Link href={`/prebuilds/${prebuild.id}`}>{prebuild.id}</Link>
                 </td>
-                <td className="mono" title={prebuild.metadata?.projectId}>
-                  {shortId(prebuild.metadata?.projectId ?? "")}
+                <td title={projectId} data-testid="project">
+                  {value.names?.projects.get(projectId) ?? shortId(projectId)}
                 </td>
-                <td className="mono" title={prebuild.metadata?.environmentClassId}>
-                  {shortId(prebuild.metadata?.environmentClassId ?? "")}
+                <td title={classId}>{value.names?.classes.get(classId) ?? shortId(classId)}</td>
+                <td>{source?.branch || "—"}</td>
+                <td className="mono" title={source?.commitSha}>
+                  {source?.commitSha ? shortSha(source.commitSha) : "—"}
                 </td>
                 <td>
                   <Phase phase={prebuild.status?.phase ?? PrebuildPhase.UNSPECIFIED} />
                 </td>
-                <td>{triggerName(prebuild.metadata?.triggeredBy ?? 0)}</td>
+                <td>
+                  {triggerName(prebuild.metadata?.triggeredBy ?? 0)}
+                  {source ? <span className="muted"> ({sourceTriggerName(source)})</span> : null}
+                </td>
                 <td className="mono" title={subjectName(prebuild.metadata?.creator)}>
                   {shortId(prebuild.metadata?.creator?.id ?? "")}
                 </td>
                 <td>{age(prebuild.metadata?.createdAt, now)}</td>
                 <td>{prebuildDuration(prebuild, now)}</td>
               </tr>
-            ))}
+              );
+            })}
           </tbody>
         </table>
       )}

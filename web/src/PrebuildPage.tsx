@@ -2,7 +2,8 @@
 // failure or warning, its snapshot, the live log, and cancel and delete.
 import { useState } from "react";
 import { Link, useLocation } from "wouter";
-import { describeError, isNotFound, prebuilds } from "./api.js";
+import { describeError, isNotFound, loadNames, loadSources, prebuilds, type Names } from "./api.js";
+import type { PrebuildSource } from "./gen/prebuildd/v1/prebuild_source_pb.js";
 import { PrebuildPhase, type Prebuild } from "./gen/gitpod/v1/prebuild_pb.js";
 import {
   canCancel,
@@ -12,6 +13,8 @@ import {
   formatTime,
   prebuildDuration,
   prebuildPhaseName,
+  shortSha,
+  sourceTriggerName,
   subjectName,
   triggerName,
 } from "./format.js";
@@ -19,7 +22,7 @@ import { LogView } from "./LogView.js";
 import { Phase } from "./PrebuildList.js";
 import { useNow, usePolling } from "./usePolling.js";
 
-type Loaded = { prebuild: Prebuild } | { gone: true };
+type Loaded = { prebuild: Prebuild; source?: PrebuildSource; names?: Names } | { gone: true };
 
 export function PrebuildPage(props: { id: string }) {
   const [, navigate] = useLocation();
@@ -31,7 +34,12 @@ export function PrebuildPage(props: { id: string }) {
     async () => {
       try {
         const response = await prebuilds.getPrebuild({ prebuildId: props.id });
-        return { prebuild: response.prebuild! };
+        // prebuildd's extensions: what it builds, and names for the IDs.
+        const [found, names] = await Promise.all([
+          loadSources([props.id]).catch(() => new Map<string, PrebuildSource>()),
+          loadNames().catch(() => undefined),
+        ]);
+        return { prebuild: response.prebuild!, source: found.get(props.id), names };
       } catch (e) {
         if (isNotFound(e)) return { gone: true };
         throw e;
@@ -54,7 +62,7 @@ export function PrebuildPage(props: { id: string }) {
     );
   }
 
-  const prebuild = value.prebuild;
+  const { prebuild, source, names } = value;
   const phase = prebuild.status?.phase ?? PrebuildPhase.UNSPECIFIED;
   const status = prebuild.status;
   const metadata = prebuild.metadata;
@@ -132,11 +140,32 @@ export function PrebuildPage(props: { id: string }) {
         <dt>Desired phase</dt>
         <dd>{prebuildPhaseName(prebuild.spec?.desiredPhase ?? PrebuildPhase.UNSPECIFIED)}</dd>
         <dt>Project</dt>
-        <dd className="mono">{metadata?.projectId}</dd>
+        <dd data-testid="project">
+          {names?.projects.get(metadata?.projectId ?? "") ?? ""} <span className="mono muted">{metadata?.projectId}</span>
+        </dd>
         <dt>Environment class</dt>
-        <dd className="mono">{metadata?.environmentClassId}</dd>
+        <dd>
+          {names?.classes.get(metadata?.environmentClassId ?? "") ?? ""}{" "}
+          <span className="mono muted">{metadata?.environmentClassId}</span>
+        </dd>
         <dt>Trigger</dt>
-        <dd>{triggerName(metadata?.triggeredBy ?? 0)}</dd>
+        <dd data-testid="trigger">
+          {triggerName(metadata?.triggeredBy ?? 0)}
+          {source ? ` — ${sourceTriggerName(source)}` : ""}
+        </dd>
+        <dt>Commit</dt>
+        <dd className="mono" data-testid="commit">
+          {source?.commitSha ? `${source.commitSha} (${source.branch})` : "—"}
+        </dd>
+        {source?.incremental && (
+          <>
+            <dt>Incremental from</dt>
+            <dd data-testid="base">
+              <Link href={`/prebuilds/${source.basePrebuildId}`}>{source.basePrebuildId}</Link>{" "}
+              <span className="mono">(commit {shortSha(source.baseCommitSha)})</span>; only updateContentCommand ran
+            </dd>
+          </>
+        )}
         <dt>Creator</dt>
         <dd className="mono">{subjectName(metadata?.creator)}</dd>
         <dt>Executor</dt>

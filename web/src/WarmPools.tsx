@@ -2,14 +2,14 @@
 // min/max edited in place (UpdateWarmPool), deletion after a confirmation.
 import { useState, type FormEvent } from "react";
 import { Link } from "wouter";
-import { describeError, prebuilds } from "./api.js";
+import { describeError, loadNames, prebuilds, type Names } from "./api.js";
 import { WarmPoolPhase, type WarmPool } from "./gen/gitpod/v1/prebuild_pb.js";
 import { shortId, warmPoolPhaseName } from "./format.js";
 import { usePolling } from "./usePolling.js";
 
 const POLL_MS = 2000;
 
-async function loadAll(): Promise<WarmPool[]> {
+async function loadAll(): Promise<{ pools: WarmPool[]; names?: Names }> {
   const pools: WarmPool[] = [];
   let token = "";
   do {
@@ -17,11 +17,12 @@ async function loadAll(): Promise<WarmPool[]> {
     pools.push(...response.warmPools);
     token = response.pagination?.nextToken ?? "";
   } while (token !== "");
-  return pools;
+  return { pools, names: await loadNames().catch(() => undefined) };
 }
 
 export function WarmPools() {
-  const { value, error, reload } = usePolling(loadAll, POLL_MS, "pools");
+  const { value: loaded, error, reload } = usePolling(loadAll, POLL_MS, "pools");
+  const value = loaded?.pools;
   return (
     <section>
       <h1>Warm pools</h1>
@@ -50,7 +51,7 @@ export function WarmPools() {
           </thead>
           <tbody>
             {value.map((pool) => (
-              <PoolRow key={pool.id} pool={pool} changed={reload} />
+              <PoolRow key={pool.id} pool={pool} names={loaded?.names} changed={reload} />
             ))}
           </tbody>
         </table>
@@ -59,7 +60,7 @@ export function WarmPools() {
   );
 }
 
-function PoolRow(props: { pool: WarmPool; changed: () => void }) {
+function PoolRow(props: { pool: WarmPool; names?: Names; changed: () => void }) {
   const { pool } = props;
   const [editing, setEditing] = useState(false);
   const [confirmDelete, setConfirmDelete] = useState(false);
@@ -98,11 +99,11 @@ function PoolRow(props: { pool: WarmPool; changed: () => void }) {
     <>
       <tr data-warm-pool-id={pool.id}>
         <td className="mono">{pool.id}</td>
-        <td className="mono" title={pool.metadata?.projectId}>
-          {shortId(pool.metadata?.projectId ?? "")}
+        <td title={pool.metadata?.projectId}>
+          {props.names?.projects.get(pool.metadata?.projectId ?? "") ?? shortId(pool.metadata?.projectId ?? "")}
         </td>
-        <td className="mono" title={pool.metadata?.environmentClassId}>
-          {shortId(pool.metadata?.environmentClassId ?? "")}
+        <td title={pool.metadata?.environmentClassId}>
+          {props.names?.classes.get(pool.metadata?.environmentClassId ?? "") ?? shortId(pool.metadata?.environmentClassId ?? "")}
         </td>
         <td data-testid="sizes">
           {editing ? (

@@ -3,6 +3,8 @@
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { PrebuildService } from "./gen/gitpod/v1/prebuild_pb.js";
+import { CatalogService } from "./gen/prebuildd/v1/catalog_pb.js";
+import { PrebuildSourceService, type PrebuildSource } from "./gen/prebuildd/v1/prebuild_source_pb.js";
 
 /** The key lives in this tab's session storage only: never a cookie, never
  * shared with other tabs, gone when the tab closes. */
@@ -48,6 +50,30 @@ const transport = createConnectTransport({
 });
 
 export const prebuilds = createClient(PrebuildService, transport);
+/** prebuildd's own read-only extensions: names, and what each prebuild builds. */
+export const catalog = createClient(CatalogService, transport);
+export const sources = createClient(PrebuildSourceService, transport);
+
+/** Project and class names by ID, for showing names where the API has IDs. */
+export interface Names {
+  projects: Map<string, string>;
+  classes: Map<string, string>;
+}
+
+export async function loadNames(): Promise<Names> {
+  const [projects, classes] = await Promise.all([catalog.listProjects({}), catalog.listEnvironmentClasses({})]);
+  return {
+    projects: new Map(projects.projects.map((p) => [p.id, p.name])),
+    classes: new Map(classes.environmentClasses.map((c) => [c.id, c.name])),
+  };
+}
+
+/** The sources of these prebuilds, by prebuild ID (none for an empty list). */
+export async function loadSources(prebuildIds: string[]): Promise<Map<string, PrebuildSource>> {
+  if (prebuildIds.length === 0) return new Map();
+  const response = await sources.listPrebuildSources({ prebuildIds });
+  return new Map(response.sources.map((s) => [s.prebuildId, s]));
+}
 
 /** A readable message for an error from the API (or the network). */
 export function describeError(error: unknown): string {

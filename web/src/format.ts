@@ -8,6 +8,26 @@ import {
   type Prebuild,
 } from "./gen/gitpod/v1/prebuild_pb.js";
 import { Principal, type Subject } from "./gen/gitpod/v1/identity_pb.js";
+import { SourceTrigger, type PrebuildSource } from "./gen/prebuildd/v1/prebuild_source_pb.js";
+
+/** What started a prebuild, finer than the official trigger: api,
+ * schedule, push (provider), poll; "incremental" when it was. */
+export function sourceTriggerName(source: PrebuildSource | undefined): string {
+  if (!source) return "";
+  const names: Record<number, string> = {
+    [SourceTrigger.API]: "api",
+    [SourceTrigger.SCHEDULE]: "schedule",
+    [SourceTrigger.PUSH_WEBHOOK]: source.provider ? `push (${source.provider})` : "push",
+    [SourceTrigger.POLL]: "poll",
+  };
+  const name = names[source.trigger] ?? "";
+  return source.incremental ? `${name}, incremental` : name;
+}
+
+/** The first 12 digits of a commit, as people quote them. */
+export function shortSha(sha: string): string {
+  return sha.slice(0, 12);
+}
 
 export function prebuildPhaseName(phase: PrebuildPhase): string {
   return PrebuildPhase[phase] ?? String(phase);

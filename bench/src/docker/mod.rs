@@ -30,6 +30,7 @@
 
 mod compose;
 mod fixture;
+mod incremental;
 mod report;
 mod scenarios;
 
@@ -364,9 +365,10 @@ fn devcontainer_cli() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("PREBUILDD_DEVCONTAINER_CLI") {
         return Ok(PathBuf::from(path));
     }
-    let tools = Path::new(".tools/npm/node_modules/.bin/devcontainer");
-    if tools.exists() {
-        return std::path::absolute(tools).map_err(|e| e.to_string());
+    for tools in [".tools/devcontainer/node_modules/.bin/devcontainer", ".tools/npm/node_modules/.bin/devcontainer"] {
+        if Path::new(tools).exists() {
+            return std::path::absolute(tools).map_err(|e| e.to_string());
+        }
     }
     on_path("devcontainer").ok_or_else(|| {
         "the Dev Containers CLI is missing: run scripts/install-test-tools from the repository, or set PREBUILDD_DEVCONTAINER_CLI".into()
@@ -389,6 +391,16 @@ fn docker_cli() -> PathBuf {
 /// Runs the docker scenario in `work` (a fresh directory the caller
 /// removes afterwards) and prints its results.
 pub async fn run(work: &Path) -> Result<(), String> {
+    run_scenario(work, false).await
+}
+
+/// Full vs incremental prebuilds on the docker runner (see
+/// `crate::incremental`), with the same set-up and clean-up.
+pub async fn run_incremental(work: &Path) -> Result<(), String> {
+    run_scenario(work, true).await
+}
+
+async fn run_scenario(work: &Path, incremental: bool) -> Result<(), String> {
     let docker = Docker { cli: docker_cli() };
     let server_version = docker
         .run(&["version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"])
@@ -422,8 +434,15 @@ pub async fn run(work: &Path) -> Result<(), String> {
     let bench = Bench { docker, devcontainer, run, runner_id: id.to_string(), work, server: std::sync::Mutex::new(None) };
     println!("run {} (Docker objects labelled {} or {RUNNER_LABEL}={})", bench.run, bench.label(), bench.runner_id);
 
+    let scenario = async {
+        if incremental {
+            bench.incremental().await
+        } else {
+            bench.scenarios().await
+        }
+    };
     let result = tokio::select! {
-        result = bench.scenarios() => result,
+        result = scenario => result,
         _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
     };
     // A graceful stop: the runner kills the CLI processes it started, so

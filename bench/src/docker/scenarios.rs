@@ -142,7 +142,7 @@ impl Bench {
 
     /// `docker import` of a busybox rootfs (root and a `dev` user), with no
     /// registry.
-    async fn import_base_image(&self) -> Result<(), String> {
+    pub(super) async fn import_base_image(&self) -> Result<(), String> {
         let output = tokio::process::Command::new("/bin/busybox")
             .arg("--list")
             .stdin(Stdio::null())

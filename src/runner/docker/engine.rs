@@ -465,4 +465,44 @@ impl Engine {
             Err(error) => Err(describe(error)),
         }
     }
+
+    /// Runs `argv` in a running container as `user` (empty: the image's)
+    /// in `workdir` with `env` added, its output appended line by line to
+    /// `log`; returns its exit code.
+    pub async fn exec(
+        &self,
+        id: &str,
+        user: &str,
+        workdir: &str,
+        env: &[String],
+        argv: &[String],
+        log: &crate::runner::LogSink,
+    ) -> EngineResult<i64> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            user: (!user.is_empty()).then(|| user.to_string()),
+            working_dir: (!workdir.is_empty()).then(|| workdir.to_string()),
+            env: (!env.is_empty()).then(|| env.to_vec()),
+            cmd: Some(argv.to_vec()),
+            ..Default::default()
+        };
+        let created = self.docker.create_exec(id, options).await.map_err(describe)?;
+        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&created.id, None).await.map_err(describe)? {
+            let mut pending = Vec::new();
+            while let Some(chunk) = output.next().await {
+                pending.extend_from_slice(&chunk.map_err(describe)?.into_bytes());
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    log.line(String::from_utf8_lossy(&line).trim_end()).await;
+                }
+            }
+            if !pending.is_empty() {
+                log.line(String::from_utf8_lossy(&pending).trim_end()).await;
+            }
+        }
+        let inspected = self.docker.inspect_exec(&created.id).await.map_err(describe)?;
+        Ok(inspected.exit_code.unwrap_or(-1))
+    }
 }

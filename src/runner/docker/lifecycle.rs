@@ -49,7 +49,7 @@ impl Core {
     }
 
     /// The labels of a prebuild's container.
-    fn prebuild_labels(&self, prebuild_id: &str) -> Vec<(String, String)> {
+    pub(super) fn prebuild_labels(&self, prebuild_id: &str) -> Vec<(String, String)> {
         vec![
             (labels::RUNNER_ID.into(), self.runner_id.clone()),
             (labels::PREBUILD_ID.into(), prebuild_id.into()),
@@ -155,7 +155,13 @@ async fn prebuild(runner: &Core, shared: &Arc<JobShared>, job: &PrebuildJob) -> 
         None => log.line(super::network::NOT_ISOLATED).await,
     }
     let cli_options = RunOptions { buildkit: builder.buildkit, tmpdir: &tmpdir, env: &[] };
-    materialize(&shared.processes, log, &job.repository, &paths.workspace, &runner.root).await?;
+    if let (Some(base), Some(commit)) = (&job.source.base, job.source.commit.as_deref()) {
+        match super::incremental::full_instead(runner, base).await {
+            None => return super::incremental::prebuild(runner, shared, job, base, commit, &paths, network).await,
+            Some(reason) => log.line(&format!("full prebuild instead of an incremental one: {reason}")).await,
+        }
+    }
+    materialize(&shared.processes, log, &job.repository, job.source.commit.as_deref(), &paths.workspace, &runner.root).await?;
 
     let source_workspace = paths.workspace.clone();
     let (repository, default_image, chosen) = (job.repository.clone(), runner.default_image.clone(), job.devcontainer_path.clone());

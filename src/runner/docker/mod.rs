@@ -35,6 +35,7 @@ mod collect;
 mod compose;
 mod config;
 mod engine;
+mod incremental;
 mod labels;
 mod lifecycle;
 mod network;

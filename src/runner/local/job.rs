@@ -4,12 +4,12 @@
 //! state.
 
 use super::sandbox::{home_of, Confinement, Sandbox};
-use super::snapshot::write_snapshot;
+use super::snapshot::{extract, write_snapshot};
 use crate::runner::devcontainer::{self, LifecycleCommand};
 use crate::runner::egress::Exceptions;
 use crate::runner::job::JobShared;
 use crate::runner::process::{blocking, describe_exit, log_tail, remove_path};
-use crate::runner::workspace::materialize;
+use crate::runner::workspace::{materialize, run_git};
 use crate::runner::{JobState, LogSink, PrebuildJob};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,13 +34,15 @@ struct Launch<'a> {
     exceptions: &'a Exceptions,
 }
 
-/// Runs the workspace's prebuild lifecycle. Returns the warning to report,
-/// if any, or why it failed.
+/// Runs the workspace's prebuild lifecycle (with `only_update`, an
+/// incremental prebuild's: `updateContentCommand` alone). Returns the
+/// warning to report, if any, or why it failed.
 async fn run_lifecycle(
     shared: &JobShared,
     log: &LogSink,
     launch: &Launch<'_>,
     devcontainer_path: Option<&str>,
+    only_update: bool,
 ) -> std::result::Result<Option<String>, String> {
     let workspace = launch.workspace;
     let Some(located) = devcontainer::locate(workspace, devcontainer_path)? else {
@@ -69,6 +71,10 @@ async fn run_lifecycle(
         log.line("no onCreateCommand or updateContentCommand; nothing to run").await;
     }
     for (key, command) in &lifecycle.commands {
+        if only_update && *key != "updateContentCommand" {
+            log.line(&format!("skipping {key}: it ran in the base prebuild's snapshot")).await;
+            continue;
+        }
         log.line(&format!("running {key}")).await;
         if let Err(failure) = run_command(shared, log, launch, key, command).await {
             return Err(format!("{failure}; last log lines:\n{}", log_tail(log).await));
@@ -149,7 +155,12 @@ async fn prebuild(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot clear the workspace: {e}"))?;
-    materialize(&shared.processes, log, &job.repository, workspace, root).await?;
+    match (&job.source.base, job.source.commit.as_deref()) {
+        (Some(base), Some(commit)) => {
+            update_base(shared, log, &snapshot.with_file_name(format!("{}.tar.zst", base.prebuild_id)), workspace, commit).await?
+        }
+        _ => materialize(&shared.processes, log, &job.repository, job.source.commit.as_deref(), workspace, root).await?,
+    }
     if confinement.is_sandboxed() {
         tokio::fs::create_dir(&home).await.map_err(|e| format!("cannot create the commands' home directory: {e}"))?;
     }
@@ -157,7 +168,7 @@ async fn prebuild(
     shared.advance(JobState::Running);
     let exceptions = sandbox_exceptions(&job.policy.allow_egress);
     let launch = Launch { confinement: &confinement, workspace, home: &home, exceptions: &exceptions };
-    let warning = run_lifecycle(shared, log, &launch, job.devcontainer_path.as_deref()).await?;
+    let warning = run_lifecycle(shared, log, &launch, job.devcontainer_path.as_deref(), job.source.base.is_some()).await?;
 
     shared.advance(JobState::Stopping);
     log.line("stopping the environment").await;
@@ -172,6 +183,26 @@ async fn prebuild(
         .map_err(|e| format!("cannot write the snapshot: {e}"))?;
     log.line(&format!("snapshot written: {size} bytes")).await;
     Ok((size, warning))
+}
+
+/// An incremental prebuild's workspace: its base's snapshot, extracted,
+/// then moved to the new commit with what the repository has that the
+/// snapshot's clone lacks (`git fetch`: the new objects, not a second
+/// copy), keeping what the base's commands left beside the checkout.
+async fn update_base(shared: &JobShared, log: &LogSink, archive: &Path, workspace: &Path, commit: &str) -> std::result::Result<(), String> {
+    log.line(&format!("starting from the snapshot {}", archive.file_name().unwrap_or_default().to_string_lossy())).await;
+    let (from, to) = (archive.to_path_buf(), workspace.to_path_buf());
+    blocking(move || extract(&from, &to))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot extract the base prebuild's snapshot {}: {e}", archive.display()))?;
+    if !workspace.join(".git").exists() {
+        return Err("the base prebuild's snapshot holds no git checkout to update".into());
+    }
+    run_git(&shared.processes, workspace, &["fetch", "--quiet", "origin"]).await?;
+    run_git(&shared.processes, workspace, &["checkout", "--quiet", "--detach", commit]).await?;
+    log.line(&format!("updated the workspace to commit {commit}")).await;
+    Ok(())
 }
 
 /// A job's task: the prebuild, then its end state, with the environment's

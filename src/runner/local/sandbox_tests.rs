@@ -121,6 +121,7 @@ async fn prebuild_with(settings: SandboxSettings) -> (JobState, String, bool) {
         resources: Default::default(),
         policy: Default::default(),
         devcontainer_path: None,
+        source: Default::default(),
         log: log.clone(),
     };
     runner.start(job).await.unwrap();

@@ -152,6 +152,10 @@ impl Runner for RemoteRunner {
             resources: Some(wire::resources_to_wire(&job.resources)),
             policy: Some(wire::policy_to_wire(&job.policy)),
             devcontainer_path: job.devcontainer_path.unwrap_or_default(),
+            branch: job.source.branch.unwrap_or_default(),
+            commit_sha: job.source.commit.unwrap_or_default(),
+            base_prebuild_id: job.source.base.as_ref().map(|b| b.prebuild_id.clone()).unwrap_or_default(),
+            base_commit_sha: job.source.base.map(|b| b.commit).unwrap_or_default(),
         }));
         Ok(())
     }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/postgres/0002_replicas.sql")),
     (3, include_str!("../migrations/postgres/0003_logs.sql")),
     (4, include_str!("../migrations/postgres/0004_pending.sql")),
+    (5, include_str!("../migrations/postgres/0005_sources.sql")),
 ];
 
 /// The advisory lock key serializing migrations ("prebuild" in ASCII).

@@ -22,6 +22,7 @@ mod batch;
 mod fence;
 mod migrate;
 mod replicas;
+mod sources;
 mod url;
 
 pub use fence::LeaseFence;
@@ -53,7 +54,7 @@ const MAX_UPDATE_ATTEMPTS: usize = 5;
 /// `PrebuildPhase::FINAL` says), written as literals so the queries match the
 /// partial indexes' predicates (a test compares them).
 pub(super) const ACTIVE_PREBUILDS: &str = "SELECT body FROM prebuilds WHERE phase NOT IN (60, 70, 80) ORDER BY seq LIMIT $1";
-const NEWEST_COMPLETED: &str = "SELECT id FROM prebuilds WHERE organization_id = $1 AND project_id = $2 AND environment_class_id = $3 AND phase = 60 ORDER BY seq DESC LIMIT 1";
+const NEWEST_COMPLETED: &str = "SELECT id FROM prebuilds WHERE organization_id = $1 AND project_id = $2 AND environment_class_id = $3 AND phase = 60 AND feeds_warm_pools ORDER BY seq DESC LIMIT 1";
 const EXPIRED_PREBUILDS: &str = "SELECT body FROM prebuilds WHERE (phase = 60 AND finished_at < $1) OR (phase IN (70, 80) AND finished_at < $2) ORDER BY finished_at LIMIT $3";
 const INSERT_PREBUILD: &str = "INSERT INTO prebuilds (id, organization_id, project_id, environment_class_id, phase, triggered_by, creator_id, executor_id, version, body, finished_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10)";

@@ -15,6 +15,7 @@
 
 mod prebuild_cache;
 mod schema;
+mod sources;
 mod writer;
 
 pub use schema::seed_prebuilds;
@@ -420,7 +421,7 @@ impl Store for SqliteStore {
         let (o, p, c) = (organization_id.to_string(), project_id.to_string(), environment_class_id.to_string());
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT id FROM prebuilds WHERE organization_id = ?1 AND project_id = ?2 AND environment_class_id = ?3 AND phase = {} ORDER BY seq DESC LIMIT 1",
+                "SELECT id FROM prebuilds WHERE organization_id = ?1 AND project_id = ?2 AND environment_class_id = ?3 AND phase = {} AND feeds_warm_pools = 1 ORDER BY seq DESC LIMIT 1",
                 PrebuildPhase::Completed as i32
             ))?;
             Ok(stmt.query_row(params![o, p, c], |row| row.get(0)).optional()?)

@@ -6,7 +6,10 @@ use super::envelope::{Codec, PageQuery};
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::proto::gitpod::v1::*;
-use crate::proto::prebuildd::v1::ClaimInstanceRequest;
+use crate::proto::prebuildd::v1::{
+    ClaimInstanceRequest, ListEnvironmentClassesRequest, ListEnvironmentClassesResponse, ListPrebuildSourcesRequest,
+    ListPrebuildSourcesResponse, ListProjectsRequest, ListProjectsResponse,
+};
 use crate::service::Service;
 use crate::transport::json;
 use prost::Message;
@@ -44,6 +47,9 @@ macro_rules! plain_requests {
     ($($t:ty),*) => { $(impl CallContext for $t {})* };
 }
 plain_requests!(
+    ListPrebuildSourcesRequest,
+    ListProjectsRequest,
+    ListEnvironmentClassesRequest,
     CreatePrebuildRequest,
     GetPrebuildRequest,
     CancelPrebuildRequest,
@@ -123,6 +129,24 @@ impl EmptyLists for ListPrebuildsResponse {
 impl EmptyLists for ListWarmPoolsResponse {
     fn empty_list_key(&self) -> Option<&'static str> {
         self.warm_pools.is_empty().then_some("warmPools")
+    }
+}
+
+impl EmptyLists for ListPrebuildSourcesResponse {
+    fn empty_list_key(&self) -> Option<&'static str> {
+        self.sources.is_empty().then_some("sources")
+    }
+}
+
+impl EmptyLists for ListProjectsResponse {
+    fn empty_list_key(&self) -> Option<&'static str> {
+        self.projects.is_empty().then_some("projects")
+    }
+}
+
+impl EmptyLists for ListEnvironmentClassesResponse {
+    fn empty_list_key(&self) -> Option<&'static str> {
+        self.environment_classes.is_empty().then_some("environmentClasses")
     }
 }
 
@@ -220,6 +244,9 @@ connect_rpcs! {
     "gitpod.v1.PrebuildService/UpdateWarmPool" => update_warm_pool(UpdateWarmPoolRequest);
     "gitpod.v1.PrebuildService/DeleteWarmPool" => delete_warm_pool(DeleteWarmPoolRequest);
     "prebuildd.v1.WarmPoolInstanceService/ClaimInstance" => claim_instance(ClaimInstanceRequest);
+    "prebuildd.v1.PrebuildSourceService/ListPrebuildSources" => list_prebuild_sources(ListPrebuildSourcesRequest);
+    "prebuildd.v1.CatalogService/ListProjects" => list_projects(ListProjectsRequest);
+    "prebuildd.v1.CatalogService/ListEnvironmentClasses" => list_environment_classes(ListEnvironmentClassesRequest);
 }
 
 #[cfg(test)]
