@@ -64,6 +64,13 @@ fn compose_repository(dir: &std::path::Path, app_extra: &str, app_volume: &str, 
     );
 }
 
+/// A test's world, once Docker Compose is known to be there (the test
+/// fails saying what to install otherwise).
+fn compose_world() -> World {
+    compose_version();
+    World::new()
+}
+
 /// What the db of the stack answers, from inside `container` (by name or
 /// address), retried while it starts.
 const ASK_DB: &str =
@@ -89,7 +96,7 @@ fn stack_objects(world: &World, kind: &str, project: Option<&str>) -> Vec<String
 
 #[tokio::test]
 async fn a_stack_is_prebuilt_with_its_services_warmed_whole_and_claimed_whole() {
-    let world = World::new();
+    let world = compose_world();
     let repo = world.dir.path().join("stack-repo");
     compose_repository(
         &repo,
@@ -105,7 +112,11 @@ async fn a_stack_is_prebuilt_with_its_services_warmed_whole_and_claimed_whole() 
     assert!(warning.contains("services.app.ports was left out: no port of the runner's host is published"), "{warning}");
     let log = log_of(&server, &mut client, &prebuild.id).await;
     let project = format!("prebuildd-prebuild-{}", prebuild.id);
-    let expected = [format!("the stack is Compose project {project} (2 services)"), "hello-from-db".into(), "Docker Compose 1.29".into()];
+    let expected = [
+        format!("the stack is Compose project {project} (2 services)"),
+        "hello-from-db".into(),
+        format!("reading the Docker Compose configuration with Docker Compose {}", compose_version()),
+    ];
     for expected in expected {
         assert!(log.contains(&expected), "{expected:?} missing from the log:\n{log}");
     }
@@ -192,7 +203,7 @@ async fn a_stack_is_prebuilt_with_its_services_warmed_whole_and_claimed_whole() 
 
 #[tokio::test]
 async fn stacks_that_reach_the_host_are_refused_and_failed_or_cancelled_ones_leave_nothing() {
-    let world = World::new();
+    let world = compose_world();
     let dir = world.dir.path();
     compose_repository(&dir.join("refused"), "    network_mode: host\n", "      - /var/run/docker.sock:/var/run/docker.sock\n", "true");
     compose_repository(&dir.join("failing"), "", "", "echo stack-failing-now; exit 3");
@@ -230,7 +241,7 @@ async fn stacks_that_reach_the_host_are_refused_and_failed_or_cancelled_ones_lea
 
 #[tokio::test]
 async fn a_remote_runner_prebuilds_a_stack_and_adopts_its_warm_stacks_after_a_kill_9() {
-    let world = World::new();
+    let world = compose_world();
     let repo = world.dir.path().join("stack-repo");
     compose_repository(&repo, "", "", "nc -w 3 db 5432 </dev/null > from-db.txt || true");
     let (config, engine) = remote_config(&world.config(&[(REMOTE, &repo)]), TOKEN);
@@ -288,4 +299,31 @@ async fn a_remote_runner_prebuilds_a_stack_and_adopts_its_warm_stacks_after_a_ki
     pool_until(&mut client, &pool.id, "backfilled", ready).await;
     client.delete_warm_pool(DeleteWarmPoolRequest { warm_pool_id: pool.id.clone() }).await.unwrap();
     eventually("only the claimed stack is left", || stack_objects(&world, "container", None).len() == 2).await;
+}
+
+#[tokio::test]
+async fn a_stack_is_always_prebuilt_in_full_even_where_prebuilds_may_be_incremental() {
+    let world = compose_world();
+    let repo = world.dir.path().join("stack-repo");
+    compose_repository(&repo, "", "", "echo created >> on-create-count");
+    let config = world.config(&[(STACK, &repo)]) + "[projects.prebuilds.git]\nincremental = true\n";
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let first = create_prebuild(&mut client, STACK).await;
+    completed(&server, &mut client, &first.id).await;
+
+    let added = commit(&repo, "src/new-file.txt", "one new file\n");
+    let second = create_prebuild(&mut client, STACK).await;
+    completed(&server, &mut client, &second.id).await;
+    let recorded = source(&server, &second.id).await;
+    assert!(!recorded.incremental && recorded.base_prebuild_id.is_empty(), "{recorded:?}");
+    assert_eq!(recorded.commit_sha, added);
+    let log = log_of(&server, &mut client, &second.id).await;
+    assert!(log.contains("full prebuild: a Docker Compose configuration (dockerComposeFile) is always prebuilt in full"), "{log}");
+    assert!(log.contains("the stack is Compose project"), "a stack, not a single container:\n{log}");
+    let snapshot = format!("prebuildd-snapshot:{}", second.id);
+    let shown = docker(&["run", "--rm", "--entrypoint", "cat", &snapshot, "/workspaces/stack-repo/src/new-file.txt"]);
+    assert_eq!(shown, "one new file");
+    let template = docker(&["image", "inspect", "--format", "{{index .Config.Labels \"dev.prebuildd.compose-stack\"}}", &snapshot]);
+    assert!(template.contains("\"service\":\"app\""), "the snapshot keeps its stack: {template}");
 }

@@ -7,6 +7,8 @@
 
 use crate::common::*;
 use prebuildd::proto::gitpod::v1::*;
+use prebuildd::proto::prebuildd::v1::prebuild_source_service_client::PrebuildSourceServiceClient;
+use prebuildd::proto::prebuildd::v1::{ListPrebuildSourcesRequest, PrebuildSource};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -40,6 +42,23 @@ pub fn docker_cli() -> PathBuf {
     let path = PathBuf::from("/usr/bin/docker");
     assert!(path.exists(), "/usr/bin/docker is missing: install docker.io");
     path
+}
+
+/// The version of the Docker Compose the runner finds, as it looks for it:
+/// the Docker CLI's compose plugin, else `docker-compose` on PATH. The
+/// Compose tests fail here, saying what to install, without either.
+pub fn compose_version() -> String {
+    let run = |program: &Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    run(&docker_cli(), &["compose", "version", "--short"])
+        .or_else(|| run(Path::new("docker-compose"), &["version", "--short"]))
+        .expect("Docker Compose is missing: neither `docker compose` nor docker-compose runs (run scripts/install-test-tools)")
 }
 
 /// Builds the base image once per test run, with no registry: a busybox
@@ -324,4 +343,24 @@ pub fn remote_config(docker_config: &str, token: &str) -> (String, String) {
     let config =
         format!("{}kind = \"remote\"\ntoken = \"{token}\"\n{}", &docker_config[..docker_keys_start], &docker_config[docker_keys_end..]);
     (config, engine)
+}
+
+/// What the server recorded a prebuild builds (its commit, and whether it
+/// is incremental).
+pub async fn source(server: &TestServer, id: &str) -> PrebuildSource {
+    let mut client = PrebuildSourceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
+    let response = client.list_prebuild_sources(ListPrebuildSourcesRequest { prebuild_ids: vec![id.into()] }).await.expect("sources");
+    response.into_inner().sources.pop().expect("a source")
+}
+
+/// Writes `content` to `path` in the repository and commits it; the new
+/// commit's SHA.
+pub fn commit(repo: &Path, path: &str, content: &str) -> String {
+    let file = repo.join(path);
+    std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(file, content).expect("write");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "change"]);
+    let head = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(repo).output().expect("git");
+    String::from_utf8_lossy(&head.stdout).trim().to_string()
 }

@@ -8,8 +8,6 @@
 use super::harness::*;
 use crate::common::*;
 use prebuildd::proto::gitpod::v1::*;
-use prebuildd::proto::prebuildd::v1::prebuild_source_service_client::PrebuildSourceServiceClient;
-use prebuildd::proto::prebuildd::v1::{ListPrebuildSourcesRequest, PrebuildSource};
 
 const PROJECT: &str = "d0c0e000-0000-4000-8000-0000000000c1";
 
@@ -21,25 +19,9 @@ fn devcontainer(update: &str) -> String {
     )
 }
 
-async fn source(server: &TestServer, id: &str) -> PrebuildSource {
-    let mut client = PrebuildSourceServiceClient::with_interceptor(server.channel().await, bearer(TOKEN_A));
-    let response = client.list_prebuild_sources(ListPrebuildSourcesRequest { prebuild_ids: vec![id.into()] }).await.expect("sources");
-    response.into_inner().sources.pop().expect("a source")
-}
-
 /// `sh -c script` in a container of the prebuild's snapshot image.
 fn in_snapshot(prebuild_id: &str, script: &str) -> String {
     docker(&["run", "--rm", "--entrypoint", "sh", &format!("prebuildd-snapshot:{prebuild_id}"), "-c", script])
-}
-
-fn commit(repo: &std::path::Path, path: &str, content: &str) -> String {
-    let file = repo.join(path);
-    std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
-    std::fs::write(file, content).expect("write");
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", "change"]);
-    let head = std::process::Command::new("git").args(["rev-parse", "HEAD"]).current_dir(repo).output().expect("git");
-    String::from_utf8_lossy(&head.stdout).trim().to_string()
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! in devcontainer.json): the dev container is one service of a Compose
 //! project, beside a database, a cache or a queue.
 //!
-//! Files: `police.rs` (the effective Compose configuration, key by key and
+//! Files: `police/` (the effective Compose configuration, key by key and
 //! service by service, under the class's policy), `stack.rs` (the Compose
 //! file the runner writes for a stack, and the template a snapshot keeps),
 //! `prebuild.rs` (the prebuild's part: its stack up around the dev

@@ -8,16 +8,21 @@
 //! runs Compose, decides the asks with [`super::super::policy::decide`]
 //! and writes the stack (see `stack.rs`).
 //!
-//! What happens to each key is in [`SERVICE_KEYS`] (the README's table
-//! says the same). What no key of a service may do, whatever the class
-//! allows: publish a port of the runner's host, bind-mount a host path,
-//! join a network or container outside the stack, take a fixed container
-//! or volume name (two stacks would share it).
+//! What happens to each key is in [`keys::SERVICE_KEYS`] (the
+//! README's table says the same). What no key of a service may do,
+//! whatever the class allows: publish a port of the runner's host,
+//! bind-mount a host path (`paths.rs` judges volumes and builds), join a
+//! network or container outside the stack, take a fixed container or
+//! volume name (two stacks would share it).
 
-use super::super::policy::mounts::MountSpec;
+mod keys;
+mod paths;
+
 use super::super::policy::run_args::bytes_of;
 use super::super::policy::{Ask, Want};
 use crate::config::{capability_name, security_opt};
+use keys::{keep, Keep};
+use paths::{build, inside, volume_entry};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,106 +36,6 @@ pub struct ComposeRequest {
     pub service: String,
     /// The services to start (`None`: all of them).
     pub run_services: Option<Vec<String>>,
-}
-
-/// What the runner does with a key of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keep {
-    /// Kept as written.
-    Honoured,
-    /// Read by the runner (policy, limits, mounts, networks, build).
-    Runner,
-    /// Left out; the prebuild's warning says why.
-    Warned(&'static str),
-    /// Left out; the log says why.
-    Noted(&'static str),
-    /// The prebuild fails, saying why.
-    Refused(&'static str),
-}
-
-/// Every key of a Compose service the runner knows, and what it does with it.
-pub const SERVICE_KEYS: &[(&str, Keep)] = &[
-    ("image", Keep::Runner),
-    ("build", Keep::Runner),
-    ("command", Keep::Honoured),
-    ("entrypoint", Keep::Honoured),
-    ("environment", Keep::Honoured),
-    ("env_file", Keep::Runner),
-    ("labels", Keep::Honoured),
-    ("depends_on", Keep::Honoured),
-    ("healthcheck", Keep::Honoured),
-    ("working_dir", Keep::Honoured),
-    ("user", Keep::Honoured),
-    ("hostname", Keep::Honoured),
-    ("domainname", Keep::Honoured),
-    ("extra_hosts", Keep::Honoured),
-    ("dns", Keep::Honoured),
-    ("dns_search", Keep::Honoured),
-    ("dns_opt", Keep::Honoured),
-    ("expose", Keep::Honoured),
-    ("links", Keep::Honoured),
-    ("init", Keep::Honoured),
-    ("read_only", Keep::Honoured),
-    ("restart", Keep::Honoured),
-    ("shm_size", Keep::Honoured),
-    ("stdin_open", Keep::Honoured),
-    ("tty", Keep::Honoured),
-    ("stop_signal", Keep::Honoured),
-    ("stop_grace_period", Keep::Honoured),
-    ("sysctls", Keep::Honoured),
-    ("ulimits", Keep::Honoured),
-    ("pids_limit", Keep::Honoured),
-    ("tmpfs", Keep::Runner),
-    ("group_add", Keep::Honoured),
-    ("cpu_shares", Keep::Honoured),
-    ("cpuset", Keep::Honoured),
-    ("mem_reservation", Keep::Honoured),
-    ("oom_score_adj", Keep::Honoured),
-    ("platform", Keep::Honoured),
-    ("profiles", Keep::Honoured),
-    ("pull_policy", Keep::Honoured),
-    ("volumes", Keep::Runner),
-    ("volumes_from", Keep::Runner),
-    ("networks", Keep::Runner),
-    ("network_mode", Keep::Runner),
-    ("privileged", Keep::Runner),
-    ("cap_add", Keep::Runner),
-    ("cap_drop", Keep::Runner),
-    ("security_opt", Keep::Runner),
-    ("devices", Keep::Runner),
-    ("pid", Keep::Runner),
-    ("ipc", Keep::Runner),
-    ("uts", Keep::Runner),
-    ("userns_mode", Keep::Runner),
-    ("cgroup", Keep::Runner),
-    ("cpus", Keep::Runner),
-    ("mem_limit", Keep::Runner),
-    ("deploy", Keep::Runner),
-    ("ports", Keep::Warned("no port of the runner's host is published; forwarding ports is the client's business")),
-    ("container_name", Keep::Warned("every stack names its containers after its own project, so that two stacks never collide")),
-    ("logging", Keep::Warned("containers log to Docker's default driver, which the runner reads")),
-    ("memswap_limit", Keep::Warned("the class's limits apply as cpus and mem_limit")),
-    ("cpu_quota", Keep::Warned("the class's limits apply as cpus and mem_limit")),
-    ("cpu_period", Keep::Warned("the class's limits apply as cpus and mem_limit")),
-    ("cpu_count", Keep::Warned("the class's limits apply as cpus and mem_limit")),
-    ("cpu_percent", Keep::Warned("the class's limits apply as cpus and mem_limit")),
-    ("oom_kill_disable", Keep::Warned("the kernel may end a service that goes past its memory limit")),
-    ("mac_address", Keep::Noted("Docker chooses the address on the stack's network")),
-    ("scale", Keep::Noted("every service runs one container in a stack")),
-    ("isolation", Keep::Noted("it applies to Windows containers only")),
-    ("external_links", Keep::Refused("it links to containers outside the stack, which a stack never reaches")),
-    ("cgroup_parent", Keep::Refused("a stack's containers stay in Docker's own cgroups")),
-    ("device_cgroup_rules", Keep::Refused("it grants access to host devices by number; use devices under the class's allow_devices")),
-    ("runtime", Keep::Refused("a stack runs on the daemon's default runtime")),
-    ("storage_opt", Keep::Refused("a stack's containers get the daemon's default storage")),
-    ("secrets", Keep::Refused("Compose makes secrets bind mounts of host files, which are never granted")),
-    ("configs", Keep::Refused("Compose makes configs bind mounts of host files, which are never granted")),
-    ("credential_spec", Keep::Refused("it applies to Windows containers only")),
-];
-
-/// What the runner does with a service key; `None` for one it does not know.
-pub fn keep(key: &str) -> Option<Keep> {
-    SERVICE_KEYS.iter().find(|(name, _)| *name == key).map(|(_, keep)| *keep)
 }
 
 /// One service as the runner will run it.
@@ -524,161 +429,5 @@ fn runner_key(
     }
 }
 
-/// One entry of a service's `volumes`: kept (a volume or tmpfs), copied (a
-/// path of the repository) or left out (the folder holding the workspace,
-/// which the runner copies anyway); a host path is refused.
-fn volume_entry(
-    at: &str,
-    volume: &Value,
-    is_dev: bool,
-    top_volumes: &Map<String, Value>,
-    places: &Places<'_>,
-    read: &mut Service,
-    policed: &mut Policed,
-) -> Option<Value> {
-    let spec = match parse_volume(volume) {
-        Ok(spec) => spec,
-        Err(reason) => {
-            policed.refusals.push(format!("{at} {}: {reason}", shown(volume)));
-            return None;
-        }
-    };
-    match spec {
-        MountSpec::Volume { target } => {
-            let source = match volume {
-                Value::String(text) => text.split(':').next().filter(|s| !s.starts_with('/')).map(str::to_string),
-                Value::Object(object) => object.get("source").and_then(Value::as_str).map(str::to_string),
-                _ => None,
-            };
-            if let Some(source) = source.filter(|s| !s.is_empty() && *s != target) {
-                if !top_volumes.contains_key(&source) {
-                    policed.refusals.push(format!("{at} {}: the volume {source} is not declared under volumes", shown(volume)));
-                    return None;
-                }
-                policed.volumes.insert(source);
-            }
-            read.volume_targets.push(target);
-            Some(volume.clone())
-        }
-        MountSpec::Tmpfs { target, options } => {
-            read.tmpfs_targets.insert(target, options);
-            Some(volume.clone())
-        }
-        MountSpec::Bind { source, target } => {
-            let path = Path::new(&source);
-            if is_dev && places.clone.starts_with(path) {
-                policed.notes.push(format!(
-                    "{at} {}: it holds the repository; the workspace is copied into the container at the workspace folder instead",
-                    shown(volume)
-                ));
-                return None;
-            }
-            match inside(places.clone, &source) {
-                // The dev container's are copied in as a devcontainer.json's
-                // are (the policy's grant says so); the other services' go
-                // into their images.
-                Some(real) if is_dev => read.asks.push(ask(
-                    format!("{at} {}", shown(volume)),
-                    Want::Mount(MountSpec::Bind { source: real.display().to_string(), target }),
-                )),
-                Some(real) => {
-                    policed.notes.push(format!("{at} {}: {source} is in the repository; it is copied in at {target}", shown(volume)));
-                    read.copies.push((real, target));
-                }
-                None => policed.refusals.push(format!(
-                    "{at} {}: a bind mount of a host path ({source}) is never granted to a Compose service (only paths inside the repository, which are copied in)",
-                    shown(volume)
-                )),
-            }
-            None
-        }
-    }
-}
-
-fn shown(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// A service's volume in the short (`source:target[:mode]`) or long form.
-fn parse_volume(value: &Value) -> Result<MountSpec, String> {
-    match value {
-        Value::String(text) => {
-            let parts: Vec<&str> = text.split(':').collect();
-            match parts.as_slice() {
-                [target] if target.starts_with('/') => Ok(MountSpec::Volume { target: target.to_string() }),
-                [source, target] | [source, target, _] if target.starts_with('/') => {
-                    if source.starts_with('/') || source.starts_with('.') || source.starts_with('~') {
-                        Ok(MountSpec::Bind { source: source.to_string(), target: target.to_string() })
-                    } else {
-                        Ok(MountSpec::Volume { target: target.to_string() })
-                    }
-                }
-                _ => Err("not source:target[:mode] with an absolute target".into()),
-            }
-        }
-        Value::Object(object) => {
-            let field = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-            let target = field("target");
-            if !target.starts_with('/') {
-                return Err("its target is not an absolute path".into());
-            }
-            match field("type").as_str() {
-                "" | "volume" => Ok(MountSpec::Volume { target }),
-                "bind" => Ok(MountSpec::Bind { source: field("source"), target }),
-                "tmpfs" => Ok(MountSpec::Tmpfs { target, options: String::new() }),
-                other => Err(format!("its type {other:?} is not volume, bind or tmpfs")),
-            }
-        }
-        _ => Err("a volume must be a string or a mapping".into()),
-    }
-}
-
-/// A path inside the clone, resolved through symlinks; `None` otherwise.
-fn inside(clone: &Path, path: &str) -> Option<PathBuf> {
-    let path = Path::new(path);
-    if !path.is_absolute() || !path.starts_with(clone) {
-        return None;
-    }
-    path.canonicalize().ok().filter(|real| real.starts_with(clone))
-}
-
-/// `build`: the context and Dockerfile inside the repository (a build
-/// context is sent to the daemon whole), the rest that only shapes the
-/// image kept; what reaches the host is refused.
-fn build(at: &str, value: &Value, places: &Places<'_>) -> Result<Map<String, Value>, String> {
-    let object = match value {
-        Value::String(context) => Map::from_iter([("context".to_string(), Value::String(context.clone()))]),
-        Value::Object(object) => object.clone(),
-        _ => return Err(format!("{at} must be a path or a mapping")),
-    };
-    let context = object.get("context").and_then(Value::as_str).unwrap_or(".");
-    let context = inside(places.clone, context).ok_or(format!("{at}.context {context:?} is not a folder in the repository"))?;
-    let dockerfile = object.get("dockerfile").and_then(Value::as_str).unwrap_or("Dockerfile");
-    let dockerfile_path = inside(places.clone, &context.join(dockerfile).display().to_string())
-        .filter(|path| path.is_file())
-        .ok_or(format!("{at}.dockerfile {dockerfile:?} is not a file in the repository"))?;
-    let mut build = Map::new();
-    build.insert("context".into(), Value::String(context.display().to_string()));
-    build.insert("dockerfile".into(), Value::String(dockerfile_path.display().to_string()));
-    for (key, value) in object {
-        match key.as_str() {
-            "context" | "dockerfile" => {}
-            "args" | "target" | "labels" | "cache_from" | "shm_size" | "extra_hosts" => {
-                build.insert(key, value);
-            }
-            "network" if value.as_str() == Some("host") => {
-                return Err(format!("{at}.network: host: a build on the host's network is never granted"));
-            }
-            "network" => {}
-            other => return Err(format!("{at}.{other}: not a build key the docker runner knows")),
-        }
-    }
-    Ok(build)
-}
-
 #[cfg(test)]
-#[path = "police_tests.rs"]
 mod tests;
