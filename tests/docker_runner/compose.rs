@@ -327,3 +327,56 @@ async fn a_stack_is_always_prebuilt_in_full_even_where_prebuilds_may_be_incremen
     let template = docker(&["image", "inspect", "--format", "{{index .Config.Labels \"dev.prebuildd.compose-stack\"}}", &snapshot]);
     assert!(template.contains("\"service\":\"app\""), "the snapshot keeps its stack: {template}");
 }
+
+#[tokio::test]
+async fn override_command_keeps_the_dev_service_up_in_place_of_its_command_and_run_services_starts_only_those_named() {
+    let world = compose_world();
+    let repo = world.dir.path().join("stack-repo");
+    // The dev service's own command exits at once: with overrideCommand it
+    // never runs, in the prebuild or in the warm stack made from the
+    // snapshot, and the dev container stays up.
+    let compose = format!(
+        "services:\n  app:\n    build: {{ context: ., dockerfile: Dockerfile }}\n    command: [\"sh\", \"-c\", \"exit 3\"]\n    depends_on: [db]\n  db:\n    image: {BASE_IMAGE}\n    command: [\"nc\", \"-ll\", \"-p\", \"5432\", \"-e\", \"echo\", \"hello-from-db\"]\n  extra:\n    image: {BASE_IMAGE}\n    command: [\"sleep\", \"2147483647\"]\n"
+    );
+    let devcontainer = r#"{ "dockerComposeFile": ["compose.yml"], "service": "app", "runServices": ["db"], "overrideCommand": true,
+        "workspaceFolder": "/workspaces/stack-repo", "onCreateCommand": "echo created > made-by-prebuild" }"#;
+    repository(
+        &repo,
+        &[
+            (".devcontainer/devcontainer.json", devcontainer),
+            (".devcontainer/compose.yml", &compose),
+            (".devcontainer/Dockerfile", &format!("FROM {BASE_IMAGE}\n")),
+        ],
+    );
+    let server = TestServer::start_with(world.config(&[(STACK, &repo)])).await;
+    let mut client = server.client(Some(TOKEN_A)).await;
+    let prebuild = create_prebuild(&mut client, STACK).await;
+    completed(&server, &mut client, &prebuild.id).await;
+    let log = log_of(&server, &mut client, &prebuild.id).await;
+    assert!(log.contains("service \"extra\" is not started") && log.contains("(2 services)"), "{log}");
+
+    let pool = create_warm_pool(
+        &mut client,
+        CreateWarmPoolRequest {
+            project_id: STACK.into(),
+            environment_class_id: CLASS.into(),
+            min_size: Some(1),
+            max_size: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    pool_until(&mut client, &pool.id, "1 running stack", |p| p.status.as_ref().is_some_and(|s| s.running_instances == 1)).await;
+    let pool_filter = format!("label=dev.prebuildd.warm-pool-id={}", pool.id);
+    let dev = world.containers(&[&pool_filter, "label=dev.prebuildd.role=instance", "status=running"]);
+    assert_eq!(dev.len(), 1, "the dev container runs, its own command not run");
+    assert_eq!(docker(&["exec", &dev[0], "cat", "/workspaces/stack-repo/made-by-prebuild"]), "created");
+    assert_eq!(answer(&dev[0], "db"), "hello-from-db");
+    let services: Vec<String> = world
+        .containers(&[&pool_filter])
+        .iter()
+        .map(|id| docker(&["inspect", "--format", "{{index .Config.Labels \"com.docker.compose.service\"}}", id]))
+        .collect();
+    assert_eq!(services.len(), 2, "app and db, not extra: {services:?}");
+    assert!(!services.contains(&"extra".to_string()), "{services:?}");
+}

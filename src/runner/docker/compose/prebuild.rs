@@ -223,6 +223,16 @@ impl PrebuildStack {
         };
         let file = self.template.render(&project);
         write_json(&dir.join("stack.json"), &file).await?;
+        // The snapshot is committed from the dev container as the Dev
+        // Containers CLI started it, so its image's entrypoint and command
+        // are what ran there: the CLI's keep-alive wrapper and, unless
+        // overrideCommand, the service's own command. Instances take them
+        // from the image: the service's command written again would run
+        // where overrideCommand said not to.
+        if let Some(dev) = self.template.services.get_mut(&self.request.service) {
+            dev.remove("command");
+            dev.remove("entrypoint");
+        }
         log.line(&format!(
             "the stack is Compose project {} ({} services) on {}",
             self.project,
