@@ -41,6 +41,10 @@ pub(super) fn volume_entry(
                 }
                 policed.volumes.insert(source);
             }
+            policed.notes.push(format!(
+                "{at} {}: a volume of this stack alone at {target}; what the prebuild writes there is not in the snapshot (every warm stack starts with it empty)",
+                shown(volume)
+            ));
             read.volume_targets.push(target);
             Some(volume.clone())
         }

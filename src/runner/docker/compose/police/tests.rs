@@ -80,6 +80,7 @@ fn a_rails_like_stack_keeps_what_runs_and_drops_what_reaches_the_host() {
     let notes = policed.notes.join("\n");
     assert!(notes.contains("holds the repository; the workspace is copied"), "{notes}");
     assert!(notes.contains("volumes.cache.name was left out"), "{notes}");
+    assert!(notes.contains("what the prebuild writes there is not in the snapshot"), "{notes}");
     assert!(policed.refusals.is_empty(), "{:?}", policed.refusals);
 }
 
@@ -147,4 +148,15 @@ fn every_running_service_and_what_it_needs_is_policed() {
     let policed = clone.police(effective, Some(Vec::new())).unwrap();
     assert_eq!(policed.services.keys().collect::<Vec<_>>(), vec!["app", "cache", "proxy"]);
     assert_eq!(policed.services["cache"].shares_network_of.as_deref(), Some("proxy"));
+}
+
+#[test]
+fn the_readme_lists_every_service_key() {
+    let readme = include_str!("../../../../../README.md");
+    let start = readme.find("### Docker Compose configurations").expect("the README's Compose section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |end| end + 4)];
+    for (key, _) in super::keys::SERVICE_KEYS {
+        assert!(section.contains(&format!("`{key}`")), "README's Compose section does not say what happens to {key}");
+    }
 }
