@@ -4,6 +4,7 @@
 //! its database. Cold and warm prebuilds (CreatePrebuild to COMPLETED),
 //! then claim to shell on a pool of stacks (minSize 1, maxSize 2), and
 //! claim until the dev container gets its own server's answer.
+
 use super::scenarios::wait_backfilled;
 use super::*;
 
@@ -13,6 +14,24 @@ const STACK_DIR: &str = "bench-stack";
 
 /// Asks the stack's server from inside the dev container until it answers.
 const ASK_DB: &str = "until nc -w 2 db 5432 </dev/null | grep -q hello; do sleep 0.05; done";
+
+/// The stack's onCreateCommand: the server's answer into the workspace, asked
+/// until it comes (Compose starts the server before the dev container, but
+/// does not wait for it to listen), between the markers the steps end at.
+const STACK_ON_CREATE: &str = "printf 'bench: %s\\n' onCreate-begins && until nc -w 2 db 5432 </dev/null > from-db.txt && grep -q hello from-db.txt; do sleep 0.05; done && printf 'bench: %s\\n' onCreate-ends";
+
+/// The steps of a stack's prebuild, as [`STEPS`] for a single container.
+const STACK_STEPS: &[(&str, &str)] = &[
+    ("reading the Docker Compose configuration", "repository copied into the runner's root"),
+    ("building the dev container image", "the Compose configuration read and policed"),
+    ("the stack is Compose project", "devcontainer build, the stack's network and file"),
+    ("copying the workspace into the container", "devcontainer up (the stack created, started)"),
+    ("bench: onCreate-begins", "workspace into the container (tar + upload)"),
+    ("bench: onCreate-ends", "onCreateCommand (until the server answers)"),
+    ("stopping the dev container", "rest of run-user-commands"),
+    ("committing the snapshot", "dev container stopped"),
+    ("committed:", "snapshot committed"),
+];
 
 impl Bench {
     pub(super) fn stack_project(&self) -> PathBuf {
@@ -27,8 +46,7 @@ impl Bench {
         let files = [
             (
                 "devcontainer.json",
-                r#"{ "dockerComposeFile": "compose.yml", "service": "app", "onCreateCommand": "nc -w 2 db 5432 </dev/null > from-db.txt || true" }"#
-                    .to_string(),
+                format!(r#"{{ "dockerComposeFile": "compose.yml", "service": "app", "onCreateCommand": {} }}"#, serde_json::Value::String(STACK_ON_CREATE.into())),
             ),
             (
                 "compose.yml",
@@ -46,18 +64,19 @@ impl Bench {
     }
 
     /// The stack's measurements, on the running server.
-    pub(super) async fn stack_scenario(&self, prebuilds: &mut Prebuilds, claims: &mut Claims) -> Result<(), String> {
-        println!("\n== 5. A two-service Docker Compose stack (the dev container and a TCP server from the same base image)");
-        let mut totals = Vec::new();
-        let mut last = String::new();
+    pub(super) async fn stack_scenario(&self, prebuilds: &mut Prebuilds, claims: &mut Claims, data_dir: &Path) -> Result<(), String> {
+        println!(
+            "\n== 5. A two-service Docker Compose stack (the dev container built from a Dockerfile, a TCP server from the base image)"
+        );
+        println!("Prebuild: CreatePrebuild to COMPLETED ({PREBUILDS} in a row; the first is the first of the stack's images)");
+        let mut all = Vec::new();
         for _ in 0..PREBUILDS {
             settle().await;
-            let (id, took) = self.stack_prebuild(prebuilds).await?;
-            totals.push(took);
-            last = id;
+            all.push(self.prebuild(prebuilds, data_dir, STACK_PROJECT, STACK_STEPS).await?);
         }
-        let cells: Vec<String> = totals.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect();
-        println!("CreatePrebuild to COMPLETED, s (#1 cold, then warm): {} (p50 {:.2})", cells.join(", "), p50_max(&totals).0 / 1000.0);
+        let last = all.last().ok_or("no prebuild")?.id.clone();
+        let layer = self.docker.top_layer_bytes(&Self::snapshot_image(&last)).await?;
+        print_prebuilds(&all, layer);
 
         let started = Instant::now();
         let pool = prebuilds
@@ -109,38 +128,5 @@ impl Bench {
             println!("{what:<52} {p50:>8.1} {max:>8.1}");
         }
         Ok(())
-    }
-
-    async fn stack_prebuild(&self, client: &mut Prebuilds) -> Result<(String, Duration), String> {
-        let started = Instant::now();
-        let created = client
-            .create_prebuild(CreatePrebuildRequest {
-                project_id: STACK_PROJECT.into(),
-                environment_class_id: None,
-                spec: Some(PrebuildSpec::default()),
-            })
-            .await
-            .map_err(status_text)?
-            .into_inner()
-            .prebuild
-            .ok_or("CreatePrebuild returned no prebuild")?;
-        loop {
-            let prebuild = client
-                .get_prebuild(GetPrebuildRequest { prebuild_id: created.id.clone() })
-                .await
-                .map_err(status_text)?
-                .into_inner()
-                .prebuild
-                .ok_or("GetPrebuild returned no prebuild")?;
-            let status = prebuild.status.unwrap_or_default();
-            match PrebuildPhase::try_from(status.phase).unwrap_or_default() {
-                PrebuildPhase::Completed => return Ok((created.id, started.elapsed())),
-                PrebuildPhase::Failed | PrebuildPhase::Cancelled => {
-                    return Err(format!("the stack's prebuild did not complete: {}", status.failure_message))
-                }
-                _ if started.elapsed() > PREBUILD_PATIENCE => return Err("the stack's prebuild did not finish in time".into()),
-                _ => tokio::time::sleep(POLL).await,
-            }
-        }
     }
 }

@@ -40,7 +40,7 @@ impl Bench {
         let mut all = Vec::new();
         for _ in 0..PREBUILDS {
             settle().await;
-            all.push(self.prebuild(&mut prebuilds, &data_dir).await?);
+            all.push(self.prebuild(&mut prebuilds, &data_dir, PROJECT, STEPS).await?);
         }
         // The pool follows the newest snapshot.
         let prebuilt = all.last().ok_or("no prebuild")?;
@@ -77,7 +77,7 @@ impl Bench {
             rounds.push(claim);
         }
         print_claims(&rounds, &floor);
-        self.stack_scenario(&mut prebuilds, &mut claims).await?;
+        self.stack_scenario(&mut prebuilds, &mut claims, &data_dir).await?;
         self.stop_server().await;
         // The pool's containers go now, so the rest runs on a quiet daemon.
         let runner_filter = format!("label={RUNNER_LABEL}={}", self.runner_id);
@@ -161,11 +161,19 @@ impl Bench {
         self.docker.run_with_input(&["import", "--change", "ENV PATH=/bin", "--change", &label, "-", &image], rootfs).await
     }
 
-    async fn prebuild(&self, client: &mut Prebuilds, data_dir: &Path) -> Result<Prebuilt, String> {
+    /// One prebuild of `project`, CreatePrebuild to COMPLETED, split into
+    /// `steps` (see [`STEPS`]) by its log.
+    pub(super) async fn prebuild(
+        &self,
+        client: &mut Prebuilds,
+        data_dir: &Path,
+        project: &str,
+        steps_of: &[(&str, &str)],
+    ) -> Result<Prebuilt, String> {
         let started = Instant::now();
         let created = client
             .create_prebuild(CreatePrebuildRequest {
-                project_id: PROJECT.into(),
+                project_id: project.into(),
                 environment_class_id: None,
                 spec: Some(PrebuildSpec::default()),
             })
@@ -217,7 +225,7 @@ impl Bench {
         steps.push(("pending: until the runner's first log line".to_string(), first));
         let (mut from, mut index) = (first.unwrap_or_default(), 0);
         let mut commit = None;
-        for (needle, step) in STEPS {
+        for (needle, step) in steps_of {
             match log.lines[index..].iter().position(|(_, line)| line.contains(needle)) {
                 Some(found) => {
                     let at = log.lines[index + found].0;
