@@ -247,17 +247,21 @@ impl Engine {
             context.append_data(&mut header, path, *content).map_err(|e| e.to_string())?;
         }
         let context = context.into_inner().map_err(|e| e.to_string())?;
-        self.build_context(tag, context, labels).await
+        self.build_context(tag, context, labels, true).await
     }
 
     /// Builds a build context (a tar archive with a `Dockerfile`) into the
-    /// image `tag`, with `labels`.
-    pub async fn build_context(&self, tag: &str, context: Vec<u8>, labels: HashMap<String, String>) -> EngineResult<()> {
+    /// image `tag`, with `labels`; from the build cache if `cache`. A build
+    /// without it shares no intermediate image with another build of the
+    /// same files, which the other's clean-up could remove under it (the
+    /// daemon then fails the build: "failed to get digest").
+    pub async fn build_context(&self, tag: &str, context: Vec<u8>, labels: HashMap<String, String>, cache: bool) -> EngineResult<()> {
         let options = BuildImageOptions {
             dockerfile: "Dockerfile".into(),
             t: Some(tag.to_string()),
             rm: true,
             forcerm: true,
+            nocache: !cache,
             labels: Some(labels),
             ..Default::default()
         };

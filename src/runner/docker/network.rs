@@ -52,6 +52,10 @@ pub const PROBE_IMAGE: &str = "prebuildd-network-probe:1";
 /// at once; a silent drop (another firewall) waits this long.
 const PROBE_PATIENCE: Duration = Duration::from_secs(3);
 
+/// How many times the probe container is started before the check gives up
+/// on Docker (and tries again at the next prebuild).
+const PROBE_STARTS: usize = 3;
+
 /// What ends every refusal: the way out, and its price.
 const OPT_OUT: &str = "or set network_isolation = false on this runner for trusted repositories only";
 
@@ -400,24 +404,38 @@ impl Networks {
                 .await
                 .map_err(|e| SetUpError::Transient(format!("cannot build {PROBE_IMAGE}: {e}")))?;
         }
-        let name = format!("prebuildd-probe-{}", uuid::Uuid::new_v4());
         let container_labels = HashMap::from([
             (labels::RUNNER_ID.to_string(), self.runner_id.clone()),
             (labels::ROLE.to_string(), labels::ROLE_PROBE.to_string()),
         ]);
-        let started = engine.run_confined(&name, PROBE_IMAGE, &network.name, container_labels).await;
+        // A daemon under load can fail to start a container ("cannot start
+        // a stopped process"): a few tries, each a container of its own,
+        // and then a failure of Docker's, not of isolation.
+        let mut names = Vec::new();
+        let mut started = Err(String::new());
+        for _ in 0..PROBE_STARTS {
+            let name = format!("prebuildd-probe-{}", uuid::Uuid::new_v4());
+            started = engine.run_confined(&name, PROBE_IMAGE, &network.name, container_labels.clone()).await;
+            names.push(name);
+            if started.is_ok() {
+                break;
+            }
+        }
         let attempts = match &started {
             Ok((_, pid)) => {
                 let targets = netns::probe_targets(port, &network.gateways);
-                netns::connect_from(netns::netns_of(*pid), &targets, PROBE_PATIENCE).await
+                Some(netns::connect_from(netns::netns_of(*pid), &targets, PROBE_PATIENCE).await)
             }
-            Err(error) => Err(format!("the probe container did not start: {error}")),
+            Err(_) => None,
         };
-        if let Err(error) = engine.remove_container(&name).await {
-            tracing::warn!(container = %name, %error, "docker runner: cannot remove a probe container");
+        for name in &names {
+            if let Err(error) = engine.remove_container(name).await {
+                tracing::warn!(container = %name, %error, "docker runner: cannot remove a probe container");
+            }
         }
         drop(listener);
-        let attempts = attempts.map_err(refused)?;
+        started.map_err(|error| SetUpError::Transient(format!("the probe container did not start: {error}")))?;
+        let attempts = attempts.unwrap_or_else(|| Ok(Vec::new())).map_err(refused)?;
         match netns::reached(&attempts) {
             None => Ok(()),
             Some(reached) => Err(SetUpError::Refused(format!(

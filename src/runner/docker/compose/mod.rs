@@ -76,12 +76,15 @@ impl ComposeTool {
         if let Ok(version) = plugin.run(&scratch, None, env, &env.home, &["version", "--short"], VERSION_TIMEOUT).await {
             return Ok(ComposeTool { version: version.trim().to_string(), ..plugin });
         }
-        let found = match standalone.is_absolute() {
-            true => Some(standalone.to_path_buf()).filter(|path| path.is_file()),
+        // A look at the file system: off the runtime.
+        let wanted = standalone.to_path_buf();
+        let found = crate::runner::process::blocking(move || match wanted.is_absolute() {
+            true => Some(wanted).filter(|path| path.is_file()),
             false => std::env::var_os("PATH")
-                .map(|path| std::env::split_paths(&path).map(|dir| dir.join(standalone)).find(|path| path.is_file()))
-                .unwrap_or_default(),
-        };
+                .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(&wanted)).find(|path| path.is_file())),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         if let Some(program) = found {
             let tool = ComposeTool { program: program.clone(), leading: Vec::new(), version: String::new(), standalone: Some(program) };
             match tool.run(&scratch, None, env, &env.home, &["version", "--short"], VERSION_TIMEOUT).await {

@@ -102,8 +102,11 @@ impl PrebuildStack {
         })?;
         let effective: Value =
             serde_yaml_ng::from_str(&text).map_err(|e| format!("the Docker Compose configuration cannot be read: {e}"))?;
-        let places = Places { clone: &repository.clone };
-        let policed = police::police(&effective, &request, &places)?;
+        // Paths are resolved on the file system: off the runtime.
+        let (clone, asked) = (repository.clone.clone(), request.clone());
+        let policed = crate::runner::process::blocking(move || police::police(&effective, &asked, &Places { clone: &clone }))
+            .await
+            .map_err(|e| e.to_string())??;
         for note in &policed.notes {
             log.line(note).await;
         }
@@ -316,7 +319,9 @@ impl PrebuildStack {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("cannot read the repository's files for service {name}: {e}"))?;
-            engine.build_context(&image, context, image_labels(name)).await.map_err(|e| format!("cannot build {image}: {e}"))?;
+            // Without the cache: the image is a few files' copy, and two
+            // prebuilds of one project would otherwise share its layer.
+            engine.build_context(&image, context, image_labels(name), false).await.map_err(|e| format!("cannot build {image}: {e}"))?;
             images.insert(name.clone(), image);
         }
         Ok(images)
