@@ -123,10 +123,12 @@ fn config(listen: &str, repository: &Path) -> String {
 
 /// One prebuild, CreatePrebuild to COMPLETED: its time, whether it was
 /// incremental, and its snapshot's size.
+/// A failure says the end of the prebuild's log (under `logs`).
 async fn timed_prebuild(
     prebuilds: &mut PrebuildServiceClient<InterceptedService<Channel, Auth>>,
     sources: &mut PrebuildSourceServiceClient<InterceptedService<Channel, Auth>>,
     project: &str,
+    logs: &Path,
 ) -> Result<(Duration, bool, i64), String> {
     let started = Instant::now();
     let request = CreatePrebuildRequest { project_id: project.into(), environment_class_id: None, spec: Some(PrebuildSpec::default()) };
@@ -144,7 +146,14 @@ async fn timed_prebuild(
             return Ok((elapsed, incremental, status.snapshot_size_bytes));
         }
         if status.phase == PrebuildPhase::Failed as i32 || status.phase == PrebuildPhase::Cancelled as i32 {
-            return Err(format!("prebuild {} failed: {}", created.id, status.failure_message));
+            let log = std::fs::read_to_string(logs.join(format!("{}.log", created.id))).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            return Err(format!(
+                "prebuild {} failed: {}; its log's last lines:\n{}",
+                created.id,
+                status.failure_message,
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            ));
         }
         if started.elapsed() > PATIENCE {
             return Err(format!("prebuild {} did not finish in {}s", created.id, PATIENCE.as_secs()));
@@ -174,15 +183,16 @@ pub async fn run(work: &Path) -> Result<(), String> {
     generate_repository(&repo, None)?;
     let server = ChildServer::start_with(&work.join("data"), |listen| config(listen, &repo))?;
     server.ready().await?;
-    let result = measure(&server.base, &repo, PROJECT, "local runner (sandboxed)", None).await;
+    let result = measure(&server.base, &work.join("data/logs"), &repo, PROJECT, "local runner (sandboxed)", None).await;
     server.stop();
     result
 }
 
 /// Times a full prebuild of `project` (whose repository is `repo`), then
 /// incremental ones after one-file commits, then a full one after a
-/// devcontainer.json change, and prints them.
-pub async fn measure(base: &str, repo: &Path, project: &str, runner: &str, image: Option<&str>) -> Result<(), String> {
+/// devcontainer.json change, and prints them. `logs`: the server's
+/// prebuild logs, to say why one failed.
+pub async fn measure(base: &str, logs: &Path, repo: &Path, project: &str, runner: &str, image: Option<&str>) -> Result<(), String> {
     let channel = Channel::from_shared(base.to_string()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
     let mut prebuilds = PrebuildServiceClient::with_interceptor(channel.clone(), auth as Auth);
     let mut sources = PrebuildSourceServiceClient::with_interceptor(channel, auth as Auth);
@@ -204,11 +214,11 @@ pub async fn measure(base: &str, repo: &Path, project: &str, runner: &str, image
         );
         (elapsed, incremental)
     };
-    let (full, full_was_incremental) = row("first", timed_prebuild(&mut prebuilds, &mut sources, project).await?);
+    let (full, full_was_incremental) = row("first", timed_prebuild(&mut prebuilds, &mut sources, project, logs).await?);
     let mut incremental_times = Vec::new();
     for round in 1..=INCREMENTAL_ROUNDS {
         commit(repo, &format!("src/module{round}.js"), &format!("export const changed = {round};\n"))?;
-        let timed = timed_prebuild(&mut prebuilds, &mut sources, project).await?;
+        let timed = timed_prebuild(&mut prebuilds, &mut sources, project, logs).await?;
         let (elapsed, incremental) = row(&format!("after a one-file commit ({round})"), timed);
         if !incremental {
             return Err(format!("the prebuild after one-file commit {round} was not incremental"));
@@ -216,7 +226,7 @@ pub async fn measure(base: &str, repo: &Path, project: &str, runner: &str, image
         incremental_times.push(elapsed);
     }
     commit(repo, ".devcontainer/devcontainer.json", &devcontainer("v2", image))?;
-    let timed = timed_prebuild(&mut prebuilds, &mut sources, project).await?;
+    let timed = timed_prebuild(&mut prebuilds, &mut sources, project, logs).await?;
     let (reconfigured, reconfigured_was_incremental) = row("after a devcontainer.json change", timed);
     if full_was_incremental || reconfigured_was_incremental {
         return Err("a full prebuild was reported incremental".into());

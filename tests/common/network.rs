@@ -277,6 +277,29 @@ pub fn reach_script(nc: &str, targets: &[(String, String, u16)]) -> String {
     script + "wait; echo reach-done"
 }
 
+/// A name no resolver knows: one that is reached answers NXDOMAIN, one out
+/// of reach times out.
+pub const UNKNOWN_NAME: &str = "prebuildd-dns-check.invalid";
+
+/// A shell line that asks the resolver the environment is given for
+/// [`UNKNOWN_NAME`] with `nslookup` (busybox's, as `nslookup`) and prints
+/// its answer on one line.
+pub fn resolve_script(nslookup: &str) -> String {
+    format!("echo \"resolved: $({nslookup} {UNKNOWN_NAME} 2>&1 | tr '\\n' ' ')\"; ")
+}
+
+/// Asserts that the resolver answered inside (DNS keeps working behind the
+/// isolation), after checking that this host's own resolver answers at
+/// all: a host without one fails here, saying so, not as isolation.
+pub fn assert_resolver_answered(log: &str) {
+    let host = Command::new("busybox").args(["nslookup", UNKNOWN_NAME]).output().expect("busybox runs (install busybox-static)");
+    let host = String::from_utf8_lossy(&host.stdout).to_string() + &String::from_utf8_lossy(&host.stderr);
+    assert!(host.contains("NXDOMAIN"), "this host's resolver must answer (NXDOMAIN for {UNKNOWN_NAME}) for the DNS check: {host}");
+    let inside =
+        log.lines().find_map(|line| line.trim_start().strip_prefix("resolved:")).unwrap_or_else(|| panic!("no resolved: in:\n{log}"));
+    assert!(inside.contains("NXDOMAIN"), "the resolver answers from inside: {inside}\n{log}");
+}
+
 /// What a reach script printed for `label` (the command as written may
 /// show in a log too; its output starts lines).
 pub fn reached<'a>(log: &'a str, label: &str) -> &'a str {

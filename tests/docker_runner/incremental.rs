@@ -2,10 +2,12 @@
 //! commit, the prebuild starts from the full one's snapshot image, the
 //! workspace holds the new file and sits at the new commit,
 //! `onCreateCommand` did not run again (a counter file in the snapshot)
-//! and `updateContentCommand` did, as the dev container's user; a change
-//! to devcontainer.json builds in full again.
+//! and `updateContentCommand` did (a feature's first, then the file's), as
+//! the dev container's user; a change to devcontainer.json builds in full
+//! again.
 
 use super::harness::*;
+use super::registry::write_feature;
 use crate::common::*;
 use prebuildd::proto::gitpod::v1::*;
 
@@ -13,7 +15,7 @@ const PROJECT: &str = "d0c0e000-0000-4000-8000-0000000000c1";
 
 fn devcontainer(update: &str) -> String {
     format!(
-        r#"{{ "image": "{BASE_IMAGE}", "remoteUser": "dev",
+        r#"{{ "image": "{BASE_IMAGE}", "remoteUser": "dev", "features": {{ "./counter": {{}} }},
               "onCreateCommand": "echo created >> on-create-count",
               "updateContentCommand": "{update}" }}"#
     )
@@ -29,6 +31,9 @@ async fn a_small_commit_starts_from_the_full_snapshot_and_runs_update_content_on
     let world = World::new();
     let repo = world.dir.path().join("incremental-repo");
     let update = "echo updated >> update-count && id -un > update-user";
+    // A feature whose updateContentCommand counts too (the CLI runs a
+    // feature's before the file's).
+    write_feature(&repo.join(".devcontainer/counter"), "counter", "counter", r#", "updateContentCommand": "echo feature >> update-count""#);
     repository(&repo, &[(".devcontainer/devcontainer.json", &devcontainer(update)), ("gone.txt", "removed by the next commit\n")]);
     let config = world.config(&[(PROJECT, &repo)]) + "[projects.prebuilds.git]\nincremental = true\n";
     let server = TestServer::start_with(config).await;
@@ -50,17 +55,24 @@ async fn a_small_commit_starts_from_the_full_snapshot_and_runs_update_content_on
         &format!("cd {folder} && wc -l < on-create-count && wc -l < update-count && cat update-user src/new-file.txt .git/HEAD && ls"),
     );
     let lines: Vec<&str> = shown.lines().map(str::trim).collect();
-    assert_eq!(&lines[..5], ["1", "2", "dev", "one new file", added.as_str()], "onCreate once, update twice, at the new commit:\n{shown}");
+    assert_eq!(
+        &lines[..5],
+        ["1", "4", "dev", "one new file", added.as_str()],
+        "onCreate once, both updates twice, at the new commit:\n{shown}"
+    );
+    let order = in_snapshot(&incremental.id, &format!("cat {folder}/update-count"));
+    assert_eq!(order.lines().collect::<Vec<_>>(), ["feature", "updated", "feature", "updated"], "the feature's first, each time");
     assert!(!lines.contains(&"gone.txt"), "the removed file is gone:\n{shown}");
     let log = log_of(&server, &mut client, &incremental.id).await;
     assert!(log.contains("skipping onCreateCommand") && log.contains("1 file(s) changed and 1 removed"), "{log}");
+    assert!(log.contains("running updateContentCommand of ") && log.contains("counter"), "the feature's update, named:\n{log}");
 
     commit(&repo, ".devcontainer/devcontainer.json", &devcontainer("echo updated again >> update-count"));
     let reconfigured = create_prebuild(&mut client, PROJECT).await;
     completed(&server, &mut client, &reconfigured.id).await;
     assert!(!source(&server, &reconfigured.id).await.incremental, "a new configuration builds in full");
     let shown = in_snapshot(&reconfigured.id, &format!("cd {folder} && wc -l < on-create-count && wc -l < update-count"));
-    assert_eq!(shown.lines().map(str::trim).collect::<Vec<_>>(), ["1", "1"], "{shown}");
+    assert_eq!(shown.lines().map(str::trim).collect::<Vec<_>>(), ["1", "2"], "the feature's and the file's, once each: {shown}");
 
     for prebuild in [&full, &incremental, &reconfigured] {
         client.delete_prebuild(DeletePrebuildRequest { prebuild_id: prebuild.id.clone() }).await.expect("delete");

@@ -4,10 +4,11 @@
 //! on every address of this host (not through the gateway, not at any of
 //! the host's addresses), not the metadata service's address, not a
 //! private address (unless the class's `allow_egress` names it, and then
-//! only its port), and not another instance; the host still reaches an
-//! instance at its address on the runner's network. A runner that cannot
-//! install its rules refuses prebuilds saying why and what to do, and one
-//! with `network_isolation = false` says on every prebuild that it is open.
+//! only its port), and not another instance, while DNS still answers; the
+//! host still reaches an instance at its address on the runner's network.
+//! A runner that cannot install its rules refuses prebuilds saying why and
+//! what to do, and one with `network_isolation = false` says on every
+//! prebuild that it is open.
 
 use super::harness::*;
 use crate::common::network::*;
@@ -39,7 +40,7 @@ async fn prebuilds_and_instances_reach_the_internet_but_not_this_host_private_ne
         ("private-other-port".to_string(), remote.private.to_string(), remote.other.address.port()),
     ];
     targets.extend(beyond.iter().cloned());
-    let script = reach_script("nc", &targets);
+    let script = resolve_script("nslookup") + &reach_script("nc", &targets);
     let repo = world.dir.path().join("isolated");
     repository(
         &repo,
@@ -58,6 +59,7 @@ async fn prebuilds_and_instances_reach_the_internet_but_not_this_host_private_ne
     none_of_the_host(&log, &targets[..targets.len() - beyond.len()], &host, &metadata);
     assert!(reached(&log, "public").contains(&remote.main.token), "a machine beyond the host answers:\n{log}");
     assert!(!reached(&log, "private").contains(&remote.main.token), "a private address is out of reach:\n{log}");
+    assert_resolver_answered(&log);
     assert!(!reached(&log, "private-other-port").contains(&remote.other.token), "{log}");
 
     // A class that allows one private address and port: that one answers.

@@ -2,9 +2,10 @@
 //! host (a namespace of the test's own at a documentation address) but not
 //! a service listening on every address of this host, not its loopback,
 //! not the metadata service's address and not a private address, unless
-//! the class's `allow_egress` names it (and then only its port); with
-//! `network_isolation = false` the host answers. The tests need root,
-//! slirp4netns, nftables and iproute2, and fail without them.
+//! the class's `allow_egress` names it (and then only its port), while DNS
+//! still answers; with `network_isolation = false` the host answers. The
+//! tests need root, slirp4netns, nftables, iproute2 and busybox, and fail
+//! without them.
 
 use super::fixtures::*;
 use super::*;
@@ -13,7 +14,8 @@ use prebuildd::catalog::{ClassPolicy, EgressAllowance};
 /// A repository whose onCreateCommand tries every target.
 fn reaching(fixture: &Fixture, name: &str, targets: &[(String, String, u16)]) -> PathBuf {
     let repo = fixture.path(name);
-    let devcontainer = serde_json::json!({ "onCreateCommand": reach_script("busybox nc", targets) }).to_string();
+    let devcontainer =
+        serde_json::json!({ "onCreateCommand": resolve_script("busybox nslookup") + &reach_script("busybox nc", targets) }).to_string();
     repository(&repo, Some(&devcontainer), &[], true);
     repo
 }
@@ -40,6 +42,7 @@ async fn sandboxed_commands_reach_beyond_the_host_but_not_the_host_or_private_ne
         }
         assert!(reached(&log, "public").contains(&remote.main.token), "a machine beyond the host answers:\n{log}");
         assert!(!reached(&log, "private").contains(&remote.main.token), "{log}");
+        assert_resolver_answered(&log);
 
         // A class that allows the private address's one port.
         let allowance = EgressAllowance::parse(&format!("{}:{}", remote.private, remote.main.address.port())).unwrap();

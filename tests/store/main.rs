@@ -9,12 +9,14 @@
 #[path = "../common/postgres.rs"]
 mod postgres;
 
+mod builders;
 mod fencing;
 mod postgres_only;
 mod queries;
 mod sources;
 mod sqlite_owned;
 
+use builders::*;
 use sources::*;
 
 use prebuildd::domain::Micros;
@@ -155,107 +157,6 @@ on_both_stores!(
     deliveries_are_pruned_by_age_and_count,
     a_branch_that_feeds_no_pool_never_becomes_the_pairs_snapshot,
 );
-
-// ---- builders --------------------------------------------------------------------
-
-fn subject(id: &str) -> Option<Subject> {
-    Some(Subject { id: id.into(), principal: Principal::User as i32 })
-}
-
-#[derive(Clone, Copy)]
-struct Spec<'a> {
-    org: &'a str,
-    project: &'a str,
-    class: &'a str,
-    phase: i32,
-    trigger: i32,
-    creator: &'a str,
-    executor: &'a str,
-}
-
-const DEFAULT: Spec<'static> =
-    Spec { org: ORG, project: PROJECT_A, class: SMALL, phase: PENDING, trigger: MANUAL, creator: ALICE, executor: ALICE };
-
-fn prebuild(spec: Spec) -> Prebuild {
-    Prebuild {
-        id: uuid::Uuid::now_v7().to_string(),
-        metadata: Some(PrebuildMetadata {
-            organization_id: spec.org.into(),
-            project_id: spec.project.into(),
-            environment_class_id: spec.class.into(),
-            creator: subject(spec.creator),
-            triggered_by: spec.trigger,
-            executor: subject(spec.executor),
-            created_at: Some(pbjson_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
-            ..Default::default()
-        }),
-        spec: Some(PrebuildSpec { spec_version: 1, ..Default::default() }),
-        status: Some(PrebuildStatus { phase: spec.phase, status_version: 1, ..Default::default() }),
-    }
-}
-
-/// A prebuild that finished `finished_at` microseconds after the epoch.
-fn finished(phase: i32, finished_at: i64) -> Prebuild {
-    let mut p = prebuild(Spec { phase, ..DEFAULT });
-    p.status.as_mut().unwrap().completion_time =
-        Some(pbjson_types::Timestamp { seconds: finished_at / 1_000_000, nanos: (finished_at % 1_000_000) as i32 * 1000 });
-    p
-}
-
-fn warm_pool(org: &str, project: &str, class: &str) -> WarmPool {
-    WarmPool {
-        id: uuid::Uuid::now_v7().to_string(),
-        metadata: Some(WarmPoolMetadata {
-            organization_id: org.into(),
-            project_id: project.into(),
-            environment_class_id: class.into(),
-            runner_id: RUNNER.into(),
-            ..Default::default()
-        }),
-        spec: Some(WarmPoolSpec { spec_version: 1, min_size: Some(1), max_size: Some(2), ..Default::default() }),
-        status: Some(WarmPoolStatus { status_version: 1, ..Default::default() }),
-    }
-}
-
-fn phase_of(p: &Prebuild) -> i32 {
-    p.status.as_ref().unwrap().phase
-}
-
-fn ids<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
-    items.iter().map(|item| id(item).to_string()).collect()
-}
-
-fn prebuild_ids(items: &[Prebuild]) -> Vec<String> {
-    ids(items, |p| &p.id)
-}
-
-fn org_filter(org: &str) -> PrebuildFilter {
-    PrebuildFilter { organization_id: org.into(), ..Default::default() }
-}
-
-fn first_page(limit: usize) -> PageRequest {
-    PageRequest { after_seq: None, limit }
-}
-
-/// Every page of a prebuild query: the IDs in order and each page's size.
-async fn all_prebuild_pages(store: &dyn Store, filter: &PrebuildFilter, limit: usize) -> (Vec<String>, Vec<usize>) {
-    let (mut all, mut sizes, mut after_seq) = (Vec::new(), Vec::new(), None);
-    loop {
-        let page: Page<Prebuild> = store.list_prebuilds(filter.clone(), PageRequest { after_seq, limit }).await.unwrap();
-        sizes.push(page.items.len());
-        all.extend(prebuild_ids(&page.items));
-        match page.next_after_seq {
-            Some(next) => after_seq = Some(next),
-            None => return (all, sizes),
-        }
-        assert!(sizes.len() < 1000, "paging does not end");
-    }
-}
-
-fn bump_status(p: &mut Prebuild) -> prebuildd::error::Result<Change> {
-    p.status.get_or_insert_with(Default::default).status_version += 1;
-    Ok(Change::Changed)
-}
 
 // ---- the bodies ------------------------------------------------------------------
 

@@ -20,6 +20,6 @@ impl Bench {
         server.ready().await?;
         let base = server.base.clone();
         *self.server.lock().map_err(|_| "poisoned")? = Some(server);
-        crate::incremental::measure(&base, &project, PROJECT, "docker runner", Some(&self.base_image())).await
+        crate::incremental::measure(&base, &data_dir.join("logs"), &project, PROJECT, "docker runner", Some(&self.base_image())).await
     }
 }

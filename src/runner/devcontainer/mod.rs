@@ -80,8 +80,10 @@ pub fn parse(text: &str) -> Result<PrebuildLifecycle, String> {
 }
 
 /// One lifecycle value; `None` when it asks for nothing (null, an empty
-/// string, array or object), as the spec treats those.
-fn command_of(key: &str, value: &Value) -> Result<Option<LifecycleCommand>, String> {
+/// string, array or object), as the spec treats those. `key` names the
+/// value in errors. Also reads the lifecycle keys of an image's
+/// `devcontainer.metadata` entries, which take the same forms.
+pub fn command_of(key: &str, value: &Value) -> Result<Option<LifecycleCommand>, String> {
     match value {
         Value::Object(entries) => {
             let mut parts = Vec::new();

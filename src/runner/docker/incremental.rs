@@ -12,7 +12,12 @@
 //! new index and HEAD, so the image's new layer holds what changed, not a
 //! second copy of the repository. `updateContentCommand` runs through the
 //! Engine API's exec, as the dev container's user (`remoteUser`, else
-//! `containerUser`), in the workspace folder, with `remoteEnv`.
+//! `containerUser`), in the workspace folder, with `remoteEnv`: those the
+//! snapshot's merged `devcontainer.metadata` label holds (the base image's,
+//! each feature's and the devcontainer.json's, in the label's order, as the
+//! CLI ran them), and the new commit's devcontainer.json's own if the label
+//! lacks it (equal by the base's configuration fingerprint, so normally
+//! the label has it).
 //!
 //! A Docker Compose configuration's prebuilds are always full (see
 //! [`full_instead`]): its snapshot is the dev container of a stack.
@@ -99,7 +104,13 @@ pub(super) async fn prebuild(
     .await;
     let staging = paths.config_dir.join("update");
     stage_update(shared, &paths.workspace, &staging, &delta, &base.commit, commit).await?;
-    let lifecycle = read_lifecycle(&paths.workspace, job.devcontainer_path.as_deref()).await?;
+    let mut lifecycle = metadata_updates(&metadata)?;
+    for (key, command) in read_lifecycle(&paths.workspace, job.devcontainer_path.as_deref()).await? {
+        let in_label = lifecycle.iter().any(|(_, listed)| listed.command == command.command);
+        if !(key == "updateContentCommand" && in_label) {
+            lifecycle.push((key, command));
+        }
+    }
 
     log.line("creating the dev container from the base snapshot").await;
     let container_labels: HashMap<String, String> = runner.prebuild_labels(&job.prebuild_id).into_iter().collect();
@@ -131,7 +142,8 @@ pub(super) async fn prebuild(
             log.line(&format!("skipping {key}: it ran in the base prebuild's snapshot")).await;
             continue;
         }
-        log.line(&format!("running {key}")).await;
+        log.line(&format!("running {key}{}", command.source.as_deref().map(|id| format!(" of {id}")).unwrap_or_default())).await;
+        let command = &command.command;
         let runs = parts(command).into_iter().map(|(label, argv)| {
             let (engine, container_id, user, folder, env) = (engine, &container_id, &user, &folder, &env);
             async move {
@@ -253,11 +265,33 @@ async fn stage_update(shared: &JobShared, workspace: &Path, staging: &Path, delt
     .map_err(|e| format!("cannot stage the update: {e}"))
 }
 
+/// A lifecycle command and where it comes from: a feature's ID, the base
+/// image's metadata, or (`None`) the devcontainer.json.
+struct Sourced {
+    source: Option<String>,
+    command: LifecycleCommand,
+}
+
+/// The `updateContentCommand`s of the metadata entries, in order, each
+/// with its feature's ID when a feature contributed it.
+fn metadata_updates(metadata: &[Value]) -> Result<Vec<(&'static str, Sourced)>, String> {
+    let mut commands = Vec::new();
+    for entry in metadata {
+        let Some(value) = entry.get("updateContentCommand") else { continue };
+        let source = entry.get("id").and_then(Value::as_str).map(str::to_string);
+        let key = format!("updateContentCommand of {}", source.as_deref().unwrap_or("the image's devcontainer.metadata"));
+        if let Some(command) = devcontainer::command_of(&key, value)? {
+            commands.push(("updateContentCommand", Sourced { source, command }));
+        }
+    }
+    Ok(commands)
+}
+
 /// The lifecycle commands of the new commit's devcontainer.json.
-async fn read_lifecycle(workspace: &Path, chosen: Option<&str>) -> Result<Vec<(&'static str, LifecycleCommand)>, String> {
+async fn read_lifecycle(workspace: &Path, chosen: Option<&str>) -> Result<Vec<(&'static str, Sourced)>, String> {
     let Some(located) = devcontainer::locate(workspace, chosen)? else { return Ok(Vec::new()) };
     let text = tokio::fs::read_to_string(&located.path).await.map_err(|e| format!("cannot read {}: {e}", located.path.display()))?;
-    Ok(devcontainer::parse(&text)?.commands)
+    Ok(devcontainer::parse(&text)?.commands.into_iter().map(|(key, command)| (key, Sourced { source: None, command })).collect())
 }
 
 /// A command as the argument vectors to exec: a string by `/bin/sh -c`,
@@ -326,5 +360,31 @@ mod tests {
         let entries = metadata_entries(&labels);
         assert_eq!(last_string(&entries, "remoteUser").as_deref(), Some("dev"));
         assert_eq!(remote_env(&entries), vec!["A=2".to_string()]);
+    }
+
+    #[test]
+    fn the_labels_updates_are_read_in_order_with_their_features() {
+        let entries: Vec<Value> = serde_json::from_str(
+            r#"[{"updateContentCommand":"from the image"},
+                {"id":"./counter","updateContentCommand":["count","up"]},
+                {"id":"./quiet"},
+                {"updateContentCommand":{"a":"the file's"}},
+                {"updateRemoteUserUID":false}]"#,
+        )
+        .unwrap();
+        let updates = metadata_updates(&entries).unwrap();
+        let described: Vec<(Option<&str>, String)> =
+            updates.iter().map(|(_, sourced)| (sourced.source.as_deref(), sourced.command.describe())).collect();
+        assert_eq!(
+            described,
+            [
+                (None, "from the image".to_string()),
+                (Some("./counter"), r#"["count","up"]"#.to_string()),
+                (None, r#"{"a":"the file's"}"#.to_string())
+            ]
+        );
+        assert!(metadata_updates(&[]).unwrap().is_empty());
+        let nested: Vec<Value> = serde_json::from_str(r#"[{"id":"bad","updateContentCommand":{"a":{"b":"c"}}}]"#).unwrap();
+        assert!(metadata_updates(&nested).err().unwrap().contains("updateContentCommand of bad"));
     }
 }
