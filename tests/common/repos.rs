@@ -85,7 +85,9 @@ impl Origin {
 }
 
 /// A real `git daemon` serving a directory's repositories read-only on an
-/// ephemeral port of 127.0.0.1; killed on drop.
+/// ephemeral port of 127.0.0.1; killed on drop. The daemon program is run
+/// itself (`git daemon` would run it as a child of its own, which a kill of
+/// `git` leaves running).
 pub struct GitDaemon {
     child: std::process::Child,
     pub port: u16,
@@ -93,15 +95,17 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub fn serve(base: &Path) -> GitDaemon {
+        let exec_path = std::process::Command::new("git").arg("--exec-path").output().expect("git runs (the git package)");
+        let program = Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
         for _ in 0..20 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-            let mut child = std::process::Command::new("git")
-                .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+            let mut child = std::process::Command::new(&program)
+                .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
                 .arg(format!("--base-path={}", base.display()))
                 .arg(base)
                 .stderr(std::process::Stdio::null())
                 .spawn()
-                .expect("git daemon runs (the git package)");
+                .unwrap_or_else(|e| panic!("{} runs (the git package): {e}", program.display()));
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while std::time::Instant::now() < deadline {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -199,6 +199,23 @@ async fn a_stack_is_prebuilt_with_its_services_warmed_whole_and_claimed_whole() 
     })
     .await;
     assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", claimed_db]), "true", "the claimant's db runs on");
+
+    // The claimant is done with its stack; deleting the prebuild then
+    // removes its snapshot and its services' images.
+    // (`services` lists the dev container too.)
+    let claimed: Vec<&str> = instance.services.iter().map(|s| s.container_id.as_str()).collect();
+    docker_lines(&[&["rm", "-f", "-v"][..], &claimed].concat());
+    for kind in ["network", "volume"] {
+        for object in stack_objects(&world, kind, Some(&claimed_project)) {
+            docker(&[kind, "rm", &object]);
+        }
+    }
+    client.delete_prebuild(DeletePrebuildRequest { prebuild_id: prebuild.id.clone() }).await.unwrap();
+    eventually("the prebuild's images are removed", || !docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).contains(&prebuild.id))
+        .await;
+    for kind in ["container", "network", "volume"] {
+        assert_eq!(stack_objects(&world, kind, None), Vec::<String>::new(), "a stack {kind} is left");
+    }
 }
 
 #[tokio::test]
