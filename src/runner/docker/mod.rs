@@ -39,6 +39,7 @@ mod lifecycle;
 mod network;
 pub(crate) mod policy;
 mod pool;
+pub mod registry;
 mod workspace_copy;
 
 use crate::catalog::DockerSettings;
@@ -70,6 +71,12 @@ pub(crate) struct Core {
     networks: network::Networks,
     jobs: Mutex<HashMap<String, Job>>,
     pools: Mutex<HashMap<String, DockerPool>>,
+    /// Where snapshots are pushed, if anywhere.
+    registry: Option<registry::RegistryName>,
+    /// Snapshots being pulled (or whose pull failed).
+    pulls: Mutex<registry::Pulls>,
+    /// Registry deletions that failed so far, by prebuild.
+    delete_attempts: Mutex<HashMap<String, u32>>,
     /// Told when a job changes phase or an instance is made.
     events: crate::runner::RunnerEvents,
 }
@@ -137,6 +144,9 @@ impl DockerRunner {
             networks: network::Networks::new(runner_id, network_isolation),
             jobs: Mutex::default(),
             pools: Mutex::default(),
+            registry: settings.registry.clone(),
+            pulls: Mutex::default(),
+            delete_attempts: Mutex::default(),
             events,
         };
         let core = Arc::new(core);
@@ -324,7 +334,7 @@ impl Runner for DockerRunner {
         };
         self.core.clean_up_job(prebuild_id, environment_id.as_deref()).await;
         let engine = self.core.engine().await.map_err(Error::Internal)?;
-        engine.remove_image(&labels::snapshot_image(prebuild_id), true).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))
+        self.core.remove_snapshot_references(engine, prebuild_id).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))
     }
 
     async fn sync_pool(&self, target: PoolTarget) -> Result<PoolObservation> {
@@ -346,5 +356,9 @@ impl Runner for DockerRunner {
 
     async fn collect_garbage(&self, gone: &[String]) -> Result<()> {
         self.core.collect_garbage(gone).await
+    }
+
+    async fn delete_image(&self, prebuild_id: &str, image: &str) -> Result<bool> {
+        self.core.delete_pushed(prebuild_id, image).await
     }
 }
