@@ -83,12 +83,13 @@ impl SecondDaemon {
             std::thread::sleep(Duration::from_millis(200));
         }
         for image in images {
-            let save = Command::new("docker").args(["save", image]).stdout(Stdio::piped()).spawn().expect("docker save runs");
+            let mut save = Command::new("docker").args(["save", image]).stdout(Stdio::piped()).spawn().expect("docker save runs");
             let load = Command::new("docker")
                 .args(["-H", &daemon.host(), "load", "-q"])
-                .stdin(save.stdout.expect("piped"))
+                .stdin(save.stdout.take().expect("piped"))
                 .output()
                 .expect("docker load runs");
+            assert!(save.wait().is_ok_and(|status| status.success()), "docker save {image} failed");
             assert!(load.status.success(), "loading {image} into the second daemon: {}", String::from_utf8_lossy(&load.stderr));
         }
         daemon
