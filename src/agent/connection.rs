@@ -152,6 +152,17 @@ async fn start_job(agent: &Agent, outbox: &Outbox, start: pb::StartJob) {
         }
     }
     let prebuild_id = start.prebuild_id.clone();
+    let mut source = crate::runner::JobSource::from_source(&crate::proto::prebuildd::v1::PrebuildSource {
+        branch: start.branch,
+        commit_sha: start.commit_sha,
+        incremental: !start.base_prebuild_id.is_empty(),
+        base_prebuild_id: start.base_prebuild_id,
+        base_commit_sha: start.base_commit_sha,
+        ..Default::default()
+    });
+    if let Some(base) = source.base.as_mut() {
+        base.image = (!start.base_snapshot_image.is_empty()).then_some(start.base_snapshot_image);
+    }
     let job = PrebuildJob {
         prebuild_id: start.prebuild_id,
         environment_id: start.environment_id,
@@ -162,14 +173,7 @@ async fn start_job(agent: &Agent, outbox: &Outbox, start: pb::StartJob) {
         policy: wire::policy_from_wire(start.policy.as_ref()),
         devcontainer_path: (!start.devcontainer_path.is_empty()).then_some(start.devcontainer_path),
         tag_latest: start.tag_latest,
-        source: crate::runner::JobSource::from_source(&crate::proto::prebuildd::v1::PrebuildSource {
-            branch: start.branch,
-            commit_sha: start.commit_sha,
-            incremental: !start.base_prebuild_id.is_empty(),
-            base_prebuild_id: start.base_prebuild_id,
-            base_commit_sha: start.base_commit_sha,
-            ..Default::default()
-        }),
+        source,
         log,
     };
     if let Err(error) = agent.engine.start(job).await {

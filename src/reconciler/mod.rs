@@ -372,9 +372,16 @@ impl Reconciler {
                     return self.finish(&prebuild, prebuild::Finish::Failed("its project is no longer configured".into())).await;
                 };
                 let log = self.logs.sink(&prebuild.id);
-                let Some((source, tag_latest)) = self.job_source(&prebuild, project, fresh, &log).await? else {
+                let Some((mut source, tag_latest)) = self.job_source(&prebuild, project, fresh, &log).await? else {
                     return Ok(());
                 };
+                // An incremental prebuild's base, where it was pushed: a
+                // member of a fleet that lacks it pulls it.
+                if let Some(base) = source.base.as_mut() {
+                    let organization_id = metadata.organization_id.as_str();
+                    let found = self.store().prebuild_sources(organization_id, std::slice::from_ref(&base.prebuild_id)).await?;
+                    base.image = found.into_iter().next().map(|s| s.snapshot_image).filter(|image| !image.is_empty());
+                }
                 // Recording the source bumped nothing the status write
                 // guards, so the versions this pass read still hold.
                 if fresh {

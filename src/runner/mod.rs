@@ -76,6 +76,9 @@ pub struct JobSource {
 pub struct JobBase {
     pub prebuild_id: String,
     pub commit: String,
+    /// Its snapshot in a registry, by digest, when it was pushed: a runner
+    /// that lacks the base (another member of a fleet) pulls it.
+    pub image: Option<String>,
 }
 
 impl JobSource {
@@ -86,7 +89,11 @@ impl JobSource {
             branch: nonempty(&source.branch),
             commit: nonempty(&source.commit_sha),
             base: (source.incremental && !source.base_prebuild_id.is_empty() && !source.base_commit_sha.is_empty())
-                .then(|| JobBase { prebuild_id: source.base_prebuild_id.clone(), commit: source.base_commit_sha.clone() }),
+                .then(|| JobBase {
+                prebuild_id: source.base_prebuild_id.clone(),
+                commit: source.base_commit_sha.clone(),
+                image: None,
+            }),
         }
     }
 }

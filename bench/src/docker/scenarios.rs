@@ -159,7 +159,7 @@ impl Bench {
         self.docker.run_with_input(&["import", "--change", "ENV PATH=/bin", "--change", &label, "-", &image], rootfs).await
     }
 
-    async fn prebuild(&self, client: &mut Prebuilds, data_dir: &Path) -> Result<Prebuilt, String> {
+    pub(super) async fn prebuild(&self, client: &mut Prebuilds, data_dir: &Path) -> Result<Prebuilt, String> {
         let started = Instant::now();
         let created = client
             .create_prebuild(CreatePrebuildRequest {
@@ -292,7 +292,7 @@ impl Bench {
     }
 
     /// The pool's containers (claimed ones too) and their states.
-    async fn pool_containers(&self, pool_id: &str) -> Result<Vec<(String, String)>, String> {
+    pub(super) async fn pool_containers(&self, pool_id: &str) -> Result<Vec<(String, String)>, String> {
         let filter = format!("label={POOL_LABEL}={pool_id}");
         let lines = self.docker.lines(&["ps", "-a", "--no-trunc", "--filter", &filter, "--format", "{{.ID}} {{.State}}"]).await?;
         Ok(lines.iter().filter_map(|l| l.split_once(' ')).map(|(id, state)| (id.to_string(), state.to_string())).collect())
@@ -419,7 +419,7 @@ impl Bench {
         Ok((took, bytes))
     }
 
-    async fn remove_containers(&self, ids: &[String]) -> Result<(), String> {
+    pub(super) async fn remove_containers(&self, ids: &[String]) -> Result<(), String> {
         if ids.is_empty() {
             return Ok(());
         }

@@ -21,6 +21,7 @@ pub fn start_job(job: &PrebuildJob) -> pb::StartJob {
         base_prebuild_id: job.source.base.as_ref().map(|b| b.prebuild_id.clone()).unwrap_or_default(),
         base_commit_sha: job.source.base.as_ref().map(|b| b.commit.clone()).unwrap_or_default(),
         tag_latest: job.tag_latest,
+        base_snapshot_image: job.source.base.as_ref().and_then(|b| b.image.clone()).unwrap_or_default(),
     }
 }
 

@@ -147,6 +147,12 @@ impl Core {
         Local::Pulling
     }
 
+    /// Pulls an incremental prebuild's base snapshot (pushed by another
+    /// member of the fleet) and tags it as the local snapshot.
+    pub(super) async fn pull_base(&self, image: &str, prebuild_id: &str) -> Result<(), String> {
+        self.pull_snapshot(image, prebuild_id).await.map(|_| ()).map_err(|e| format!("cannot pull the base snapshot: {e}"))
+    }
+
     /// Pulls a snapshot by digest and tags it as the local snapshot, so it
     /// stays until the prebuild is removed.
     async fn pull_snapshot(&self, image: &str, snapshot_id: &str) -> Result<Duration, String> {
