@@ -88,8 +88,7 @@ impl JobSource {
         JobSource {
             branch: nonempty(&source.branch),
             commit: nonempty(&source.commit_sha),
-            base: (source.incremental && !source.base_prebuild_id.is_empty() && !source.base_commit_sha.is_empty())
-                .then(|| JobBase {
+            base: (source.incremental && !source.base_prebuild_id.is_empty() && !source.base_commit_sha.is_empty()).then(|| JobBase {
                 prebuild_id: source.base_prebuild_id.clone(),
                 commit: source.base_commit_sha.clone(),
                 image: None,

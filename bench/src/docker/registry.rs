@@ -111,7 +111,8 @@ impl Bench {
         for _ in 0..PREBUILDS {
             settle().await;
             let prebuilt = self.prebuild(&mut prebuilds, &data_dir).await?;
-            let log = tokio::fs::read_to_string(data_dir.join("logs").join(format!("{}.log", prebuilt.id))).await.map_err(|e| e.to_string())?;
+            let log =
+                tokio::fs::read_to_string(data_dir.join("logs").join(format!("{}.log", prebuilt.id))).await.map_err(|e| e.to_string())?;
             let seconds = seconds_after(&log, "snapshot pushed as", " in ", 0).ok_or("no push line in the prebuild's log")?;
             let image = Self::snapshot_image(&prebuilt.id);
             let layer = self.docker.top_layer_bytes(&image).await?;
@@ -120,8 +121,12 @@ impl Bench {
         }
         let prebuilt = last.ok_or("no prebuild")?;
         let image = Self::snapshot_image(&prebuilt.id);
-        let image_bytes: u64 =
-            self.docker.run(&["image", "inspect", "--format", "{{.Size}}", &image]).await?.parse().map_err(|e| format!("image size: {e}"))?;
+        let image_bytes: u64 = self
+            .docker
+            .run(&["image", "inspect", "--format", "{{.Size}}", &image])
+            .await?
+            .parse()
+            .map_err(|e| format!("image size: {e}"))?;
         let mut baseline_pushes = Vec::new();
         for n in 0..REPEATS {
             settle().await;
@@ -230,7 +235,12 @@ impl Bench {
             .await
             .map_err(status_text)?
             .into_inner();
-        answer.sources.first().map(|s| s.snapshot_image.clone()).filter(|i| !i.is_empty()).ok_or_else(|| "no snapshot image recorded".into())
+        answer
+            .sources
+            .first()
+            .map(|s| s.snapshot_image.clone())
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| "no snapshot image recorded".into())
     }
 
     /// Removes every local reference of the snapshot image (no container
@@ -266,7 +276,8 @@ impl Bench {
 mod tests {
     #[test]
     fn seconds_are_read_from_log_lines() {
-        let log = "a\nsnapshot pushed as x@sha256:1 in 3.25 s\nINFO pulled a snapshot image=x seconds=1.5\nINFO pulled a snapshot seconds=2\n";
+        let log =
+            "a\nsnapshot pushed as x@sha256:1 in 3.25 s\nINFO pulled a snapshot image=x seconds=1.5\nINFO pulled a snapshot seconds=2\n";
         assert_eq!(super::seconds_after(log, "snapshot pushed as", " in ", 0), Some(3.25));
         assert_eq!(super::seconds_after(log, "pulled a snapshot", "seconds=", 1), Some(2.0));
         assert_eq!(super::seconds_after(log, "nothing", " in ", 0), None);
