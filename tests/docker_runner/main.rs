@@ -21,6 +21,7 @@ mod network;
 mod policy;
 mod pools;
 mod registry;
+mod registry_push;
 mod remote;
 mod replicas;
 mod second_daemon;
