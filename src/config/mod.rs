@@ -659,14 +659,6 @@ default_environment_class_id = "{CLASS}"
         assert_eq!(policy.host_bind_mounts, HostBindMounts::Refuse);
         let runner = &config.catalog.runners[RUNNER].docker;
         assert_eq!(runner.pass_env, vec!["NPM_TOKEN", "HTTPS_PROXY"]);
-        assert_eq!(runner.registry, None, "snapshots stay local unless a registry is set");
-        let pushing = Config::parse(
-            &docker.replace("pass_env = ", "registry = \"registry.example.com:5000/prebuilds\"\npass_env = "),
-            &Overrides::default(),
-        )
-        .unwrap();
-        let registry = pushing.catalog.runners[RUNNER].docker.registry.clone().unwrap();
-        assert_eq!(registry.repository("p"), "registry.example.com:5000/prebuilds/p");
         assert_eq!(runner.ca_file.as_deref(), Some(Path::new("/etc/ssl/registry-ca.pem")));
         let project = config.catalog.projects.values().next().unwrap();
         assert_eq!(project.devcontainer_path.as_deref(), Some(".devcontainer/python/devcontainer.json"));
@@ -684,18 +676,6 @@ default_environment_class_id = "{CLASS}"
             (docker.replace("./.devcontainer/python/devcontainer.json", "/etc/passwd.json"), "projects[0].devcontainer_path"),
             (docker.replace("./.devcontainer/python/devcontainer.json", ".devcontainer/x.yaml"), "projects[0].devcontainer_path"),
             (base("").replace("step_duration = \"50ms\"", "pass_env = []"), "runners[0].pass_env: only applies to docker runners"),
-            (
-                base("").replace("step_duration = \"50ms\"", "registry = \"r.example.com\""),
-                "runners[0].registry: only applies to docker runners",
-            ),
-            (
-                docker.replace("pass_env = ", "registry = \"https://r.example.com\"\npass_env = "),
-                "runners[0].registry: \"https://r.example.com\"",
-            ),
-            (
-                docker.replace("pass_env = ", "registry = \"prebuilds\"\npass_env = "),
-                "runners[0].registry: \"prebuilds\" is not a registry host",
-            ),
         ];
         for (text, expected) in cases {
             let error = Config::parse(&text, &Overrides::default()).unwrap_err();

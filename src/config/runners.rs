@@ -225,3 +225,34 @@ fn remote_settings(
     let grace = optional_duration(&format!("{key}.disconnect_grace"), grace)?.unwrap_or(RemoteSettings::default().grace);
     Ok(RemoteSettings { token_sha256: Some(token_sha256), grace })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUNNER: &str = "22222222-2222-4222-8222-222222222222";
+
+    fn engine(text: &str) -> Result<RunnerConfig, ConfigError> {
+        let raw: RawEngine = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        engine_config("engine", RUNNER, raw)
+    }
+
+    #[test]
+    fn a_docker_runner_may_push_to_a_registry() {
+        let local = engine("kind = \"docker\"").unwrap();
+        assert_eq!(local.docker.registry, None, "snapshots stay local unless a registry is set");
+        let pushing = engine("kind = \"docker\"\nregistry = \"registry.example.com:5000/prebuilds\"").unwrap();
+        let registry = pushing.docker.registry.unwrap();
+        assert_eq!(registry.repository("p"), "registry.example.com:5000/prebuilds/p");
+        let cases = [
+            ("kind = \"simulated\"\nregistry = \"r.example.com\"", "engine.registry: only applies to docker runners"),
+            ("kind = \"docker\"\nregistry = \"https://r.example.com\"", "engine.registry: \"https://r.example.com\""),
+            ("kind = \"docker\"\nregistry = \"prebuilds\"", "engine.registry: \"prebuilds\" is not a registry host"),
+            ("kind = \"docker\"\nregistry = \"r.example.com/Upper\"", "engine.registry: \"Upper\" cannot be part of a repository name"),
+        ];
+        for (text, expected) in cases {
+            let error = engine(text).unwrap_err();
+            assert!(error.0.starts_with(expected), "expected {expected}, got {error}");
+        }
+    }
+}
