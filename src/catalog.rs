@@ -96,6 +96,9 @@ pub struct DockerSettings {
     /// with `${localEnv:NAME}` (and `runArgs -e NAME`); no other variable of
     /// the runner's environment reaches the CLI.
     pub pass_env: Vec<String>,
+    /// Where completed snapshots are pushed (`registry.example.com/prebuilds`);
+    /// `None`: snapshots stay in this runner's daemon.
+    pub registry: Option<crate::runner::docker::registry::RegistryName>,
 }
 
 #[derive(Debug, Clone)]

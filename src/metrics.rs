@@ -165,6 +165,7 @@ pub struct Metrics {
     reconciler_pass: Histogram,
     leader: Gauge,
     runner_snapshots: Family<RunnerLabels, Gauge>,
+    runner_members: Family<RunnerLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -239,6 +240,12 @@ impl Metrics {
             "Bytes of the snapshots each runner holds (images, archives, files), as its last collection found them",
             runner_snapshots.clone(),
         );
+        let runner_members = Family::<RunnerLabels, Gauge>::default();
+        registry.register(
+            "prebuildd_runner_members",
+            "Connected members (prebuildd runner processes) of each remote runner, as the last collection found them",
+            runner_members.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "prebuildd_reconciler_leader",
@@ -261,6 +268,7 @@ impl Metrics {
             reconciler_pass,
             leader,
             runner_snapshots,
+            runner_members,
         }
     }
 
@@ -336,6 +344,13 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
+    /// How many members of a remote runner are connected.
+    pub fn set_runner_members(&self, runner_id: &str, connected: usize) {
+        self.runner_members
+            .get_or_create(&RunnerLabels { runner_id: runner_id.to_string() })
+            .set(i64::try_from(connected).unwrap_or(i64::MAX));
+    }
+
     /// A claim: `hit` when an instance was handed out.
     pub fn record_claim(&self, hit: bool) {
         self.claims.get_or_create(&ClaimLabels { result: if hit { "hit" } else { "miss" } }).inc();
@@ -351,6 +366,7 @@ impl Metrics {
             self.prebuilds.clear();
             self.warm_pool_instances.clear();
             self.runner_snapshots.clear();
+            self.runner_members.clear();
             crate::sync::lock(&self.observed_pools).clear();
         }
     }

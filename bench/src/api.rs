@@ -147,6 +147,11 @@ pub async fn run(options: Options) -> Result<(), String> {
         let _ = tokio::fs::remove_dir_all(&work).await;
         return result;
     }
+    if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("registry")) {
+        let result = docker::run_registry(&work).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        return result;
+    }
     if options.only.as_deref().is_some_and(|only| only.eq_ignore_ascii_case("incremental")) {
         // The local runner, then the docker runner.
         let local = crate::incremental::run(&work.join("local")).await;

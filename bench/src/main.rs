@@ -76,7 +76,8 @@ struct BenchArgs {
     /// docker runner benchmark (needs a Docker daemon and the Dev Containers
     /// CLI), `postgres` only the PostgreSQL one, `overload` CreatePrebuild at
     /// four times the sustainable rate, `events` runner event to stored phase,
-    /// `incremental` full vs incremental prebuilds on the local and docker runners.
+    /// `incremental` full vs incremental prebuilds on the local and docker runners,
+    /// `registry` snapshots pushed to and pulled from an OCI registry.
     #[arg(long, value_name = "SCENARIO")]
     only: Option<String>,
     /// The prebuildd binary to measure (default: `prebuildd` beside this one).

@@ -108,6 +108,12 @@ impl ChildServer {
 
     /// A server on the configuration `config(listen address)` makes.
     pub fn start_with(data_dir: &Path, config: impl FnOnce(&str) -> String) -> Result<ChildServer, String> {
+        Self::start_logging(data_dir, "warn", config)
+    }
+
+    /// As [`ChildServer::start_with`], logging at `level` into
+    /// `<data_dir>/server.log` (what a scenario reads times from).
+    pub fn start_logging(data_dir: &Path, level: &str, config: impl FnOnce(&str) -> String) -> Result<ChildServer, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
         let listen = format!("127.0.0.1:{port}");
         std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
@@ -120,7 +126,7 @@ impl ChildServer {
             .arg(&config_path)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("PREBUILDD_LOG", "warn")
+            .env("PREBUILDD_LOG", level)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

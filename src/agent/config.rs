@@ -12,6 +12,7 @@ struct RawRunnerFile {
     server: String,
     runner_id: String,
     token: String,
+    member: Option<String>,
     data_dir: Option<PathBuf>,
     engine: RawEngine,
 }
@@ -24,6 +25,13 @@ pub struct AgentConfig {
     pub runner_id: String,
     /// The runner's token, as the server's `[[runners]]` entry has it.
     pub token: String,
+    /// This process's name in the runner's fleet (several processes may
+    /// attach with one runner ID, each under its own name); by default the
+    /// host's name.
+    pub member: String,
+    /// How many prebuilds this member runs at once, when `[engine]` sets
+    /// it; otherwise the server's setting for the runner decides.
+    pub member_slots: Option<u32>,
     /// The runner's own files: workspaces, snapshots, logs.
     pub data_dir: PathBuf,
     /// The engine's settings, as a runner of `runner_id`.
@@ -59,16 +67,33 @@ impl AgentConfig {
         if raw.token.trim().len() < 8 {
             return Err(err("token", "must be at least 8 characters"));
         }
+        let member = match raw.member {
+            Some(member) => member,
+            None => host_name().ok_or_else(|| err("member", "this host has no name to use: set member = \"...\""))?,
+        };
+        if !crate::runner::remote::valid_member_name(&member) {
+            return Err(err("member", format!("{member:?} is not a member name: 1 to 63 letters, digits, '.', '-' or '_'")));
+        }
+        let member_slots = raw.engine.max_concurrent_prebuilds();
         let engine = engine_config("engine", &raw.runner_id, raw.engine)?;
         Ok(AgentConfig {
             server,
             runner_id: raw.runner_id,
             token: raw.token.trim().to_string(),
+            member,
+            member_slots,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./runner-data")),
             engine,
             path: PathBuf::new(),
         })
     }
+}
+
+/// The host's name (the default member name).
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 #[cfg(test)]
@@ -92,6 +117,15 @@ step_duration = "50ms"
         assert_eq!(config.engine.kind, crate::catalog::RunnerKind::Simulated);
         assert_eq!(config.engine.step_duration, std::time::Duration::from_millis(50));
         assert_eq!(config.data_dir, PathBuf::from("./rd"));
+        assert_eq!(config.member, host_name().unwrap(), "the host's name by default");
+        assert_eq!(config.member_slots, None, "the server decides");
+        let named = AgentConfig::parse(
+            &GOOD
+                .replace("data_dir", "member = \"build-2\"\ndata_dir")
+                .replace("step_duration", "max_concurrent_prebuilds = 2\nstep_duration"),
+        )
+        .unwrap();
+        assert_eq!((named.member.as_str(), named.member_slots), ("build-2", Some(2)));
         let docker = GOOD.replace("kind = \"simulated\"\nstep_duration = \"50ms\"", "kind = \"docker\"");
         assert!(AgentConfig::parse(&docker).unwrap().engine.network_isolation, "isolated unless the engine opts out");
         let open = AgentConfig::parse(&docker.replace("kind = \"docker\"", "kind = \"docker\"\nnetwork_isolation = false")).unwrap();
@@ -104,6 +138,7 @@ step_duration = "50ms"
             (GOOD.replace("http://127.0.0.1:8080/", "127.0.0.1:8080"), "server"),
             (GOOD.replace("22222222-2222-4222-8222-222222222222", "r1"), "runner_id"),
             (GOOD.replace("runner-token-1", "x"), "token"),
+            (GOOD.replace("data_dir", "member = \"has space\"\ndata_dir"), "member"),
             (GOOD.replace("kind = \"simulated\"", "kind = \"remote\""), "engine.kind"),
             (GOOD.replace("step_duration = \"50ms\"", "sandbox = false"), "engine.sandbox"),
             (GOOD.replace("step_duration = \"50ms\"", "network_isolation = false"), "engine.network_isolation"),

@@ -88,13 +88,16 @@ async fn hello(agent: &Agent) -> pb::RunnerHello {
         engine: format!("{:?}", agent.config.engine.kind).to_lowercase(),
         jobs,
         pools,
+        member: agent.config.member.clone(),
+        process_id: agent.process_id.clone(),
+        max_concurrent_prebuilds: agent.config.member_slots.unwrap_or(0),
     }
 }
 
 async fn apply(agent: &Arc<Agent>, outbox: &Outbox, message: pb::AttachResponse) {
     match message.message {
         None => {}
-        Some(Down::Welcome(welcome)) => tracing::info!(runner = %welcome.runner_id, "connected to the server"),
+        Some(Down::Welcome(welcome)) => tracing::info!(runner = %welcome.runner_id, member = %welcome.member, "connected to the server"),
         Some(Down::StartJob(start)) => start_job(agent, outbox, start).await,
         Some(Down::RemoveJob(remove)) => {
             if let Some(job) = lock(&agent.state).jobs.get_mut(&remove.prebuild_id) {
@@ -118,6 +121,10 @@ async fn apply(agent: &Arc<Agent>, outbox: &Outbox, message: pb::AttachResponse)
             let mut state = lock(&agent.state);
             state.pools.remove(&remove.warm_pool_id);
             state.removing_pools.insert(remove.warm_pool_id);
+        }
+        Some(Down::DeleteImage(delete)) => {
+            let (agent, outbox) = (agent.clone(), outbox.clone());
+            tokio::spawn(async move { delete_image(&agent, &outbox, delete).await });
         }
         Some(Down::ClaimInstance(claim)) => {
             let (agent, outbox) = (agent.clone(), outbox.clone());
@@ -145,6 +152,17 @@ async fn start_job(agent: &Agent, outbox: &Outbox, start: pb::StartJob) {
         }
     }
     let prebuild_id = start.prebuild_id.clone();
+    let mut source = crate::runner::JobSource::from_source(&crate::proto::prebuildd::v1::PrebuildSource {
+        branch: start.branch,
+        commit_sha: start.commit_sha,
+        incremental: !start.base_prebuild_id.is_empty(),
+        base_prebuild_id: start.base_prebuild_id,
+        base_commit_sha: start.base_commit_sha,
+        ..Default::default()
+    });
+    if let Some(base) = source.base.as_mut() {
+        base.image = (!start.base_snapshot_image.is_empty()).then_some(start.base_snapshot_image);
+    }
     let job = PrebuildJob {
         prebuild_id: start.prebuild_id,
         environment_id: start.environment_id,
@@ -154,14 +172,8 @@ async fn start_job(agent: &Agent, outbox: &Outbox, start: pb::StartJob) {
         resources: wire::resources_from_wire(start.resources.as_ref()),
         policy: wire::policy_from_wire(start.policy.as_ref()),
         devcontainer_path: (!start.devcontainer_path.is_empty()).then_some(start.devcontainer_path),
-        source: crate::runner::JobSource::from_source(&crate::proto::prebuildd::v1::PrebuildSource {
-            branch: start.branch,
-            commit_sha: start.commit_sha,
-            incremental: !start.base_prebuild_id.is_empty(),
-            base_prebuild_id: start.base_prebuild_id,
-            base_commit_sha: start.base_commit_sha,
-            ..Default::default()
-        }),
+        tag_latest: start.tag_latest,
+        source,
         log,
     };
     if let Err(error) = agent.engine.start(job).await {
@@ -193,6 +205,31 @@ async fn remove_job(agent: &Agent, outbox: &Outbox, prebuild_id: String) {
         // reconciler asks again.
         Err(error) => tracing::warn!(prebuild = %prebuild_id, %error, "cannot remove the job yet"),
     }
+}
+
+/// How many times a registry deletion is tried before it is given up.
+const DELETE_ATTEMPTS: u32 = 5;
+
+/// Deletes a pushed snapshot from its registry (the engine gives up on a
+/// registry that refuses), trying a few times on other failures, then says
+/// it is done either way: a deletion is not retried forever.
+async fn delete_image(agent: &Agent, outbox: &Outbox, delete: pb::DeleteImage) {
+    let mut error_message = String::new();
+    for attempt in 1..=DELETE_ATTEMPTS {
+        match agent.engine.delete_image(&delete.prebuild_id, &delete.image).await {
+            Ok(true) => {
+                error_message.clear();
+                break;
+            }
+            Ok(false) => error_message = "the deletion is still under way".into(),
+            Err(error) => {
+                tracing::warn!(prebuild = %delete.prebuild_id, image = %delete.image, attempt, %error, "cannot delete a pushed snapshot yet");
+                error_message = error.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+    }
+    send(outbox, Up::ImageDeleted(pb::ImageDeleted { prebuild_id: delete.prebuild_id, error_message })).await;
 }
 
 /// Sends the job's log lines written since the last send.

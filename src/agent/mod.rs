@@ -47,6 +47,9 @@ pub(crate) struct Agent {
     events: RunnerEvents,
     logs: Logs,
     state: Mutex<AgentState>,
+    /// Random per process start: tells the server a reconnect of this
+    /// process from another process under the same member name.
+    process_id: String,
 }
 
 #[derive(Default)]
@@ -91,7 +94,8 @@ impl Agent {
         let engine =
             runners.get(&config.runner_id).ok_or_else(|| AgentError::Setup("cannot start the engine; see the log above".into()))?;
         let events = runners.events().clone();
-        Ok(Agent { config, engine, events, logs, state: Mutex::new(AgentState::default()) })
+        let process_id = uuid::Uuid::new_v4().to_string();
+        Ok(Agent { config, engine, events, logs, state: Mutex::new(AgentState::default()), process_id })
     }
 }
 
@@ -103,7 +107,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
         .await
         .map_err(|e| AgentError::Setup(format!("cannot start the engine: {e}")))??;
     let agent = Arc::new(agent);
-    tracing::info!(server = %agent.config.server, runner = %agent.config.runner_id, "runner starting");
+    tracing::info!(server = %agent.config.server, runner = %agent.config.runner_id, member = %agent.config.member, "runner starting");
     let work = async {
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -113,6 +117,13 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
                 Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
                     let code = if status.code() == tonic::Code::Unauthenticated { "unauthenticated" } else { "permission_denied" };
                     return Err(AgentError::Refused(format!("{code}: {}", status.message())));
+                }
+                // Another process is connected under this member name: this
+                // one waits (it takes over should that one go away), saying
+                // why at every try.
+                Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                    tracing::error!(member = %agent.config.member, message = status.message(), "the server refused this member; retrying");
+                    backoff = MAX_BACKOFF;
                 }
                 Err(status) => tracing::warn!(code = ?status.code(), message = status.message(), "not connected to the server; retrying"),
             }

@@ -155,4 +155,7 @@ pub fn print_source(source: &PrebuildSource) {
             short_sha(&source.base_commit_sha)
         ));
     }
+    if !source.snapshot_image.is_empty() {
+        output::line(&format!("snapshot image: {}", source.snapshot_image));
+    }
 }

@@ -3,6 +3,7 @@
 
 use super::{err, optional_duration, uuid_key, ConfigError};
 use crate::catalog::{DockerSettings, RemoteSettings, RunnerConfig, RunnerKind};
+use crate::runner::docker::registry::RegistryName;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub(super) struct RawRunner {
     docker_config: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     pass_env: Option<Vec<String>>,
+    registry: Option<String>,
     token: Option<String>,
     token_sha256: Option<String>,
     disconnect_grace: Option<String>,
@@ -49,6 +51,14 @@ pub struct RawEngine {
     docker_config: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     pass_env: Option<Vec<String>>,
+    registry: Option<String>,
+}
+
+impl RawEngine {
+    /// The engine's `max_concurrent_prebuilds`, when it sets one.
+    pub fn max_concurrent_prebuilds(&self) -> Option<u32> {
+        self.max_concurrent_prebuilds
+    }
 }
 
 /// The engine's settings as a runner of the given ID; `key` prefixes
@@ -73,6 +83,7 @@ pub fn engine_config(key: &str, runner_id: &str, engine: RawEngine) -> Result<Ru
         docker_config: engine.docker_config,
         ca_file: engine.ca_file,
         pass_env: engine.pass_env,
+        registry: engine.registry,
         token: None,
         token_sha256: None,
         disconnect_grace: None,
@@ -135,6 +146,7 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
         ("docker_config", runner.docker_config.is_some()),
         ("ca_file", runner.ca_file.is_some()),
         ("pass_env", runner.pass_env.is_some()),
+        ("registry", runner.registry.is_some()),
     ];
     if let Some((name, _)) = docker_keys.iter().find(|(_, set)| *set).filter(|_| kind != RunnerKind::Docker) {
         return Err(err(format!("{key}.{name}"), "only applies to docker runners"));
@@ -156,6 +168,10 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
             return Err(err(format!("{key}.pass_env[{i}]"), format!("{name:?} is not an environment variable name")));
         }
     }
+    let registry = match &runner.registry {
+        Some(text) => Some(RegistryName::parse(text).map_err(|reason| err(format!("{key}.registry"), reason))?),
+        None => None,
+    };
     let docker = DockerSettings {
         docker_host: runner.docker_host,
         devcontainer_cli: runner.devcontainer_cli,
@@ -165,6 +181,7 @@ pub(super) fn runner_config(key: &str, runner: RawRunner) -> Result<RunnerConfig
         docker_config: runner.docker_config,
         ca_file: runner.ca_file,
         pass_env,
+        registry,
     };
     Ok(RunnerConfig { id, kind, max_concurrent_prebuilds, step_duration, sandbox, network_isolation, docker, remote })
 }
@@ -207,4 +224,35 @@ fn remote_settings(
         .ok_or_else(|| err(format!("{key}.token"), "a remote runner needs its token (token or token_sha256)"))?;
     let grace = optional_duration(&format!("{key}.disconnect_grace"), grace)?.unwrap_or(RemoteSettings::default().grace);
     Ok(RemoteSettings { token_sha256: Some(token_sha256), grace })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUNNER: &str = "22222222-2222-4222-8222-222222222222";
+
+    fn engine(text: &str) -> Result<RunnerConfig, ConfigError> {
+        let raw: RawEngine = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        engine_config("engine", RUNNER, raw)
+    }
+
+    #[test]
+    fn a_docker_runner_may_push_to_a_registry() {
+        let local = engine("kind = \"docker\"").unwrap();
+        assert_eq!(local.docker.registry, None, "snapshots stay local unless a registry is set");
+        let pushing = engine("kind = \"docker\"\nregistry = \"registry.example.com:5000/prebuilds\"").unwrap();
+        let registry = pushing.docker.registry.unwrap();
+        assert_eq!(registry.repository("p"), "registry.example.com:5000/prebuilds/p");
+        let cases = [
+            ("kind = \"simulated\"\nregistry = \"r.example.com\"", "engine.registry: only applies to docker runners"),
+            ("kind = \"docker\"\nregistry = \"https://r.example.com\"", "engine.registry: \"https://r.example.com\""),
+            ("kind = \"docker\"\nregistry = \"prebuilds\"", "engine.registry: \"prebuilds\" is not a registry host"),
+            ("kind = \"docker\"\nregistry = \"r.example.com/Upper\"", "engine.registry: \"Upper\" cannot be part of a repository name"),
+        ];
+        for (text, expected) in cases {
+            let error = engine(text).unwrap_err();
+            assert!(error.0.starts_with(expected), "expected {expected}, got {error}");
+        }
+    }
 }

@@ -6,7 +6,9 @@
 //! next collection, and one that a restart left behind is found the same
 //! way: collection reads what exists, it does not remember.
 //!
-//! It also reports what each runner holds (`prebuildd_runner_snapshots`).
+//! It also reports what each runner holds (`prebuildd_runner_snapshots`),
+//! and how many members each remote runner has connected
+//! (`prebuildd_runner_members`).
 
 use super::Reconciler;
 use std::collections::HashSet;
@@ -18,6 +20,10 @@ pub const COLLECT_EVERY: Duration = Duration::from_secs(2);
 
 pub(super) async fn run(reconciler: &Reconciler) {
     for (runner_id, runner) in reconciler.runners.all() {
+        if let Some(remote) = reconciler.runners.remote(&runner_id) {
+            let connected = remote.members().iter().filter(|member| member.connected).count();
+            reconciler.service.metrics().set_runner_members(&runner_id, connected);
+        }
         let held = match runner.snapshots().await {
             Ok(held) => held,
             Err(error) => {

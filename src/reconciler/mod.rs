@@ -315,7 +315,7 @@ impl Reconciler {
                 continue;
             };
             let observed = if phase.is_running() { runner.observe(&prebuild.id).await } else { None };
-            let limit = catalog.runners.get(&runner_id).map_or(1, |r| r.max_concurrent_prebuilds);
+            let limit = runner.slots(catalog.runners.get(&runner_id).map_or(1, |r| r.max_concurrent_prebuilds));
             let available = runner.is_available();
             let used = busy.entry(runner_id).or_default();
             let step = next_step(&prebuild, observed.as_ref(), now, available && *used < limit);
@@ -372,9 +372,16 @@ impl Reconciler {
                     return self.finish(&prebuild, prebuild::Finish::Failed("its project is no longer configured".into())).await;
                 };
                 let log = self.logs.sink(&prebuild.id);
-                let Some(source) = self.job_source(&prebuild, project, fresh, &log).await? else {
+                let Some((mut source, tag_latest)) = self.job_source(&prebuild, project, fresh, &log).await? else {
                     return Ok(());
                 };
+                // An incremental prebuild's base, where it was pushed: a
+                // member of a fleet that lacks it pulls it.
+                if let Some(base) = source.base.as_mut() {
+                    let organization_id = metadata.organization_id.as_str();
+                    let found = self.store().prebuild_sources(organization_id, std::slice::from_ref(&base.prebuild_id)).await?;
+                    base.image = found.into_iter().next().map(|s| s.snapshot_image).filter(|image| !image.is_empty());
+                }
                 // Recording the source bumped nothing the status write
                 // guards, so the versions this pass read still hold.
                 if fresh {
@@ -405,11 +412,17 @@ impl Reconciler {
                         policy: class.map(|c| c.policy.clone()).unwrap_or_default(),
                         devcontainer_path: project.devcontainer_path.clone(),
                         source,
+                        tag_latest,
                         log: self.logs.sink(&prebuild.id),
                     })
                     .await
             }
             Step::Report(state) => {
+                // Where the snapshot was pushed goes in first: once the
+                // prebuild says COMPLETED, pools may want to pull it.
+                if let crate::runner::JobState::Completed { snapshot_image: Some(image), .. } = &state {
+                    self.store().record_snapshot_image(&prebuild.id, image).await?;
+                }
                 let now = self.now();
                 self.write_status(&prebuild, move |status| prebuild::apply_report(status, &state, now)).await.map(|_| ())
             }
@@ -424,6 +437,15 @@ impl Reconciler {
             }
             Step::Remove => {
                 if let Some(runner) = &runner {
+                    // A pushed snapshot leaves its registry first (the
+                    // runner has the credentials); asked again until done.
+                    let organization_id = prebuild.metadata.as_ref().map(|m| m.organization_id.clone()).unwrap_or_default();
+                    let sources = self.store().prebuild_sources(&organization_id, std::slice::from_ref(&prebuild.id)).await?;
+                    if let Some(image) = sources.first().map(|s| s.snapshot_image.clone()).filter(|image| !image.is_empty()) {
+                        if !runner.delete_image(&prebuild.id, &image).await? {
+                            return Ok(());
+                        }
+                    }
                     runner.remove(&prebuild.id).await?;
                 }
                 self.logs.remove(&prebuild.id).await?;

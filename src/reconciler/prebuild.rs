@@ -111,7 +111,7 @@ pub fn apply_report(status: &mut PrebuildStatus, state: &JobState, now: SystemTi
     status.phase = reported_phase(state) as i32;
     match state {
         JobState::Snapshotting { percent } => status.snapshot_completion_percentage = (*percent).clamp(0, 100),
-        JobState::Completed { snapshot_size_bytes, warning } => {
+        JobState::Completed { snapshot_size_bytes, warning, .. } => {
             status.snapshot_completion_percentage = 100;
             status.snapshot_size_bytes = *snapshot_size_bytes;
             status.warning_message = warning.clone().unwrap_or_default();
@@ -205,7 +205,11 @@ mod tests {
     fn reports_fill_the_status() {
         let now = SystemTime::now();
         let mut status = PrebuildStatus::default();
-        assert!(apply_report(&mut status, &JobState::Completed { snapshot_size_bytes: 7, warning: Some("careful".into()) }, now));
+        assert!(apply_report(
+            &mut status,
+            &JobState::Completed { snapshot_size_bytes: 7, warning: Some("careful".into()), snapshot_image: None },
+            now
+        ));
         assert_eq!(
             (status.phase, status.snapshot_size_bytes, status.snapshot_completion_percentage),
             (PrebuildPhase::Completed as i32, 7, 100)
@@ -214,7 +218,11 @@ mod tests {
         assert!(status.completion_time.is_some());
         let mut again = status.clone();
         assert!(
-            !apply_report(&mut again, &JobState::Completed { snapshot_size_bytes: 7, warning: Some("careful".into()) }, now),
+            !apply_report(
+                &mut again,
+                &JobState::Completed { snapshot_size_bytes: 7, warning: Some("careful".into()), snapshot_image: None },
+                now
+            ),
             "no change, no write"
         );
         let mut failed = PrebuildStatus::default();

@@ -55,16 +55,23 @@ pub(super) struct Plans {
 }
 
 impl Reconciler {
-    /// The source a prebuild's job gets. For a fresh start it is settled
-    /// and recorded first; `None` while that is under way in the
-    /// background, or when the prebuild changed meanwhile (a later pass
-    /// starts it).
-    pub(super) async fn job_source(&self, prebuild: &Prebuild, project: &Project, fresh: bool, log: &LogSink) -> Result<Option<JobSource>> {
+    /// The source a prebuild's job gets, and whether it feeds the
+    /// project's warm pools (its snapshot is the class's latest). For a
+    /// fresh start it is settled and recorded first; `None` while that is
+    /// under way in the background, or when the prebuild changed meanwhile
+    /// (a later pass starts it).
+    pub(super) async fn job_source(
+        &self,
+        prebuild: &Prebuild,
+        project: &Project,
+        fresh: bool,
+        log: &LogSink,
+    ) -> Result<Option<(JobSource, bool)>> {
         let metadata = prebuild.metadata.clone().unwrap_or_default();
         let recorded = self.store().prebuild_sources(&metadata.organization_id, std::slice::from_ref(&prebuild.id)).await?;
         let recorded = recorded.into_iter().next().unwrap_or_default();
         if !fresh || !phase_of(prebuild).is_pending() {
-            return Ok(Some(JobSource::from_source(&recorded)));
+            return Ok(Some((JobSource::from_source(&recorded), recorded.feeds_warm_pools)));
         }
         let seen = versions_of(prebuild);
         let plan = if crate::git::is_git_repository(&project.repository) {
@@ -96,7 +103,7 @@ impl Reconciler {
         for note in &plan.notes {
             log.line(note).await;
         }
-        Ok(Some(JobSource::from_source(&plan.source)))
+        Ok(Some((JobSource::from_source(&plan.source), plan.source.feeds_warm_pools)))
     }
 
     /// Settles the prebuild's source in a task of its own, unless one is

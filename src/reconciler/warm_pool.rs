@@ -134,9 +134,22 @@ async fn step(reconciler: &Reconciler, catalog: &Catalog, pool: WarmPool) -> Res
     let (running, stopped, failure) = match &runner {
         Some(runner) => {
             let class = catalog.environment_classes.get(&metadata.environment_class_id);
+            // The snapshot in its registry, when it was pushed: members
+            // that lack it pull it from there.
+            let snapshot_image = match &spec.snapshot_id {
+                Some(snapshot_id) => store
+                    .prebuild_sources(&metadata.organization_id, std::slice::from_ref(snapshot_id))
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(|source| source.snapshot_image)
+                    .filter(|image| !image.is_empty()),
+                None => None,
+            };
             let target = PoolTarget {
                 warm_pool_id: pool.id.clone(),
                 snapshot_id: spec.snapshot_id.clone(),
+                snapshot_image,
                 running: desired as u32,
                 stopped: (max_size - desired).max(0) as u32,
                 resources: class.map(|c| c.resources).unwrap_or_default(),

@@ -100,7 +100,7 @@ mod tests {
         assert!(job.stop());
         assert!(seen.has_changed().unwrap(), "a stop is an event");
         seen.borrow_and_update();
-        job.advance(JobState::Completed { snapshot_size_bytes: 1, warning: None });
+        job.advance(JobState::Completed { snapshot_size_bytes: 1, warning: None, snapshot_image: None });
         assert_eq!(job.observed(), JobState::Stopped, "what the task reports after a stop is not taken");
         assert!(!seen.has_changed().unwrap());
         assert!(!job.stop(), "a second stop changes nothing");

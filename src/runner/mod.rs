@@ -50,6 +50,10 @@ pub struct PrebuildJob {
     pub devcontainer_path: Option<String>,
     /// What to build: the commit, and the base of an incremental prebuild.
     pub source: JobSource,
+    /// The prebuild builds the branch the project's warm pools follow (its
+    /// default branch): a runner that pushes snapshots to a registry also
+    /// tags this one as its class's latest when it completes.
+    pub tag_latest: bool,
     /// Where the job's log lines go.
     pub log: LogSink,
 }
@@ -72,6 +76,9 @@ pub struct JobSource {
 pub struct JobBase {
     pub prebuild_id: String,
     pub commit: String,
+    /// Its snapshot in a registry, by digest, when it was pushed: a runner
+    /// that lacks the base (another member of a fleet) pulls it.
+    pub image: Option<String>,
 }
 
 impl JobSource {
@@ -81,8 +88,11 @@ impl JobSource {
         JobSource {
             branch: nonempty(&source.branch),
             commit: nonempty(&source.commit_sha),
-            base: (source.incremental && !source.base_prebuild_id.is_empty() && !source.base_commit_sha.is_empty())
-                .then(|| JobBase { prebuild_id: source.base_prebuild_id.clone(), commit: source.base_commit_sha.clone() }),
+            base: (source.incremental && !source.base_prebuild_id.is_empty() && !source.base_commit_sha.is_empty()).then(|| JobBase {
+                prebuild_id: source.base_prebuild_id.clone(),
+                commit: source.base_commit_sha.clone(),
+                image: None,
+            }),
         }
     }
 }
@@ -99,8 +109,10 @@ pub enum JobState {
     /// The snapshot is being written.
     Snapshotting { percent: i32 },
     /// Done; the snapshot exists. `warning` reports a problem that did not
-    /// stop the prebuild (no devcontainer.json, say).
-    Completed { snapshot_size_bytes: i64, warning: Option<String> },
+    /// stop the prebuild (no devcontainer.json, say); `snapshot_image` is
+    /// where the snapshot was pushed, by digest, when the runner pushes to a
+    /// registry.
+    Completed { snapshot_size_bytes: i64, warning: Option<String>, snapshot_image: Option<String> },
     /// The prebuild failed; `message` says why in a way a person can act on.
     Failed { message: String },
     /// Stopped on request (cancel, timeout, delete) before finishing.
@@ -122,6 +134,9 @@ pub struct PoolTarget {
     /// The snapshot (prebuild ID) new instances are made from; `None` while
     /// there is none (then nothing is provisioned).
     pub snapshot_id: Option<String>,
+    /// The snapshot in a registry, by digest (`registry/prefix/project@sha256:...`),
+    /// when it was pushed: a machine that lacks it pulls it from there.
+    pub snapshot_image: Option<String>,
     /// Running instances to keep, ready to claim.
     pub running: u32,
     /// Stopped instances to keep beside them (cheaper; started faster than
@@ -188,6 +203,12 @@ pub trait Runner: Send + Sync + 'static {
     fn is_available(&self) -> bool {
         true
     }
+    /// How many prebuilds the runner may run at once, given its configured
+    /// `max_concurrent_prebuilds`: that, but for a fleet of remote members,
+    /// whose connected members each bring their own.
+    fn slots(&self, configured: u32) -> u32 {
+        configured
+    }
     /// Starts the job unless the runner already has it (idempotent).
     async fn start(&self, job: PrebuildJob) -> Result<()>;
     /// The job's state, or `None` if the runner does not know it (never
@@ -212,6 +233,14 @@ pub trait Runner: Send + Sync + 'static {
     /// cannot tell: one on another machine) holds none.
     async fn snapshots(&self) -> Result<Vec<HeldSnapshot>> {
         Ok(Vec::new())
+    }
+    /// Deletes a snapshot pushed to a registry (`image`, by digest) from
+    /// there. Returns true once done, or given up on (a registry that
+    /// refuses deletes is logged, not asked forever); false while it is
+    /// under way (the caller asks again). A runner that pushes nothing has
+    /// nothing to delete.
+    async fn delete_image(&self, _prebuild_id: &str, _image: &str) -> Result<bool> {
+        Ok(true)
     }
     /// Removes what the runner made and no live object owns: the snapshots
     /// of the `gone` prebuilds (which the store no longer has), unless
@@ -299,8 +328,13 @@ impl Runners {
                 }
                 crate::catalog::RunnerKind::Remote => match crate::logs::Logs::new(&self.data_dir) {
                     Ok(logs) => {
-                        let runner =
-                            std::sync::Arc::new(remote::RemoteRunner::new(&config.id, config.remote.grace, logs, self.events.clone()));
+                        let runner = std::sync::Arc::new(remote::RemoteRunner::new(
+                            &config.id,
+                            config.remote.grace,
+                            config.max_concurrent_prebuilds,
+                            logs,
+                            self.events.clone(),
+                        ));
                         crate::sync::write(&self.remote).insert(config.id.clone(), runner.clone());
                         runner
                     }

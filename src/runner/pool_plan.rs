@@ -173,6 +173,7 @@ mod tests {
         PoolTarget {
             warm_pool_id: "pool".into(),
             snapshot_id: snapshot_id.map(str::to_string),
+            snapshot_image: None,
             running,
             stopped,
             resources: Default::default(),

@@ -225,6 +225,7 @@ impl SimulatedRunner {
                 snapshot_size_bytes: SNAPSHOT_BYTES as i64,
                 warning: (ending == Ending::Warn)
                     .then(|| "simulated warning: the devcontainer build failed; the environment is usable without it".into()),
+                snapshot_image: None,
             },
         }
     }
@@ -516,6 +517,7 @@ mod tests {
             project_id: "x".into(),
             environment_class_id: "c".into(),
             repository: repository.into(),
+            tag_latest: false,
             resources: Default::default(),
             policy: Default::default(),
             devcontainer_path: None,
@@ -569,6 +571,7 @@ mod tests {
         let target = |snapshot: &str| PoolTarget {
             warm_pool_id: "w".into(),
             snapshot_id: Some(snapshot.into()),
+            snapshot_image: None,
             running: 2,
             stopped: 1,
             resources: Default::default(),

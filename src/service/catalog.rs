@@ -1,14 +1,15 @@
 //! `prebuildd.v1.CatalogService`: the caller's projects and environment
 //! classes by name, read from the configuration (and, for each project,
-//! the newest commit a prebuild completed). Read-only; our own extension.
+//! the newest commit a prebuild completed), and the runners of those
+//! classes with their fleets' members. Read-only; our own extension.
 
 use super::Service;
 use crate::auth::Caller;
 use crate::catalog::RunnerKind;
 use crate::error::Result;
 use crate::proto::prebuildd::v1::{
-    CatalogEnvironmentClass, CatalogProject, LastBuilt, ListEnvironmentClassesRequest, ListEnvironmentClassesResponse, ListProjectsRequest,
-    ListProjectsResponse,
+    CatalogEnvironmentClass, CatalogProject, CatalogRunner, LastBuilt, ListEnvironmentClassesRequest, ListEnvironmentClassesResponse,
+    ListProjectsRequest, ListProjectsResponse, ListRunnersRequest, ListRunnersResponse, RunnerMember,
 };
 use std::collections::BTreeSet;
 
@@ -48,6 +49,46 @@ impl Service {
         }
         projects.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         Ok(ListProjectsResponse { projects })
+    }
+
+    /// The runners of the classes the organization's projects use, with
+    /// the members of remote ones.
+    pub async fn list_runners(&self, caller: &Caller, _request: ListRunnersRequest) -> Result<ListRunnersResponse> {
+        let classes = self.list_environment_classes(caller, ListEnvironmentClassesRequest {}).await?;
+        let ids: BTreeSet<String> = classes.environment_classes.into_iter().map(|class| class.runner_id).collect();
+        let catalog = self.catalog();
+        let runners = ids
+            .into_iter()
+            .filter_map(|id| catalog.runners.get(&id))
+            .map(|runner| {
+                let members = match self.runners().remote(&runner.id) {
+                    Some(remote) if self.runners().leads() => remote
+                        .members()
+                        .into_iter()
+                        .map(|member| RunnerMember {
+                            name: member.name,
+                            connected: member.connected,
+                            gone: member.gone,
+                            since: Some(crate::clock::timestamp(member.since)),
+                            engine: member.engine,
+                            version: member.version,
+                            prebuilds: member.prebuilds,
+                            slots: member.slots,
+                            running_instances: member.running_instances,
+                            stopped_instances: member.stopped_instances,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                CatalogRunner {
+                    id: runner.id.clone(),
+                    kind: kind_name(runner.kind).to_string(),
+                    max_concurrent_prebuilds: runner.max_concurrent_prebuilds,
+                    members,
+                }
+            })
+            .collect();
+        Ok(ListRunnersResponse { runners })
     }
 
     /// The environment classes the organization's projects use, by name.

@@ -101,6 +101,9 @@ pub trait SourceStore: Send + Sync {
     /// base), only if the prebuild's spec and status versions are still
     /// `seen`. Returns whether it wrote.
     async fn record_source(&self, organization_id: &str, prebuild_id: &str, seen: (u64, u64), source: PrebuildSource) -> Result<bool>;
+    /// Records where a prebuild's snapshot was pushed (by digest); nothing
+    /// when the prebuild no longer exists.
+    async fn record_snapshot_image(&self, prebuild_id: &str, image: &str) -> Result<()>;
     /// Active prebuilds started by a push or a poll.
     async fn active_branch_prebuilds(&self) -> Result<Vec<BranchPrebuild>>;
     /// Completed full prebuilds with a commit of (project, class), newest

@@ -9,7 +9,7 @@ use crate::proto::prebuildd::v1::prebuild_source_service_server::PrebuildSourceS
 use crate::proto::prebuildd::v1::warm_pool_instance_service_server::WarmPoolInstanceService;
 use crate::proto::prebuildd::v1::{
     ClaimInstanceRequest, ClaimInstanceResponse, ListEnvironmentClassesRequest, ListEnvironmentClassesResponse, ListPrebuildSourcesRequest,
-    ListPrebuildSourcesResponse, ListProjectsRequest, ListProjectsResponse,
+    ListPrebuildSourcesResponse, ListProjectsRequest, ListProjectsResponse, ListRunnersRequest, ListRunnersResponse,
 };
 use crate::service::claims::bound_wait;
 use crate::service::Service;
@@ -111,4 +111,5 @@ grpc_service!(PrebuildSourceService, GrpcExtensionService {
 grpc_service!(CatalogService, GrpcExtensionService {
     list_projects(ListProjectsRequest) -> ListProjectsResponse;
     list_environment_classes(ListEnvironmentClassesRequest) -> ListEnvironmentClassesResponse;
+    list_runners(ListRunnersRequest) -> ListRunnersResponse;
 });

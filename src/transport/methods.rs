@@ -34,6 +34,7 @@ pub const METHODS: &[ApiMethod] = &[
     method("prebuildd.v1.PrebuildSourceService/ListPrebuildSources", true),
     method("prebuildd.v1.CatalogService/ListProjects", true),
     method("prebuildd.v1.CatalogService/ListEnvironmentClasses", true),
+    method("prebuildd.v1.CatalogService/ListRunners", true),
 ];
 
 /// The method of that name, with its position in [`METHODS`].

@@ -67,7 +67,7 @@ impl RunnerService for GrpcRunnerService {
             .into());
         }
 
-        let (session, outbox) = runner.attach(hello);
+        let (session, outbox) = runner.attach(hello).map_err(Status::from)?;
         let (ended_tx, ended) = tokio::sync::oneshot::channel::<Status>();
         // Reads the runner's messages until its stream ends or one fails;
         // the session (and with it the connection) ends with this task.
@@ -82,7 +82,7 @@ impl RunnerService for GrpcRunnerService {
                     }
                     Ok(None) => return,
                     Err(status) => {
-                        tracing::debug!(runner = %runner_id, %status, "runner stream ended");
+                        tracing::debug!(runner = %runner_id, member = %session.member(), %status, "runner stream ended");
                         return;
                     }
                 }

@@ -40,12 +40,31 @@ impl RunnerProcess {
         data_dir: &Path,
         engine: &str,
     ) -> RunnerProcess {
+        RunnerProcess::start_member_under(wrapper, server, runner_id, token, data_dir, engine, None)
+    }
+
+    /// Starts `prebuildd runner` as member `member` of `runner_id`'s fleet
+    /// (runner.toml's `member`), with the `[engine]` table `engine`.
+    pub fn start_member(server: &str, runner_id: &str, token: &str, data_dir: &Path, engine: &str, member: &str) -> RunnerProcess {
+        RunnerProcess::start_member_under(&[], server, runner_id, token, data_dir, engine, Some(member))
+    }
+
+    fn start_member_under(
+        wrapper: &[&str],
+        server: &str,
+        runner_id: &str,
+        token: &str,
+        data_dir: &Path,
+        engine: &str,
+        member: Option<&str>,
+    ) -> RunnerProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         let config = data_dir.with_extension("toml");
+        let member = member.map(|name| format!("member = \"{name}\"\n")).unwrap_or_default();
         std::fs::write(
             &config,
             format!(
-                "server = \"{server}\"\nrunner_id = \"{runner_id}\"\ntoken = \"{token}\"\ndata_dir = \"{}\"\n[engine]\n{engine}",
+                "server = \"{server}\"\nrunner_id = \"{runner_id}\"\ntoken = \"{token}\"\n{member}data_dir = \"{}\"\n[engine]\n{engine}",
                 data_dir.display()
             ),
         )
@@ -60,6 +79,12 @@ impl RunnerProcess {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The log, readable while the process is killed or dropped.
+    pub fn log_reader(&self) -> impl Fn() -> String + use<> {
+        let log = self.log.clone();
+        move || log.lock().unwrap().join("\n")
     }
 
     /// Waits until the runner logs that it is connected.

@@ -104,6 +104,8 @@ async fn the_dashboard_works_in_chromium() {
     server.wait_for_phase(&warned, "PREBUILD_PHASE_COMPLETED").await;
     let completed = server.create_prebuild(PROJECT_OK).await;
     server.wait_for_phase(&completed, "PREBUILD_PHASE_COMPLETED").await;
+    // A fleet of one: the remote runner's member, shown on the runners page.
+    let _member = server.start_member(dir.path()).await;
     let pool = server
         .call("CreateWarmPool", json!({ "projectId": PROJECT_OK, "environmentClassId": CLASS_FAST, "minSize": 1, "maxSize": 1 }))
         .await["warmPool"]["id"]
@@ -121,6 +123,8 @@ async fn the_dashboard_works_in_chromium() {
         .env("WARNED_PREBUILD", &warned)
         .env("WARM_POOL", &pool)
         .env("OTHER_PROJECT", PROJECT_HANG)
+        .env("REMOTE_RUNNER", REMOTE_RUNNER)
+        .env("RUNNER_MEMBER", MEMBER)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -14,6 +14,11 @@ pub const KEY: &str = "dashboard-test-key";
 const SUBJECT: &str = "a11ce000-0000-4000-8000-0000000000a1";
 const FAST_RUNNER: &str = "7a000000-0000-4000-8000-000000000001";
 const SLOW_RUNNER: &str = "7a000000-0000-4000-8000-000000000002";
+/// A remote runner, whose one member the test starts (`prebuildd runner`).
+pub const REMOTE_RUNNER: &str = "7a000000-0000-4000-8000-000000000003";
+pub const REMOTE_TOKEN: &str = "dashboard-remote-runner-token";
+pub const MEMBER: &str = "e2e-member";
+const CLASS_REMOTE: &str = "c1a55000-0000-4000-8000-000000000003";
 pub const CLASS_FAST: &str = "c1a55000-0000-4000-8000-000000000001";
 pub const CLASS_SLOW: &str = "c1a55000-0000-4000-8000-000000000002";
 /// `sim://ok` on the fast runner: completes within a second.
@@ -60,6 +65,16 @@ id = "{SLOW_RUNNER}"
 kind = "simulated"
 step_duration = "6s"
 
+[[runners]]
+id = "{REMOTE_RUNNER}"
+kind = "remote"
+token = "{REMOTE_TOKEN}"
+
+[[environment_classes]]
+id = "{CLASS_REMOTE}"
+runner_id = "{REMOTE_RUNNER}"
+name = "fleet"
+
 [[environment_classes]]
 id = "{CLASS_FAST}"
 runner_id = "{FAST_RUNNER}"
@@ -78,7 +93,7 @@ repository = "sim://ok"
 default_environment_class_id = "{CLASS_FAST}"
 [projects.prebuilds]
 enabled = true
-environment_class_ids = ["{CLASS_FAST}"]
+environment_class_ids = ["{CLASS_FAST}", "{CLASS_REMOTE}"]
 
 [[projects]]
 id = "{PROJECT_FAIL}"
@@ -117,6 +132,19 @@ environment_class_ids = ["{CLASS_SLOW}"]
 /// it starts, since it writes it into every prebuild's log URL.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("its address").port()
+}
+
+/// A `prebuildd runner` member; killed and reaped when dropped.
+pub struct Member {
+    child: Child,
+    log: Log,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `prebuildd serve`; killed and reaped when dropped.
@@ -190,6 +218,45 @@ impl Server {
             .unwrap_or_else(|e| panic!("{method}: {e}"));
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or_else(|e| panic!("{method}: not JSON: {e}")))
+    }
+
+    /// Starts the remote runner's member (a simulated engine) and waits
+    /// until the server lists it connected.
+    pub async fn start_member(&self, dir: &Path) -> Member {
+        let config = dir.join("runner.toml");
+        let text = format!(
+            "server = \"{}\"\nrunner_id = \"{REMOTE_RUNNER}\"\ntoken = \"{REMOTE_TOKEN}\"\nmember = \"{MEMBER}\"\ndata_dir = \"{}\"\n[engine]\nkind = \"simulated\"\n",
+            self.base_url,
+            dir.join("runner-data").display()
+        );
+        std::fs::write(&config, text).expect("write the runner's config");
+        let (child, log) = crate::child::spawn_prebuildd([OsStr::new("runner"), OsStr::new("--config"), config.as_os_str()]);
+        let member = Member { child, log };
+        let started = Instant::now();
+        loop {
+            let response = self
+                .http
+                .post(format!("{}/prebuildd.v1.CatalogService/ListRunners", self.base_url))
+                .bearer_auth(KEY)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("ListRunners answers");
+            let answer: Value = response.json().await.expect("JSON");
+            let connected = answer["runners"].as_array().into_iter().flatten().any(|runner| {
+                runner["id"] == REMOTE_RUNNER
+                    && runner["members"].as_array().into_iter().flatten().any(|m| m["name"] == MEMBER && m["connected"] == true)
+            });
+            if connected {
+                return member;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the member never showed as connected: {answer}\n{}",
+                member.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn create_prebuild(&self, project_id: &str) -> String {

@@ -48,7 +48,13 @@ fn registry_program() -> PathBuf {
 impl Registry {
     /// A plain-HTTP registry without authentication, named `localhost`.
     pub fn start() -> Registry {
-        Registry::serve(tempfile::tempdir().unwrap(), "", None)
+        Registry::serve(tempfile::tempdir().unwrap(), "", None, true)
+    }
+
+    /// A plain-HTTP registry that refuses deletes (405), as registries do
+    /// by default.
+    pub fn start_without_deletes() -> Registry {
+        Registry::serve(tempfile::tempdir().unwrap(), "", None, false)
     }
 
     /// A registry on `127.0.0.1` over TLS with a certificate of a private CA
@@ -117,7 +123,7 @@ impl Registry {
             key: d.join("registry.key"),
             docker_config: docker_config.clone(),
         };
-        let registry = Registry::serve(dir, &http, Some(secured));
+        let registry = Registry::serve(dir, &http, Some(secured), true);
         use base64::Engine;
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         std::fs::create_dir_all(&docker_config).unwrap();
@@ -126,13 +132,13 @@ impl Registry {
         registry
     }
 
-    fn serve(dir: tempfile::TempDir, http_extra: &str, secured: Option<Secured>) -> Registry {
+    fn serve(dir: tempfile::TempDir, http_extra: &str, secured: Option<Secured>, deletes: bool) -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {deletes}\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
                 dir.path().join("data").display()
             ),
         )

@@ -150,6 +150,7 @@ impl Fixture {
             project_id: uuid::Uuid::new_v4().to_string(),
             environment_class_id: uuid::Uuid::new_v4().to_string(),
             repository: repository.to_string(),
+            tag_latest: false,
             resources: Default::default(),
             policy,
             devcontainer_path: None,

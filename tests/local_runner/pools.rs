@@ -38,6 +38,7 @@ async fn a_warm_pool_converges_hands_out_rotates_and_empties() {
         let target = |snapshot: &str| PoolTarget {
             warm_pool_id: pool_id.clone(),
             snapshot_id: Some(snapshot.into()),
+            snapshot_image: None,
             running: 2,
             stopped: 1,
             resources: Default::default(),
@@ -112,6 +113,7 @@ async fn a_pool_without_a_snapshot_provisions_nothing_and_a_missing_archive_says
         let none = PoolTarget {
             warm_pool_id: pool_id.clone(),
             snapshot_id: None,
+            snapshot_image: None,
             running: 2,
             stopped: 3,
             resources: Default::default(),
@@ -125,6 +127,7 @@ async fn a_pool_without_a_snapshot_provisions_nothing_and_a_missing_archive_says
         let target = PoolTarget {
             warm_pool_id: pool_id.clone(),
             snapshot_id: Some(missing.into()),
+            snapshot_image: None,
             running: 1,
             stopped: 1,
             resources: Default::default(),

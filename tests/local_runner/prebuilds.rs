@@ -13,7 +13,7 @@ async fn a_prebuild_runs_the_lifecycle_and_snapshots_the_workspace() {
         let (prebuild_id, environment_id) = fixture.start(&repo.display().to_string()).await;
         let (state, seen) = fixture.finish(&prebuild_id).await;
         let log = fixture.log(&prebuild_id);
-        let JobState::Completed { snapshot_size_bytes, warning } = state else { panic!("{state:?}\n{log}") };
+        let JobState::Completed { snapshot_size_bytes, warning, .. } = state else { panic!("{state:?}\n{log}") };
         let not_used = "the local runner runs the lifecycle commands on its host, not in a dev container: image in .devcontainer/devcontainer.json is not used";
         assert_eq!(warning.as_deref(), Some(not_used), "what of the file was not used is the prebuild's warning");
         assert_eq!(seen.first(), Some(&JobState::Starting), "{seen:?}");

@@ -9,6 +9,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod fleet;
 mod harness;
 #[allow(dead_code)]
 #[path = "../robustness/process.rs"]

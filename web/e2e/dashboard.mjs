@@ -11,6 +11,8 @@
 //   WARNED_PREBUILD      a prebuild COMPLETED with a warning
 //   WARM_POOL            a warm pool (min 1, max 1) of that prebuild's project and class
 //   OTHER_PROJECT        a project with no COMPLETED prebuild
+//   REMOTE_RUNNER        a remote runner with one member connected
+//   RUNNER_MEMBER        that member's name
 //   CHROMIUM             the browser (default /usr/bin/chromium)
 //   SCREENSHOT_DIR       if set, a PNG of each step goes there
 //
@@ -36,6 +38,8 @@ const failedId = env("FAILED_PREBUILD");
 const warnedId = env("WARNED_PREBUILD");
 const poolId = env("WARM_POOL");
 const otherProject = env("OTHER_PROJECT");
+const remoteRunner = env("REMOTE_RUNNER");
+const runnerMember = env("RUNNER_MEMBER");
 const executablePath = env("CHROMIUM", "/usr/bin/chromium");
 const screenshotDir = process.env.SCREENSHOT_DIR;
 
@@ -242,6 +246,16 @@ try {
   await until("the new sizes", async () => (await cell("sizes")) === "2 / 3");
   await until("2 running and 1 stopped instances", async () => (await cell("running")) === "2" && (await cell("stopped")) === "1");
   await shot("pool-resized");
+
+  // --- runners -----------------------------------------------------------------
+  log("the runners: the remote runner's member");
+  await page.getByRole("link", { name: "Runners" }).click();
+  await page.getByRole("heading", { name: "Runners" }).waitFor({ timeout: PATIENCE_MS });
+  const memberRow = page.locator(`[data-runner-id="${remoteRunner}"] tr[data-member="${runnerMember}"]`);
+  await until("the member, connected", async () => (await memberRow.count()) === 1 && (await memberRow.getByTestId("member-state").textContent()) === "connected");
+  if ((await memberRow.getByTestId("member-prebuilds").textContent()) !== "0 / 4") fail("the member's prebuilds and slots are not shown");
+  if ((await page.locator("article.runner").count()) !== 3) fail("not every runner of the organization's classes is listed");
+  await shot("runners");
 
   // --- deletions -------------------------------------------------------------
   log("delete the cancelled prebuild");

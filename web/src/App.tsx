@@ -5,6 +5,7 @@ import { forgetKey, setUnauthenticatedHandler, storedKey } from "./api.js";
 import { SignIn } from "./SignIn.js";
 import { PrebuildList } from "./PrebuildList.js";
 import { PrebuildPage } from "./PrebuildPage.js";
+import { Runners } from "./Runners.js";
 import { WarmPools } from "./WarmPools.js";
 
 export function App() {
@@ -41,6 +42,9 @@ export function App() {
           <Link href="/warm-pools" className={(active) => (active ? "active" : "")}>
             Warm pools
           </Link>
+          <Link href="/runners" className={(active) => (active ? "active" : "")}>
+            Runners
+          </Link>
         </nav>
         <button
           type="button"
@@ -61,6 +65,9 @@ export function App() {
           <Route path="/prebuilds/:id">{(params) => <PrebuildPage id={params.id} />}</Route>
           <Route path="/warm-pools">
             <WarmPools />
+          </Route>
+          <Route path="/runners">
+            <Runners />
           </Route>
           <Route>
             <p>

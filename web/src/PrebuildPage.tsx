@@ -188,6 +188,14 @@ export function PrebuildPage(props: { id: string }) {
               ? formatBytes(status.snapshotSizeBytes)
               : "—"}
         </dd>
+        {source?.snapshotImage && (
+          <>
+            <dt>Snapshot image</dt>
+            <dd className="mono" data-testid="snapshot-image">
+              {source.snapshotImage}
+            </dd>
+          </>
+        )}
         <dt>Versions</dt>
         <dd>
           spec {String(prebuild.spec?.specVersion ?? 0n)}, status {String(status?.statusVersion ?? 0n)}

@@ -31,6 +31,7 @@
 mod compose;
 mod fixture;
 mod incremental;
+mod registry;
 mod report;
 mod scenarios;
 
@@ -391,16 +392,30 @@ fn docker_cli() -> PathBuf {
 /// Runs the docker scenario in `work` (a fresh directory the caller
 /// removes afterwards) and prints its results.
 pub async fn run(work: &Path) -> Result<(), String> {
-    run_scenario(work, false).await
+    run_scenario(work, Scenario::Docker).await
 }
 
 /// Full vs incremental prebuilds on the docker runner (see
 /// `crate::incremental`), with the same set-up and clean-up.
 pub async fn run_incremental(work: &Path) -> Result<(), String> {
-    run_scenario(work, true).await
+    run_scenario(work, Scenario::Incremental).await
 }
 
-async fn run_scenario(work: &Path, incremental: bool) -> Result<(), String> {
+/// Snapshots through an OCI registry (see `registry.rs`), with the same
+/// set-up and clean-up.
+pub async fn run_registry(work: &Path) -> Result<(), String> {
+    run_scenario(work, Scenario::Registry).await
+}
+
+/// Which measurements a run makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Docker,
+    Incremental,
+    Registry,
+}
+
+async fn run_scenario(work: &Path, scenario: Scenario) -> Result<(), String> {
     let docker = Docker { cli: docker_cli() };
     let server_version = docker
         .run(&["version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"])
@@ -423,7 +438,8 @@ async fn run_scenario(work: &Path, incremental: bool) -> Result<(), String> {
         .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map_or("?".to_string(), |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0));
     println!(
-        "prebuildd bench --only docker: {} cores, {memory} memory; Docker {server_version}, storage driver {driver}; Dev Containers CLI {}",
+        "prebuildd bench --only {}: {} cores, {memory} memory; Docker {server_version}, storage driver {driver}; Dev Containers CLI {}",
+        format!("{scenario:?}").to_lowercase(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         String::from_utf8_lossy(&cli_version.stdout).trim()
     );
@@ -435,10 +451,10 @@ async fn run_scenario(work: &Path, incremental: bool) -> Result<(), String> {
     println!("run {} (Docker objects labelled {} or {RUNNER_LABEL}={})", bench.run, bench.label(), bench.runner_id);
 
     let scenario = async {
-        if incremental {
-            bench.incremental().await
-        } else {
-            bench.scenarios().await
+        match scenario {
+            Scenario::Docker => bench.scenarios().await,
+            Scenario::Incremental => bench.incremental().await,
+            Scenario::Registry => bench.registry().await,
         }
     };
     let result = tokio::select! {

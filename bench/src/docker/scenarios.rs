@@ -302,7 +302,7 @@ impl Bench {
     }
 
     /// The pool's containers (claimed ones too) and their states.
-    async fn pool_containers(&self, pool_id: &str) -> Result<Vec<(String, String)>, String> {
+    pub(super) async fn pool_containers(&self, pool_id: &str) -> Result<Vec<(String, String)>, String> {
         let filter = format!("label={POOL_LABEL}={pool_id}");
         let lines = self.docker.lines(&["ps", "-a", "--no-trunc", "--filter", &filter, "--format", "{{.ID}} {{.State}}"]).await?;
         Ok(lines.iter().filter_map(|l| l.split_once(' ')).map(|(id, state)| (id.to_string(), state.to_string())).collect())

@@ -37,7 +37,7 @@ fn status_of(error: &bollard::errors::Error) -> Option<u16> {
 /// runner starts).
 #[derive(Debug, Clone)]
 pub struct Engine {
-    docker: Docker,
+    pub(super) docker: Docker,
 }
 
 /// A container as a list call reports it.

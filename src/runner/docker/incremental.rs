@@ -74,6 +74,10 @@ pub(super) async fn prebuild(
     let log = &job.log;
     let engine = runner.engine().await?;
     let base_image = labels::snapshot_image(&base.prebuild_id);
+    if let (None, Some(pushed)) = (engine.image(&base_image).await?, &base.image) {
+        log.line(&format!("pulling the base snapshot {pushed}")).await;
+        runner.pull_base(pushed, &base.prebuild_id).await?;
+    }
     let Some((image_labels, _)) = engine.image(&base_image).await? else {
         return Err(format!("the base prebuild's snapshot {base_image} is missing on this runner; the next full prebuild replaces it"));
     };

@@ -13,7 +13,9 @@
 //!    stops before `postCreateCommand`.
 //! 3. **Stopping**: the container is stopped.
 //! 4. **Snapshotting**: the container (workspace included) is committed to
-//!    `prebuildd-snapshot:<prebuild id>`.
+//!    `prebuildd-snapshot:<prebuild id>`, and pushed to the runner's
+//!    registry when it has one (see `registry/`): the prebuild completes
+//!    once the registry has it.
 //!
 //! Whatever happens, the prebuild's container, its build image, the CLI's
 //! `vsc-*` images, the generated config and the clone are removed at the
@@ -103,10 +105,20 @@ impl Core {
     }
 }
 
-/// A job's task: the prebuild, its end state, and the clean-up.
+/// A job's task: the prebuild, the push of its snapshot (when the runner
+/// has a registry), its end state, and the clean-up.
 pub(super) async fn run_job(runner: Arc<Core>, shared: Arc<JobShared>, job: PrebuildJob) {
-    let end = match prebuild(&runner, &shared, &job).await {
-        Ok((size, warning)) => JobState::Completed { snapshot_size_bytes: size, warning },
+    let outcome = match prebuild(&runner, &shared, &job).await {
+        Ok((size, warning)) => match runner.publish(&shared, &job).await {
+            Ok(image) => Ok((size, warning, image)),
+            Err(_) if shared.is_stopped() => Err(stopped()),
+            Err(message) => Err(message),
+        },
+        Err(message) => Err(message),
+    };
+    let pushed = outcome.as_ref().ok().and_then(|(_, _, image)| image.clone());
+    let end = match outcome {
+        Ok((size, warning, image)) => JobState::Completed { snapshot_size_bytes: size, warning, snapshot_image: image },
         Err(message) => {
             if !shared.is_stopped() {
                 job.log.line(&format!("failed: {message}")).await;
@@ -123,6 +135,15 @@ pub(super) async fn run_job(runner: Arc<Core>, shared: Arc<JobShared>, job: Preb
     if shared.is_stopped() || !matches!(shared.observed(), JobState::Completed { .. }) {
         if let Err(error) = runner.remove_snapshot_images(&job.prebuild_id).await {
             tracing::warn!(prebuild = %job.prebuild_id, %error, "docker runner: cannot remove a stopped prebuild's snapshot");
+        }
+        // Pushed before the stop was seen: nothing will record it, so it
+        // leaves the registry now.
+        if let Some(image) = pushed {
+            for _ in 0..3 {
+                if let Ok(true) = runner.delete_pushed(&job.prebuild_id, &image).await {
+                    break;
+                }
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ mod lifecycle;
 mod network;
 pub(crate) mod policy;
 mod pool;
+pub mod registry;
 mod workspace_copy;
 
 use crate::catalog::DockerSettings;
@@ -75,6 +76,12 @@ pub(crate) struct Core {
     compose: tokio::sync::OnceCell<std::result::Result<compose::ComposeTool, String>>,
     jobs: Mutex<HashMap<String, Job>>,
     pools: Mutex<HashMap<String, DockerPool>>,
+    /// Where snapshots are pushed, if anywhere.
+    registry: Option<registry::RegistryName>,
+    /// Snapshots being pulled (or whose pull failed).
+    pulls: Mutex<registry::Pulls>,
+    /// Registry deletions that failed so far, by prebuild.
+    delete_attempts: Mutex<HashMap<String, u32>>,
     /// Told when a job changes phase or an instance is made.
     events: crate::runner::RunnerEvents,
 }
@@ -143,6 +150,9 @@ impl DockerRunner {
             compose: tokio::sync::OnceCell::new(),
             jobs: Mutex::default(),
             pools: Mutex::default(),
+            registry: settings.registry.clone(),
+            pulls: Mutex::default(),
+            delete_attempts: Mutex::default(),
             events,
         };
         let core = Arc::new(core);
@@ -362,6 +372,9 @@ impl Runner for DockerRunner {
             None => None,
         };
         self.core.clean_up_job(prebuild_id, environment_id.as_deref()).await;
+        let engine = self.core.engine().await.map_err(Error::Internal)?;
+        self.core.remove_snapshot_references(engine, prebuild_id).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))?;
+        // A Compose stack's service images too.
         self.core.remove_snapshot_images(prebuild_id).await.map_err(|e| Error::Internal(format!("docker runner: {e}")))
     }
 
@@ -384,5 +397,9 @@ impl Runner for DockerRunner {
 
     async fn collect_garbage(&self, gone: &[String]) -> Result<()> {
         self.core.collect_garbage(gone).await
+    }
+
+    async fn delete_image(&self, prebuild_id: &str, image: &str) -> Result<bool> {
+        self.core.delete_pushed(prebuild_id, image).await
     }
 }

@@ -14,6 +14,7 @@ use super::compose::instances::StackInstance;
 use super::compose::stack::StackTemplate;
 use super::engine::ListedContainer;
 use super::policy::Grant;
+use super::registry::Local;
 use super::{labels, Core};
 use crate::error::{Error, Result};
 use crate::runner::pool_plan::{Instance, InstanceState, Pool};
@@ -148,28 +149,43 @@ impl Core {
             Ok(engine) => engine,
             Err(error) => return unreachable(error),
         };
-        // What instances of the snapshot get: what its prebuild was granted,
-        // as long as the class still allows it.
+        // Where instances come from (by digest when the snapshot was
+        // pushed, pulled here first if need be), and what they get: what
+        // its prebuild was granted, as long as the class still allows it,
+        // and a Compose stack's template when the snapshot is a stack's.
+        let mut pulling = false;
+        let mut source = String::new();
         let (missing, grant, stack) = match &target.snapshot_id {
-            Some(snapshot_id) => match engine.image(&labels::snapshot_image(snapshot_id)).await {
-                Ok(Some((image_labels, _))) => match Grant::from_image_labels(&image_labels, target.resources)
-                    .and_then(|grant| grant.under(&target.policy, target.resources))
-                    .and_then(|grant| Ok((grant, stack_template(&image_labels, &target)?)))
-                {
-                    Ok((grant, stack)) => (None, grant, stack),
-                    Err(error) => {
-                        (Some(format!("cannot make instances of the snapshot of prebuild {snapshot_id}: {error}")), Grant::default(), None)
-                    }
+            Some(snapshot_id) => match self.snapshot_source(engine, snapshot_id, target.snapshot_image.as_deref()).await {
+                Local::Pulling => {
+                    pulling = true;
+                    (None, Grant::default(), None)
+                }
+                Local::Failed(error) => {
+                    (Some(format!("cannot pull the snapshot of prebuild {snapshot_id} from its registry: {error}")), Grant::default(), None)
+                }
+                Local::Present(image) => match engine.image(&image).await {
+                    Ok(Some((image_labels, _))) => match Grant::from_image_labels(&image_labels, target.resources)
+                        .and_then(|grant| grant.under(&target.policy, target.resources))
+                        .and_then(|grant| Ok((grant, stack_template(&image_labels, &target)?)))
+                    {
+                        Ok((grant, stack)) => {
+                            source = image;
+                            (None, grant, stack)
+                        }
+                        Err(error) => (
+                            Some(format!("cannot make instances of the snapshot of prebuild {snapshot_id}: {error}")),
+                            Grant::default(),
+                            None,
+                        ),
+                    },
+                    Ok(None) => (
+                        Some(format!("the snapshot of prebuild {snapshot_id} is missing on this runner (image {image} does not exist)")),
+                        Grant::default(),
+                        None,
+                    ),
+                    Err(error) => (Some(format!("cannot inspect the snapshot image: {error}")), Grant::default(), None),
                 },
-                Ok(None) => (
-                    Some(format!(
-                        "the snapshot of prebuild {snapshot_id} is missing on this runner (image {} does not exist)",
-                        labels::snapshot_image(snapshot_id)
-                    )),
-                    Grant::default(),
-                    None,
-                ),
-                Err(error) => (Some(format!("cannot inspect the snapshot image: {error}")), Grant::default(), None),
             },
             None => (None, Grant::default(), None),
         };
@@ -203,7 +219,7 @@ impl Core {
             // Strays only from a list no claim overlapped (see `claiming`).
             let quiet = claims_before == (0, entry.claims) && entry.claiming == 0;
             let doomed = entry.align(&containers, quiet, network.as_deref());
-            let plan = entry.pool.plan(&target, missing.is_none(), || uuid::Uuid::now_v7().to_string());
+            let plan = entry.pool.plan(&target, missing.is_none() && !pulling, || uuid::Uuid::now_v7().to_string());
             for instance in plan.markers.iter().chain(&plan.extractions) {
                 entry.busy.insert(instance.id.clone());
             }
@@ -218,9 +234,9 @@ impl Core {
             tokio::spawn(async move { core.remove_container(&labels::instance_name(&instance.id)).await });
         }
         for (instance, start) in plan.markers.into_iter().map(|i| (i, false)).chain(plan.extractions.into_iter().map(|i| (i, true))) {
-            let (core, pool_id, grant) = (self.clone(), target.warm_pool_id.clone(), grant.clone());
+            let (core, pool_id, grant, source) = (self.clone(), target.warm_pool_id.clone(), grant.clone(), source.clone());
             let stack = stack.clone().map(|template| (template, target.policy.allow_egress.clone()));
-            tokio::spawn(async move { core.provision(&pool_id, instance, start, &grant, stack).await });
+            tokio::spawn(async move { core.provision(&pool_id, instance, start, &grant, stack, &source).await });
         }
         let pools = lock(&self.pools);
         Ok(pools.get(&target.warm_pool_id).map(|entry| entry.pool.observe(missing)).unwrap_or_default())
@@ -242,7 +258,8 @@ impl Core {
         }
     }
 
-    /// Creates an instance's container (stopped), and starts it if `start`;
+    /// Creates an instance's container (stopped) from `image` (the
+    /// snapshot, by digest when it was pushed), and starts it if `start`;
     /// then records the result. An instance discarded meanwhile has its
     /// container removed instead.
     async fn provision(
@@ -252,6 +269,7 @@ impl Core {
         start: bool,
         grant: &Grant,
         stack: Option<(Arc<StackTemplate>, Vec<crate::catalog::EgressAllowance>)>,
+        image: &str,
     ) {
         let name = labels::instance_name(&instance.id);
         let result = async {
@@ -267,9 +285,8 @@ impl Core {
                 };
                 return self.provision_stack(engine, made).await.map(|_| ());
             }
-            let image = labels::snapshot_image(&instance.snapshot_id);
             let labels = self.instance_labels(warm_pool_id, &instance, grant.network.as_deref());
-            let id = engine.create(&name, &image, labels, grant).await?;
+            let id = engine.create(&name, image, labels, grant).await?;
             let problems = engine.excess(&id, grant).await?;
             if !problems.is_empty() {
                 return Err(format!("its container has more than its class's policy granted ({})", problems.join("; ")));

@@ -216,7 +216,9 @@ pub(super) async fn run_job(
     sandbox: Arc<Sandbox>,
 ) {
     let end = match prebuild(&shared, &job, &workspace, &snapshot, &root, &sandbox).await {
-        Ok((size, warning)) => JobState::Completed { snapshot_size_bytes: i64::try_from(size).unwrap_or(i64::MAX), warning },
+        Ok((size, warning)) => {
+            JobState::Completed { snapshot_size_bytes: i64::try_from(size).unwrap_or(i64::MAX), warning, snapshot_image: None }
+        }
         Err(message) => {
             if !shared.is_stopped() {
                 job.log.line(&format!("failed: {message}")).await;

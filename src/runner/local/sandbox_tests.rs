@@ -118,6 +118,7 @@ async fn prebuild_with(settings: SandboxSettings) -> (JobState, String, bool) {
         project_id: uuid::Uuid::new_v4().to_string(),
         environment_class_id: uuid::Uuid::new_v4().to_string(),
         repository: repo.display().to_string(),
+        tag_latest: false,
         resources: Default::default(),
         policy: Default::default(),
         devcontainer_path: None,

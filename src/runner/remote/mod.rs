@@ -1,20 +1,31 @@
-//! A runner on another machine (`prebuildd runner`), as the reconciler sees
-//! it: one more [`Runner`]. The runner connects out to the server over the
-//! `prebuildd.v1.RunnerService` stream ([`session`] handles its messages);
-//! this side keeps what the reconciler asked for and what the runner last
-//! reported, and sends the runner its work.
+//! A runner on other machines (`prebuildd runner`), as the reconciler sees
+//! it: one more [`Runner`]. Runner processes connect out to the server over
+//! the `prebuildd.v1.RunnerService` stream ([`session`] handles their
+//! messages); several may attach with one runner ID and token, each a
+//! member of the runner's fleet with a name of its own ([`members`] says how
+//! work is spread over them). This side keeps what the reconciler asked for
+//! and what each member last reported, and sends the members their work.
 //!
 //! The server side is the source of truth. Every call records the desired
-//! state first and sends it if the runner is connected; a reconnect resends
-//! all of it (removals, pool targets), and the runner's hello says what it
-//! still holds, so either side may restart. While the runner is away the
-//! reconciler starts nothing on it ([`Runner::is_available`]); past the
-//! grace period its running prebuilds fail and its pools report a failure
-//! (DEGRADED), each message naming the runner.
+//! state first and sends it to the members that are connected; a reconnect
+//! resends a member all of its share (removals, pool targets), and its hello
+//! says what it still holds, so either side may restart. While no member is
+//! connected the reconciler starts nothing on the runner
+//! ([`Runner::is_available`]).
+//!
+//! A member away for longer than the grace period is gone: its prebuilds
+//! start again on another member (the reconciler finds them unknown), and
+//! its share of each pool goes to the others (made from the registry when
+//! the snapshot was pushed there). Past the grace period with no member
+//! connected at all, the runner's running prebuilds fail and its pools
+//! report a failure (DEGRADED), each message naming the runner: with
+//! nowhere else to go, that is a single machine's fate.
 
+mod members;
 mod session;
 pub mod wire;
 
+pub use members::{valid_member_name, DEFAULT_MEMBER};
 pub use session::Session;
 
 use super::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob, Runner};
@@ -22,20 +33,26 @@ use crate::error::{Error, Result};
 use crate::logs::Logs;
 use crate::proto::prebuildd::v1 as pb;
 use async_trait::async_trait;
-use std::collections::{HashMap, HashSet};
+use members::{Load, Member, PlacedJob};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::oneshot;
 
-/// How long a claim waits for the runner's answer.
+/// How long a claim waits for a member's answer.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct RemoteRunner {
     id: String,
     grace: Duration,
+    /// The runner's `max_concurrent_prebuilds` on the server: each member's
+    /// slots unless its own runner.toml sets them (kept current by
+    /// [`Runner::slots`], which the reconciler calls every pass).
+    configured_slots: AtomicU32,
     logs: Logs,
     state: Mutex<State>,
-    /// Told of what the runner reports (job states, pools, its hello).
+    /// Told of what the members report (job states, pools, their hellos).
     events: crate::runner::RunnerEvents,
 }
 
@@ -45,178 +62,243 @@ impl std::fmt::Debug for RemoteRunner {
     }
 }
 
-#[derive(Default)]
 struct State {
-    /// The open stream, if the runner is connected.
-    connection: Option<Connection>,
-    /// Since when the runner has been away (`None` while connected). A new
-    /// server counts from its own start.
-    away_since: Option<Instant>,
+    /// The fleet, by member name.
+    members: BTreeMap<String, Member>,
+    /// When this side began: with no member ever connected, the runner has
+    /// been away since then.
+    created: Instant,
     /// Connections so far, to tell an old stream's end from the current.
     connections: u64,
-    /// Jobs the runner has, with their last reported state.
-    jobs: HashMap<String, JobState>,
-    /// Jobs to remove, until the runner confirms.
-    job_removals: HashSet<String>,
-    /// Pool targets, with what the runner last reported.
-    pools: HashMap<String, Pool>,
-    /// Pools to remove, until the runner confirms; `true` once confirmed.
-    pool_removals: HashMap<String, bool>,
-    /// Claims waiting for the runner's answer.
-    claims: HashMap<String, oneshot::Sender<pb::ClaimResult>>,
+    /// Jobs given to members, with their last reported state.
+    jobs: HashMap<String, PlacedJob>,
+    /// Pool targets for the whole runner (members get shares of them).
+    pools: HashMap<String, PoolTarget>,
+    /// Claims waiting for a member's answer: the member asked, and who waits.
+    claims: HashMap<String, (String, oneshot::Sender<pb::ClaimResult>)>,
+    /// Pushed snapshots to delete from their registry, by prebuild.
+    deletions: HashMap<String, Deletion>,
+    /// Pools whose removal was sent to every member.
+    removing_pools: std::collections::HashSet<String>,
 }
 
-struct Connection {
-    number: u64,
-    outbox: mpsc::Sender<pb::AttachResponse>,
+/// A registry deletion under way: the image, the member asked to do it
+/// (`None` until one is connected), and whether it answered.
+struct Deletion {
+    image: String,
+    member: Option<String>,
+    done: bool,
 }
 
-/// Messages that may wait to be sent to a connected runner. A runner that
+/// Messages that may wait to be sent to a connected member. A member that
 /// does not read them as fast as they come is disconnected rather than
 /// buffered for: everything the server asks for is kept in this side's
 /// state and sent again when it reconnects.
 pub(crate) const OUTBOX: usize = 16 * 1024;
 
-struct Pool {
-    target: PoolTarget,
-    observed: PoolObservation,
-}
-
 use crate::sync::lock;
 
+/// A member of a runner's fleet, for the dashboard and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub name: String,
+    pub connected: bool,
+    /// Away past the grace period: its work went to other members.
+    pub gone: bool,
+    /// When it connected (connected) or left (away).
+    pub since: SystemTime,
+    pub engine: String,
+    pub version: String,
+    /// Its prebuilds that have not ended, and how many it may run.
+    pub prebuilds: u32,
+    pub slots: u32,
+    /// Pool instances it last reported.
+    pub running_instances: u32,
+    pub stopped_instances: u32,
+}
+
 impl State {
-    /// Queues a message for the runner. A full outbox ends the connection
-    /// (see [`OUTBOX`]); a closed one means the stream is ending already.
-    fn send(&mut self, message: pb::attach_response::Message) {
-        let Some(connection) = &self.connection else { return };
-        if let Err(mpsc::error::TrySendError::Full(_)) = connection.outbox.try_send(pb::AttachResponse { message: Some(message) }) {
-            tracing::warn!(limit = OUTBOX, "a runner does not read its messages as fast as they come; disconnecting it");
-            self.connection = None;
-            self.away_since = Some(Instant::now());
-            self.claims.clear();
+    /// Since when no member has been connected; `None` while one is.
+    fn away_since(&self) -> Option<Instant> {
+        if self.connected().next().is_some() {
+            return None;
+        }
+        Some(self.members.values().filter_map(|m| m.away_since).max().unwrap_or(self.created).max(self.created))
+    }
+
+    /// Members that are connected, in name order.
+    fn connected(&self) -> impl Iterator<Item = (&String, &Member)> {
+        self.members.iter().filter(|(_, m)| m.connected())
+    }
+
+    /// Jobs given to `member` that have not ended.
+    fn running_on(&self, member: &str) -> u32 {
+        self.jobs.values().filter(|job| job.member == member && !job.state.is_final()).count() as u32
+    }
+
+    /// Sends every placed member its share of the pool (when it changed).
+    fn place_pool(&mut self, warm_pool_id: &str) {
+        let Some(target) = self.pools.get(warm_pool_id).cloned() else { return };
+        let placed: Vec<String> = self.members.iter().filter(|(_, m)| m.placed()).map(|(name, _)| name.clone()).collect();
+        for (index, name) in placed.iter().enumerate() {
+            let share = members::share_of(&target, index, placed.len());
+            let Some(member) = self.members.get_mut(name) else { continue };
+            let entry = member.pools.entry(warm_pool_id.to_string()).or_default();
+            if entry.share.as_ref() != Some(&share) {
+                entry.share = Some(share.clone());
+                member.pool_removals.remove(warm_pool_id);
+                member.send(pb::attach_response::Message::SetPool(wire::pool_target_to_wire(&share)));
+            }
+        }
+    }
+
+    fn place_pools(&mut self) {
+        let ids: Vec<String> = self.pools.keys().cloned().collect();
+        for id in ids {
+            self.place_pool(&id);
+        }
+    }
+
+    /// Hands a pending registry deletion to a connected member.
+    fn place_deletions(&mut self) {
+        let first = self.connected().map(|(name, _)| name.clone()).next();
+        let Some(first) = first else { return };
+        let unplaced: Vec<(String, String)> = self
+            .deletions
+            .iter()
+            .filter(|(_, d)| !d.done && d.member.as_ref().is_none_or(|m| self.members.get(m).is_none_or(|m| !m.connected())))
+            .map(|(id, d)| (id.clone(), d.image.clone()))
+            .collect();
+        for (prebuild_id, image) in unplaced {
+            if let Some(deletion) = self.deletions.get_mut(&prebuild_id) {
+                deletion.member = Some(first.clone());
+            }
+            if let Some(member) = self.members.get_mut(&first) {
+                member.send(pb::attach_response::Message::DeleteImage(pb::DeleteImage { prebuild_id, image }));
+            }
         }
     }
 }
 
 impl RemoteRunner {
-    pub fn new(id: &str, grace: Duration, logs: Logs, events: crate::runner::RunnerEvents) -> Self {
-        let state = State { away_since: Some(Instant::now()), ..Default::default() };
-        RemoteRunner { id: id.to_string(), grace, logs, state: Mutex::new(state), events }
+    pub fn new(id: &str, grace: Duration, slots: u32, logs: Logs, events: crate::runner::RunnerEvents) -> Self {
+        let state = State {
+            members: BTreeMap::new(),
+            created: Instant::now(),
+            connections: 0,
+            jobs: HashMap::new(),
+            pools: HashMap::new(),
+            claims: HashMap::new(),
+            deletions: HashMap::new(),
+            removing_pools: Default::default(),
+        };
+        RemoteRunner { id: id.to_string(), grace, configured_slots: AtomicU32::new(slots), logs, state: Mutex::new(state), events }
     }
 
     pub fn id(&self) -> &str {
         &self.id
     }
 
-    /// Ends the runner's connection from this side (the runner reconnects,
-    /// wherever the load balancer sends it).
+    /// Ends every member's connection from this side (they reconnect,
+    /// wherever the load balancer sends them).
     pub fn disconnect(&self) {
         let mut state = lock(&self.state);
-        if state.connection.take().is_some() {
-            state.away_since = Some(Instant::now());
+        let mut any = false;
+        for member in state.members.values_mut() {
+            any |= member.connected();
+            member.leave();
+        }
+        if any {
             state.claims.clear();
-            tracing::info!(runner = %self.id, "runner disconnected by this replica");
+            tracing::info!(runner = %self.id, "runner members disconnected by this replica");
         }
     }
 
-    /// Whether the runner has been away longer than the grace period.
+    /// The fleet's members, in name order.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        let configured_slots = self.configured_slots.load(Ordering::Relaxed);
+        let mut state = lock(&self.state);
+        self.expire(&mut state);
+        state
+            .members
+            .iter()
+            .map(|(name, member)| {
+                let reported = member.pools.values().map(|p| &p.observed);
+                MemberStatus {
+                    name: name.clone(),
+                    connected: member.connected(),
+                    gone: member.gone,
+                    since: member.changed_at,
+                    engine: member.engine.clone(),
+                    version: member.version.clone(),
+                    prebuilds: state.running_on(name),
+                    slots: member.slots.unwrap_or(configured_slots),
+                    running_instances: reported.clone().map(|o| o.running).sum(),
+                    stopped_instances: reported.map(|o| o.stopped).sum(),
+                }
+            })
+            .collect()
+    }
+
+    /// Members away past the grace period become gone: their jobs are
+    /// forgotten (the reconciler starts them again elsewhere) and removed
+    /// from them should they come back; their pool shares go to the others.
+    fn expire(&self, state: &mut State) {
+        let expired: Vec<String> = state
+            .members
+            .iter()
+            .filter(|(_, m)| !m.gone && !m.connected() && m.away_since.is_some_and(|since| since.elapsed() > self.grace))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for name in &expired {
+            let jobs: Vec<String> = state.jobs.iter().filter(|(_, job)| &job.member == name).map(|(id, _)| id.clone()).collect();
+            for id in &jobs {
+                state.jobs.remove(id);
+            }
+            if let Some(member) = state.members.get_mut(name) {
+                member.gone = true;
+                for id in &jobs {
+                    member.job_removals.insert(id);
+                }
+                member.pools.clear();
+            }
+            tracing::warn!(
+                runner = %self.id,
+                member = %name,
+                prebuilds = jobs.len(),
+                "a runner member has been away longer than its grace period: its prebuilds start again and its pool instances are made again on the other members"
+            );
+        }
+        state.place_pools();
+        self.events.changed();
+    }
+
+    /// Whether the whole runner has been away longer than the grace
+    /// period (no member connected since then).
     fn gone(&self, state: &State) -> Option<String> {
-        let since = state.away_since?;
+        let since = state.away_since()?;
         (since.elapsed() > self.grace).then(|| {
             format!("runner {} has not been connected for more than {} (its grace period)", self.id, humantime::format_duration(self.grace))
         })
     }
-}
 
-#[async_trait]
-impl Runner for RemoteRunner {
-    fn is_available(&self) -> bool {
-        lock(&self.state).connection.is_some()
-    }
-
-    async fn start(&self, job: PrebuildJob) -> Result<()> {
-        let mut state = lock(&self.state);
-        if state.connection.is_none() {
-            return Err(Error::Unavailable(format!("runner {} is not connected", self.id)));
-        }
-        state.job_removals.remove(&job.prebuild_id);
-        // Starting as far as this side knows, until the runner reports: an
-        // unknown job would look lost to the reconciler.
-        state.jobs.entry(job.prebuild_id.clone()).or_insert(JobState::Starting);
-        state.send(pb::attach_response::Message::StartJob(pb::StartJob {
-            prebuild_id: job.prebuild_id,
-            environment_id: job.environment_id,
-            project_id: job.project_id,
-            environment_class_id: job.environment_class_id,
-            repository: job.repository,
-            resources: Some(wire::resources_to_wire(&job.resources)),
-            policy: Some(wire::policy_to_wire(&job.policy)),
-            devcontainer_path: job.devcontainer_path.unwrap_or_default(),
-            branch: job.source.branch.unwrap_or_default(),
-            commit_sha: job.source.commit.unwrap_or_default(),
-            base_prebuild_id: job.source.base.as_ref().map(|b| b.prebuild_id.clone()).unwrap_or_default(),
-            base_commit_sha: job.source.base.map(|b| b.commit).unwrap_or_default(),
-        }));
-        Ok(())
-    }
-
-    async fn observe(&self, prebuild_id: &str) -> Option<JobState> {
-        let mut state = lock(&self.state);
-        if let Some(message) = self.gone(&state) {
-            // The work there is given up; if the runner comes back with the
-            // job, it is removed.
-            if state.jobs.remove(prebuild_id).is_some() {
-                state.job_removals.insert(prebuild_id.to_string());
-            }
-            return Some(JobState::Failed { message: format!("{message}; the prebuild's work there is lost") });
-        }
-        state.jobs.get(prebuild_id).cloned()
-    }
-
-    async fn stop(&self, prebuild_id: &str) -> Result<()> {
-        // A stop is a removal that keeps nothing: the runner's engine stops
-        // the work before it removes it.
-        self.remove(prebuild_id).await
-    }
-
-    async fn remove(&self, prebuild_id: &str) -> Result<()> {
-        let mut state = lock(&self.state);
-        state.jobs.remove(prebuild_id);
-        state.job_removals.insert(prebuild_id.to_string());
-        state.send(pb::attach_response::Message::RemoveJob(pb::RemoveJob { prebuild_id: prebuild_id.to_string() }));
-        Ok(())
-    }
-
-    async fn sync_pool(&self, target: PoolTarget) -> Result<PoolObservation> {
-        let mut state = lock(&self.state);
-        let id = target.warm_pool_id.clone();
-        state.pool_removals.remove(&id);
-        let changed = state.pools.get(&id).is_none_or(|pool| pool.target != target);
-        if changed {
-            state.send(pb::attach_response::Message::SetPool(wire::pool_target_to_wire(&target)));
-        }
-        let pool = state.pools.entry(id).or_insert_with(|| Pool { target: target.clone(), observed: Default::default() });
-        pool.target = target;
-        let mut observed = pool.observed.clone();
-        if let Some(message) = self.gone(&state) {
-            observed.failure = Some(message);
-        }
-        Ok(observed)
-    }
-
-    async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>> {
+    /// Asks one member for an instance of the pool.
+    async fn claim_from(&self, member: &str, warm_pool_id: &str) -> Result<Option<ClaimedInstance>> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let (answer, answered) = oneshot::channel();
         {
             let mut state = lock(&self.state);
-            if state.connection.is_none() {
-                return Err(Error::Unavailable(format!("runner {} of this warm pool is not connected; try again later", self.id)));
-            }
-            state.claims.insert(request_id.clone(), answer);
-            state.send(pb::attach_response::Message::ClaimInstance(pb::ClaimInstance {
+            let Some(target) = state.members.get_mut(member).filter(|m| m.connected()) else {
+                return Err(Error::Unavailable(format!("member {member} of runner {} left before the claim", self.id)));
+            };
+            target.send(pb::attach_response::Message::ClaimInstance(pb::ClaimInstance {
                 request_id: request_id.clone(),
                 warm_pool_id: warm_pool_id.to_string(),
             }));
+            state.claims.insert(request_id.clone(), (member.to_string(), answer));
         }
         let result = tokio::time::timeout(CLAIM_TIMEOUT, answered).await;
         lock(&self.state).claims.remove(&request_id);
@@ -241,21 +323,170 @@ impl Runner for RemoteRunner {
                 .collect(),
         }))
     }
+}
 
-    async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool> {
+#[async_trait]
+impl Runner for RemoteRunner {
+    fn is_available(&self) -> bool {
+        lock(&self.state).connected().next().is_some()
+    }
+
+    fn slots(&self, configured: u32) -> u32 {
+        self.configured_slots.store(configured, Ordering::Relaxed);
+        lock(&self.state).connected().map(|(_, member)| member.slots.unwrap_or(configured)).sum()
+    }
+
+    async fn start(&self, job: PrebuildJob) -> Result<()> {
         let mut state = lock(&self.state);
-        state.pools.remove(warm_pool_id);
-        match state.pool_removals.get(warm_pool_id) {
-            Some(true) => {
-                state.pool_removals.remove(warm_pool_id);
-                Ok(true)
-            }
-            Some(false) => Ok(false),
+        self.expire(&mut state);
+        let configured = self.configured_slots.load(Ordering::Relaxed);
+        let placed = state.jobs.get(&job.prebuild_id).map(|placed| placed.member.clone());
+        let member = match placed.filter(|name| state.members.get(name).is_some_and(Member::connected)) {
+            Some(member) => member,
             None => {
-                state.pool_removals.insert(warm_pool_id.to_string(), false);
-                state.send(pb::attach_response::Message::RemovePool(pb::RemovePool { warm_pool_id: warm_pool_id.to_string() }));
-                Ok(false)
+                let loads: Vec<Load> = state
+                    .connected()
+                    .map(|(name, member)| Load { member: name, slots: member.slots.unwrap_or(configured), running: state.running_on(name) })
+                    .collect();
+                match members::choose_member(&loads) {
+                    Some(member) => member.to_string(),
+                    None => return Err(Error::Unavailable(format!("runner {} is not connected", self.id))),
+                }
+            }
+        };
+        // Starting as far as this side knows, until the member reports: an
+        // unknown job would look lost to the reconciler.
+        let placed = state.jobs.entry(job.prebuild_id.clone()).or_insert(PlacedJob { member: member.clone(), state: JobState::Starting });
+        placed.member = member.clone();
+        let Some(target) = state.members.get_mut(&member) else { return Ok(()) };
+        target.job_removals.remove(&job.prebuild_id);
+        target.send(pb::attach_response::Message::StartJob(wire::start_job(&job)));
+        Ok(())
+    }
+
+    async fn observe(&self, prebuild_id: &str) -> Option<JobState> {
+        let mut state = lock(&self.state);
+        self.expire(&mut state);
+        if let Some(message) = self.gone(&state) {
+            // The work there is given up; if a member comes back with the
+            // job, it is removed.
+            if let Some(job) = state.jobs.remove(prebuild_id) {
+                if let Some(member) = state.members.get_mut(&job.member) {
+                    member.job_removals.insert(prebuild_id);
+                }
+            }
+            return Some(JobState::Failed { message: format!("{message}; the prebuild's work there is lost") });
+        }
+        state.jobs.get(prebuild_id).map(|job| job.state.clone())
+    }
+
+    async fn stop(&self, prebuild_id: &str) -> Result<()> {
+        // A stop is a removal that keeps nothing: the member's engine stops
+        // the work before it removes it.
+        self.remove(prebuild_id).await
+    }
+
+    /// Every member removes the job and its snapshot: the one that ran it,
+    /// and those that pulled the snapshot for a pool.
+    async fn remove(&self, prebuild_id: &str) -> Result<()> {
+        let mut state = lock(&self.state);
+        state.jobs.remove(prebuild_id);
+        for member in state.members.values_mut() {
+            member.job_removals.insert(prebuild_id);
+            member.send(pb::attach_response::Message::RemoveJob(pb::RemoveJob { prebuild_id: prebuild_id.to_string() }));
+        }
+        Ok(())
+    }
+
+    async fn sync_pool(&self, target: PoolTarget) -> Result<PoolObservation> {
+        let mut state = lock(&self.state);
+        self.expire(&mut state);
+        let id = target.warm_pool_id.clone();
+        state.pools.insert(id.clone(), target);
+        state.place_pool(&id);
+        let count = state.members.values().filter(|m| m.placed()).count();
+        let reported: Vec<(&str, &PoolObservation)> =
+            state.connected().filter_map(|(name, member)| member.pools.get(&id).map(|pool| (name.as_str(), &pool.observed))).collect();
+        let mut observed = members::combine(&reported, count);
+        if let Some(message) = self.gone(&state) {
+            observed.failure = Some(message);
+        }
+        Ok(observed)
+    }
+
+    /// Asks the connected members that report ready instances of the pool,
+    /// most first, until one hands one out.
+    async fn claim_instance(&self, warm_pool_id: &str) -> Result<Option<ClaimedInstance>> {
+        let candidates: Vec<String> = {
+            let state = lock(&self.state);
+            if state.connected().next().is_none() {
+                return Err(Error::Unavailable(format!("runner {} of this warm pool is not connected; try again later", self.id)));
+            }
+            let mut ready: Vec<(u32, String)> = state
+                .connected()
+                .filter_map(|(name, member)| {
+                    let running = member.pools.get(warm_pool_id).map_or(0, |pool| pool.observed.running);
+                    (running > 0).then(|| (running, name.clone()))
+                })
+                .collect();
+            ready.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            ready.into_iter().map(|(_, name)| name).collect()
+        };
+        let mut failure = None;
+        for member in &candidates {
+            match self.claim_from(member, warm_pool_id).await {
+                Ok(Some(instance)) => return Ok(Some(instance)),
+                Ok(None) => {}
+                Err(error) => failure = Some(error),
             }
         }
+        match failure {
+            // Every member asked failed: say why.
+            Some(error) if candidates.len() == 1 => Err(error),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every member is told (also one that never had an instance, or is
+    /// away: it hears it when it comes back); done once every placed member
+    /// confirmed.
+    async fn remove_pool(&self, warm_pool_id: &str) -> Result<bool> {
+        let mut state = lock(&self.state);
+        self.expire(&mut state);
+        state.pools.remove(warm_pool_id);
+        if state.removing_pools.insert(warm_pool_id.to_string()) {
+            for member in state.members.values_mut() {
+                member.pools.remove(warm_pool_id);
+                member.pool_removals.insert(warm_pool_id.to_string());
+                member.send(pb::attach_response::Message::RemovePool(pb::RemovePool { warm_pool_id: warm_pool_id.to_string() }));
+            }
+        }
+        let pending = state.members.values().any(|m| m.placed() && m.pool_removals.contains(warm_pool_id));
+        if !pending {
+            state.removing_pools.remove(warm_pool_id);
+        }
+        Ok(!pending)
+    }
+
+    /// A connected member deletes the image (it has the registry's
+    /// credentials); done when it answers. With no member left for good,
+    /// nothing can: given up, and logged.
+    async fn delete_image(&self, prebuild_id: &str, image: &str) -> Result<bool> {
+        let mut state = lock(&self.state);
+        self.expire(&mut state);
+        if state.deletions.get(prebuild_id).is_some_and(|d| d.done) {
+            state.deletions.remove(prebuild_id);
+            return Ok(true);
+        }
+        if state.connected().next().is_none() {
+            if let Some(message) = self.gone(&state) {
+                tracing::warn!(prebuild = %prebuild_id, %image, "{message}: the snapshot stays in its registry (delete it there)");
+                state.deletions.remove(prebuild_id);
+                return Ok(true);
+            }
+        }
+        state.deletions.entry(prebuild_id.to_string()).or_insert_with(|| Deletion { image: image.to_string(), member: None, done: false });
+        state.place_deletions();
+        Ok(false)
     }
 }

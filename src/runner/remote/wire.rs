@@ -3,7 +3,27 @@
 
 use crate::catalog::{ClassPolicy, EgressAllowance, HostBindMounts, Resources};
 use crate::proto::prebuildd::v1 as pb;
-use crate::runner::{ClaimedInstance, JobState, PoolObservation, PoolTarget};
+use crate::runner::{ClaimedInstance, JobState, PoolObservation, PoolTarget, PrebuildJob};
+
+/// The message that starts a job on a runner.
+pub fn start_job(job: &PrebuildJob) -> pb::StartJob {
+    pb::StartJob {
+        prebuild_id: job.prebuild_id.clone(),
+        environment_id: job.environment_id.clone(),
+        project_id: job.project_id.clone(),
+        environment_class_id: job.environment_class_id.clone(),
+        repository: job.repository.clone(),
+        resources: Some(resources_to_wire(&job.resources)),
+        policy: Some(policy_to_wire(&job.policy)),
+        devcontainer_path: job.devcontainer_path.clone().unwrap_or_default(),
+        branch: job.source.branch.clone().unwrap_or_default(),
+        commit_sha: job.source.commit.clone().unwrap_or_default(),
+        base_prebuild_id: job.source.base.as_ref().map(|b| b.prebuild_id.clone()).unwrap_or_default(),
+        base_commit_sha: job.source.base.as_ref().map(|b| b.commit.clone()).unwrap_or_default(),
+        tag_latest: job.tag_latest,
+        base_snapshot_image: job.source.base.as_ref().and_then(|b| b.image.clone()).unwrap_or_default(),
+    }
+}
 
 pub fn resources_to_wire(resources: &Resources) -> pb::Resources {
     pb::Resources { nano_cpus: resources.nano_cpus.unwrap_or(0), memory_bytes: resources.memory_bytes.unwrap_or(0) }
@@ -70,9 +90,10 @@ pub fn job_report(prebuild_id: &str, state: &JobState) -> pb::JobReport {
             report.snapshot_percent = *percent;
             pb::JobPhase::Snapshotting
         }
-        JobState::Completed { snapshot_size_bytes, warning } => {
+        JobState::Completed { snapshot_size_bytes, warning, snapshot_image } => {
             report.snapshot_size_bytes = *snapshot_size_bytes;
             report.warning_message = warning.clone().unwrap_or_default();
+            report.snapshot_image = snapshot_image.clone().unwrap_or_default();
             pb::JobPhase::Completed
         }
         JobState::Failed { message } => {
@@ -97,6 +118,7 @@ pub fn job_state(report: &pb::JobReport) -> Option<JobState> {
         pb::JobPhase::Completed => JobState::Completed {
             snapshot_size_bytes: report.snapshot_size_bytes.max(0),
             warning: (!report.warning_message.is_empty()).then(|| report.warning_message.clone()),
+            snapshot_image: (!report.snapshot_image.is_empty()).then(|| report.snapshot_image.clone()),
         },
         pb::JobPhase::Failed => JobState::Failed {
             message: if report.failure_message.is_empty() {
@@ -113,6 +135,7 @@ pub fn pool_target_to_wire(target: &PoolTarget) -> pb::PoolTarget {
     pb::PoolTarget {
         warm_pool_id: target.warm_pool_id.clone(),
         snapshot_id: target.snapshot_id.clone().unwrap_or_default(),
+        snapshot_image: target.snapshot_image.clone().unwrap_or_default(),
         running: target.running,
         stopped: target.stopped,
         resources: Some(resources_to_wire(&target.resources)),
@@ -124,6 +147,7 @@ pub fn pool_target_from_wire(target: &pb::PoolTarget) -> PoolTarget {
     PoolTarget {
         warm_pool_id: target.warm_pool_id.clone(),
         snapshot_id: (!target.snapshot_id.is_empty()).then(|| target.snapshot_id.clone()),
+        snapshot_image: (!target.snapshot_image.is_empty()).then(|| target.snapshot_image.clone()),
         running: target.running,
         stopped: target.stopped,
         resources: resources_from_wire(target.resources.as_ref()),
@@ -183,8 +207,12 @@ mod tests {
             JobState::Running,
             JobState::Stopping,
             JobState::Snapshotting { percent: 40 },
-            JobState::Completed { snapshot_size_bytes: 4096, warning: Some("no devcontainer.json".into()) },
-            JobState::Completed { snapshot_size_bytes: 1, warning: None },
+            JobState::Completed { snapshot_size_bytes: 4096, warning: Some("no devcontainer.json".into()), snapshot_image: None },
+            JobState::Completed {
+                snapshot_size_bytes: 1,
+                warning: None,
+                snapshot_image: Some("registry.example.com/prebuilds/p@sha256:0123".into()),
+            },
             JobState::Failed { message: "exit 2".into() },
             JobState::Stopped,
         ];
@@ -199,6 +227,7 @@ mod tests {
         let target = PoolTarget {
             warm_pool_id: "w".into(),
             snapshot_id: Some("s".into()),
+            snapshot_image: Some("registry.example.com/prebuilds/p@sha256:0123".into()),
             running: 1,
             stopped: 2,
             resources: Resources { nano_cpus: Some(1_000_000_000), memory_bytes: None },
@@ -216,7 +245,7 @@ mod tests {
             },
         };
         assert_eq!(pool_target_from_wire(&pool_target_to_wire(&target)), target);
-        let empty = PoolTarget { snapshot_id: None, ..target };
+        let empty = PoolTarget { snapshot_id: None, snapshot_image: None, ..target };
         assert_eq!(pool_target_from_wire(&pool_target_to_wire(&empty)), empty);
         let observation = PoolObservation { running: 1, stopped: 1, outdated: 3, failure: Some("no image".into()) };
         assert_eq!(pool_observation(&pool_report("w", &observation)), observation);

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_logs.sql")),
     (4, include_str!("../migrations/postgres/0004_pending.sql")),
     (5, include_str!("../migrations/postgres/0005_sources.sql")),
+    (6, include_str!("../migrations/postgres/0006_snapshot_images.sql")),
 ];
 
 /// The advisory lock key serializing migrations ("prebuild" in ASCII).

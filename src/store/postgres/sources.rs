@@ -19,7 +19,7 @@ use prost::Message;
 
 /// The columns of a source, in the order [`source_of`] reads them.
 const SOURCE_COLUMNS: &str =
-    "id, source_trigger, triggered_by, source_provider, source_branch, source_commit, incremental, base_prebuild_id, base_commit, fingerprint, feeds_warm_pools";
+    "id, source_trigger, triggered_by, source_provider, source_branch, source_commit, incremental, base_prebuild_id, base_commit, fingerprint, feeds_warm_pools, snapshot_image";
 /// Source triggers 3 and 4 (push webhook, poll) and phases 0 and 10
 /// (unspecified, pending) as literals, like the partial indexes' predicates.
 const NEWEST_OF_BRANCH: &str = "SELECT id, source_commit FROM prebuilds
@@ -44,6 +44,7 @@ fn source_of(row: &tokio_postgres::Row) -> Result<PrebuildSource> {
         base_commit_sha: row.try_get(8)?,
         configuration_fingerprint: row.try_get(9)?,
         feeds_warm_pools: row.try_get(10)?,
+        snapshot_image: row.try_get(11)?,
     })
 }
 
@@ -145,6 +146,15 @@ impl SourceStore for PostgresStore {
         let wrote = write_source(&tx, &PrebuildSource { prebuild_id: prebuild_id.to_string(), ..source }).await? == 1;
         tx.commit().await?;
         Ok(wrote)
+    }
+
+    async fn record_snapshot_image(&self, prebuild_id: &str, image: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = self.begin_write(&mut client).await?;
+        let statement = tx.prepare_cached("UPDATE prebuilds SET snapshot_image = $2 WHERE id = $1").await?;
+        tx.execute(&statement, &[&prebuild_id, &image]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn active_branch_prebuilds(&self) -> Result<Vec<BranchPrebuild>> {

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_reconciler.sql"),
     include_str!("../migrations/0003_pending.sql"),
     include_str!("../migrations/0004_sources.sql"),
+    include_str!("../migrations/0005_snapshot_images.sql"),
 ];
 
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {

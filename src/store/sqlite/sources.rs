@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 /// The columns of a source, in the order every query below reads them.
 const SOURCE_COLUMNS: &str =
-    "id, source_trigger, triggered_by, source_provider, source_branch, source_commit, incremental, base_prebuild_id, base_commit, fingerprint, feeds_warm_pools";
+    "id, source_trigger, triggered_by, source_provider, source_branch, source_commit, incremental, base_prebuild_id, base_commit, fingerprint, feeds_warm_pools, snapshot_image";
 
 fn source_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<PrebuildSource> {
     Ok(PrebuildSource {
@@ -30,6 +30,7 @@ fn source_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<PrebuildSource> {
         base_commit_sha: row.get(8)?,
         configuration_fingerprint: row.get(9)?,
         feeds_warm_pools: row.get(10)?,
+        snapshot_image: row.get(11)?,
     })
 }
 
@@ -144,6 +145,15 @@ impl SourceStore for SqliteStore {
                 return Ok(false);
             }
             Ok(write_source(conn, &PrebuildSource { prebuild_id, ..source })? == 1)
+        })
+        .await
+    }
+
+    async fn record_snapshot_image(&self, prebuild_id: &str, image: &str) -> Result<()> {
+        let (prebuild_id, image) = (prebuild_id.to_string(), image.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE prebuilds SET snapshot_image = ?2 WHERE id = ?1")?.execute(params![prebuild_id, image])?;
+            Ok(())
         })
         .await
     }

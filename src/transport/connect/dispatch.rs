@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::proto::gitpod::v1::*;
 use crate::proto::prebuildd::v1::{
     ClaimInstanceRequest, ListEnvironmentClassesRequest, ListEnvironmentClassesResponse, ListPrebuildSourcesRequest,
-    ListPrebuildSourcesResponse, ListProjectsRequest, ListProjectsResponse,
+    ListPrebuildSourcesResponse, ListProjectsRequest, ListProjectsResponse, ListRunnersRequest, ListRunnersResponse,
 };
 use crate::service::Service;
 use crate::transport::json;
@@ -50,6 +50,7 @@ plain_requests!(
     ListPrebuildSourcesRequest,
     ListProjectsRequest,
     ListEnvironmentClassesRequest,
+    ListRunnersRequest,
     CreatePrebuildRequest,
     GetPrebuildRequest,
     CancelPrebuildRequest,
@@ -141,6 +142,12 @@ impl EmptyLists for ListPrebuildSourcesResponse {
 impl EmptyLists for ListProjectsResponse {
     fn empty_list_key(&self) -> Option<&'static str> {
         self.projects.is_empty().then_some("projects")
+    }
+}
+
+impl EmptyLists for ListRunnersResponse {
+    fn empty_list_key(&self) -> Option<&'static str> {
+        self.runners.is_empty().then_some("runners")
     }
 }
 
@@ -247,6 +254,7 @@ connect_rpcs! {
     "prebuildd.v1.PrebuildSourceService/ListPrebuildSources" => list_prebuild_sources(ListPrebuildSourcesRequest);
     "prebuildd.v1.CatalogService/ListProjects" => list_projects(ListProjectsRequest);
     "prebuildd.v1.CatalogService/ListEnvironmentClasses" => list_environment_classes(ListEnvironmentClassesRequest);
+    "prebuildd.v1.CatalogService/ListRunners" => list_runners(ListRunnersRequest);
 }
 
 #[cfg(test)]

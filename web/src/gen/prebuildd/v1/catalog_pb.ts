@@ -4,13 +4,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file prebuildd/v1/catalog.proto.
  */
 export const file_prebuildd_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("ChpwcmVidWlsZGQvdjEvY2F0YWxvZy5wcm90bxIMcHJlYnVpbGRkLnYxIhUKE0xpc3RQcm9qZWN0c1JlcXVlc3QiRgoUTGlzdFByb2plY3RzUmVzcG9uc2USLgoIcHJvamVjdHMYASADKAsyHC5wcmVidWlsZGQudjEuQ2F0YWxvZ1Byb2plY3QikQIKDkNhdGFsb2dQcm9qZWN0EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKcmVwb3NpdG9yeRgDIAEoCRIZChFwcmVidWlsZHNfZW5hYmxlZBgEIAEoCBIdChVlbnZpcm9ubWVudF9jbGFzc19pZHMYBSADKAkSJAocZGVmYXVsdF9lbnZpcm9ubWVudF9jbGFzc19pZBgGIAEoCRIYChB0cmFja2VkX2JyYW5jaGVzGAcgAygJEhoKEmZvbGxvd3NfcmVwb3NpdG9yeRgIIAEoCBIOCgZwb2xsZWQYCSABKAgSKwoKbGFzdF9idWlsdBgKIAEoCzIXLnByZWJ1aWxkZC52MS5MYXN0QnVpbHQiRAoJTGFzdEJ1aWx0EhMKC3ByZWJ1aWxkX2lkGAEgASgJEg4KBmJyYW5jaBgCIAEoCRISCgpjb21taXRfc2hhGAMgASgJIh8KHUxpc3RFbnZpcm9ubWVudENsYXNzZXNSZXF1ZXN0ImQKHkxpc3RFbnZpcm9ubWVudENsYXNzZXNSZXNwb25zZRJCChNlbnZpcm9ubWVudF9jbGFzc2VzGAEgAygLMiUucHJlYnVpbGRkLnYxLkNhdGFsb2dFbnZpcm9ubWVudENsYXNzIlsKF0NhdGFsb2dFbnZpcm9ubWVudENsYXNzEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJcnVubmVyX2lkGAMgASgJEhMKC3J1bm5lcl9raW5kGAQgASgJMuYBCg5DYXRhbG9nU2VydmljZRJaCgxMaXN0UHJvamVjdHMSIS5wcmVidWlsZGQudjEuTGlzdFByb2plY3RzUmVxdWVzdBoiLnByZWJ1aWxkZC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBEngKFkxpc3RFbnZpcm9ubWVudENsYXNzZXMSKy5wcmVidWlsZGQudjEuTGlzdEVudmlyb25tZW50Q2xhc3Nlc1JlcXVlc3QaLC5wcmVidWlsZGQudjEuTGlzdEVudmlyb25tZW50Q2xhc3Nlc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw");
+  fileDesc("ChpwcmVidWlsZGQvdjEvY2F0YWxvZy5wcm90bxIMcHJlYnVpbGRkLnYxIhUKE0xpc3RQcm9qZWN0c1JlcXVlc3QiRgoUTGlzdFByb2plY3RzUmVzcG9uc2USLgoIcHJvamVjdHMYASADKAsyHC5wcmVidWlsZGQudjEuQ2F0YWxvZ1Byb2plY3QikQIKDkNhdGFsb2dQcm9qZWN0EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKcmVwb3NpdG9yeRgDIAEoCRIZChFwcmVidWlsZHNfZW5hYmxlZBgEIAEoCBIdChVlbnZpcm9ubWVudF9jbGFzc19pZHMYBSADKAkSJAocZGVmYXVsdF9lbnZpcm9ubWVudF9jbGFzc19pZBgGIAEoCRIYChB0cmFja2VkX2JyYW5jaGVzGAcgAygJEhoKEmZvbGxvd3NfcmVwb3NpdG9yeRgIIAEoCBIOCgZwb2xsZWQYCSABKAgSKwoKbGFzdF9idWlsdBgKIAEoCzIXLnByZWJ1aWxkZC52MS5MYXN0QnVpbHQiRAoJTGFzdEJ1aWx0EhMKC3ByZWJ1aWxkX2lkGAEgASgJEg4KBmJyYW5jaBgCIAEoCRISCgpjb21taXRfc2hhGAMgASgJIh8KHUxpc3RFbnZpcm9ubWVudENsYXNzZXNSZXF1ZXN0ImQKHkxpc3RFbnZpcm9ubWVudENsYXNzZXNSZXNwb25zZRJCChNlbnZpcm9ubWVudF9jbGFzc2VzGAEgAygLMiUucHJlYnVpbGRkLnYxLkNhdGFsb2dFbnZpcm9ubWVudENsYXNzIlsKF0NhdGFsb2dFbnZpcm9ubWVudENsYXNzEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJcnVubmVyX2lkGAMgASgJEhMKC3J1bm5lcl9raW5kGAQgASgJIhQKEkxpc3RSdW5uZXJzUmVxdWVzdCJDChNMaXN0UnVubmVyc1Jlc3BvbnNlEiwKB3J1bm5lcnMYASADKAsyGy5wcmVidWlsZGQudjEuQ2F0YWxvZ1J1bm5lciJ4Cg1DYXRhbG9nUnVubmVyEgoKAmlkGAEgASgJEgwKBGtpbmQYAiABKAkSIAoYbWF4X2NvbmN1cnJlbnRfcHJlYnVpbGRzGAMgASgNEisKB21lbWJlcnMYBCADKAsyGi5wcmVidWlsZGQudjEuUnVubmVyTWVtYmVyIuEBCgxSdW5uZXJNZW1iZXISDAoEbmFtZRgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSDAoEZ29uZRgDIAEoCBIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGZW5naW5lGAUgASgJEg8KB3ZlcnNpb24YBiABKAkSEQoJcHJlYnVpbGRzGAcgASgNEg0KBXNsb3RzGAggASgNEhkKEXJ1bm5pbmdfaW5zdGFuY2VzGAkgASgNEhkKEXN0b3BwZWRfaW5zdGFuY2VzGAogASgNMr8CCg5DYXRhbG9nU2VydmljZRJaCgxMaXN0UHJvamVjdHMSIS5wcmVidWlsZGQudjEuTGlzdFByb2plY3RzUmVxdWVzdBoiLnByZWJ1aWxkZC52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIDkAIBEngKFkxpc3RFbnZpcm9ubWVudENsYXNzZXMSKy5wcmVidWlsZGQudjEuTGlzdEVudmlyb25tZW50Q2xhc3Nlc1JlcXVlc3QaLC5wcmVidWlsZGQudjEuTGlzdEVudmlyb25tZW50Q2xhc3Nlc1Jlc3BvbnNlIgOQAgESVwoLTGlzdFJ1bm5lcnMSIC5wcmVidWlsZGQudjEuTGlzdFJ1bm5lcnNSZXF1ZXN0GiEucHJlYnVpbGRkLnYxLkxpc3RSdW5uZXJzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * ListProjectsRequest has no parameters: the organization is the caller's.
@@ -248,6 +250,172 @@ export const CatalogEnvironmentClassSchema: GenMessage<CatalogEnvironmentClass> 
   messageDesc(file_prebuildd_v1_catalog, 6);
 
 /**
+ * ListRunnersRequest has no parameters.
+ *
+ * @generated from message prebuildd.v1.ListRunnersRequest
+ */
+export type ListRunnersRequest = Message<"prebuildd.v1.ListRunnersRequest"> & {
+};
+
+/**
+ * Describes the message prebuildd.v1.ListRunnersRequest.
+ * Use `create(ListRunnersRequestSchema)` to create a new message.
+ */
+export const ListRunnersRequestSchema: GenMessage<ListRunnersRequest> = /*@__PURE__*/
+  messageDesc(file_prebuildd_v1_catalog, 7);
+
+/**
+ * ListRunnersResponse holds the runners, by ID.
+ *
+ * @generated from message prebuildd.v1.ListRunnersResponse
+ */
+export type ListRunnersResponse = Message<"prebuildd.v1.ListRunnersResponse"> & {
+  /**
+   * runners are the runners of the organization's classes.
+   *
+   * @generated from field: repeated prebuildd.v1.CatalogRunner runners = 1;
+   */
+  runners: CatalogRunner[];
+};
+
+/**
+ * Describes the message prebuildd.v1.ListRunnersResponse.
+ * Use `create(ListRunnersResponseSchema)` to create a new message.
+ */
+export const ListRunnersResponseSchema: GenMessage<ListRunnersResponse> = /*@__PURE__*/
+  messageDesc(file_prebuildd_v1_catalog, 8);
+
+/**
+ * CatalogRunner is one configured runner.
+ *
+ * @generated from message prebuildd.v1.CatalogRunner
+ */
+export type CatalogRunner = Message<"prebuildd.v1.CatalogRunner"> & {
+  /**
+   * id is the runner's ID.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * kind is simulated, local, docker or remote.
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * max_concurrent_prebuilds is the runner's setting on the server (for a
+   * remote runner, per member unless the member sets its own).
+   *
+   * @generated from field: uint32 max_concurrent_prebuilds = 3;
+   */
+  maxConcurrentPrebuilds: number;
+
+  /**
+   * members are a remote runner's members, by name; empty for other kinds,
+   * and on a replica that does not lead (members connect to the leader).
+   *
+   * @generated from field: repeated prebuildd.v1.RunnerMember members = 4;
+   */
+  members: RunnerMember[];
+};
+
+/**
+ * Describes the message prebuildd.v1.CatalogRunner.
+ * Use `create(CatalogRunnerSchema)` to create a new message.
+ */
+export const CatalogRunnerSchema: GenMessage<CatalogRunner> = /*@__PURE__*/
+  messageDesc(file_prebuildd_v1_catalog, 9);
+
+/**
+ * RunnerMember is one `prebuildd runner` process of a remote runner.
+ *
+ * @generated from message prebuildd.v1.RunnerMember
+ */
+export type RunnerMember = Message<"prebuildd.v1.RunnerMember"> & {
+  /**
+   * name is the member's name (`member` in its runner.toml, by default its
+   * host's name).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * connected says the member's stream is open.
+   *
+   * @generated from field: bool connected = 2;
+   */
+  connected: boolean;
+
+  /**
+   * gone says the member has been away longer than the runner's grace
+   * period: its prebuilds and pool instances went to other members.
+   *
+   * @generated from field: bool gone = 3;
+   */
+  gone: boolean;
+
+  /**
+   * since is when it connected (connected) or left (away).
+   *
+   * @generated from field: google.protobuf.Timestamp since = 4;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * engine is what does the work there: simulated, local or docker.
+   *
+   * @generated from field: string engine = 5;
+   */
+  engine: string;
+
+  /**
+   * version is the member's prebuildd version.
+   *
+   * @generated from field: string version = 6;
+   */
+  version: string;
+
+  /**
+   * prebuilds are the prebuilds it runs now.
+   *
+   * @generated from field: uint32 prebuilds = 7;
+   */
+  prebuilds: number;
+
+  /**
+   * slots are how many it may run at once.
+   *
+   * @generated from field: uint32 slots = 8;
+   */
+  slots: number;
+
+  /**
+   * running_instances are the warm pool instances it holds running.
+   *
+   * @generated from field: uint32 running_instances = 9;
+   */
+  runningInstances: number;
+
+  /**
+   * stopped_instances are those it holds stopped.
+   *
+   * @generated from field: uint32 stopped_instances = 10;
+   */
+  stoppedInstances: number;
+};
+
+/**
+ * Describes the message prebuildd.v1.RunnerMember.
+ * Use `create(RunnerMemberSchema)` to create a new message.
+ */
+export const RunnerMemberSchema: GenMessage<RunnerMember> = /*@__PURE__*/
+  messageDesc(file_prebuildd_v1_catalog, 10);
+
+/**
  * CatalogService lists the caller's projects and environment classes.
  *
  * @generated from service prebuildd.v1.CatalogService
@@ -273,6 +441,19 @@ export const CatalogService: GenService<{
     methodKind: "unary";
     input: typeof ListEnvironmentClassesRequestSchema;
     output: typeof ListEnvironmentClassesResponseSchema;
+  },
+  /**
+   * ListRunners returns the runners of the environment classes the
+   * caller's projects use; for a remote runner, the members of its fleet
+   * (the `prebuildd runner` processes attached with its ID) as the server
+   * that leads the reconciler sees them.
+   *
+   * @generated from rpc prebuildd.v1.CatalogService.ListRunners
+   */
+  listRunners: {
+    methodKind: "unary";
+    input: typeof ListRunnersRequestSchema;
+    output: typeof ListRunnersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_prebuildd_v1_catalog, 0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file prebuildd/v1/runner.proto.
  */
 export const file_prebuildd_v1_runner: GenFile = /*@__PURE__*/
-  fileDesc("ChlwcmVidWlsZGQvdjEvcnVubmVyLnByb3RvEgxwcmVidWlsZGQudjEi6gIKDUF0dGFjaFJlcXVlc3QSKgoFaGVsbG8YASABKAsyGS5wcmVidWlsZGQudjEuUnVubmVySGVsbG9IABItCgpqb2JfcmVwb3J0GAIgASgLMhcucHJlYnVpbGRkLnYxLkpvYlJlcG9ydEgAEi8KC3Bvb2xfcmVwb3J0GAMgASgLMhgucHJlYnVpbGRkLnYxLlBvb2xSZXBvcnRIABIrCglsb2dfY2h1bmsYBCABKAsyFi5wcmVidWlsZGQudjEuTG9nQ2h1bmtIABIxCgxjbGFpbV9yZXN1bHQYBSABKAsyGS5wcmVidWlsZGQudjEuQ2xhaW1SZXN1bHRIABIvCgtqb2JfcmVtb3ZlZBgGIAEoCzIYLnByZWJ1aWxkZC52MS5Kb2JSZW1vdmVkSAASMQoMcG9vbF9yZW1vdmVkGAcgASgLMhkucHJlYnVpbGRkLnYxLlBvb2xSZW1vdmVkSABCCQoHbWVzc2FnZSK9AgoOQXR0YWNoUmVzcG9uc2USLgoHd2VsY29tZRgBIAEoCzIbLnByZWJ1aWxkZC52MS5SdW5uZXJXZWxjb21lSAASKwoJc3RhcnRfam9iGAIgASgLMhYucHJlYnVpbGRkLnYxLlN0YXJ0Sm9iSAASLQoKcmVtb3ZlX2pvYhgDIAEoCzIXLnByZWJ1aWxkZC52MS5SZW1vdmVKb2JIABIsCghzZXRfcG9vbBgEIAEoCzIYLnByZWJ1aWxkZC52MS5Qb29sVGFyZ2V0SAASLwoLcmVtb3ZlX3Bvb2wYBSABKAsyGC5wcmVidWlsZGQudjEuUmVtb3ZlUG9vbEgAEjUKDmNsYWltX2luc3RhbmNlGAYgASgLMhsucHJlYnVpbGRkLnYxLkNsYWltSW5zdGFuY2VIAEIJCgdtZXNzYWdlIpEBCgtSdW5uZXJIZWxsbxIRCglydW5uZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIOCgZlbmdpbmUYAyABKAkSJQoEam9icxgEIAMoCzIXLnByZWJ1aWxkZC52MS5Kb2JSZXBvcnQSJwoFcG9vbHMYBSADKAsyGC5wcmVidWlsZGQudjEuUG9vbFJlcG9ydCIiCg1SdW5uZXJXZWxjb21lEhEKCXJ1bm5lcl9pZBgBIAEoCSKwAQoJSm9iUmVwb3J0EhMKC3ByZWJ1aWxkX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYucHJlYnVpbGRkLnYxLkpvYlBoYXNlEhgKEHNuYXBzaG90X3BlcmNlbnQYAyABKAUSGwoTc25hcHNob3Rfc2l6ZV9ieXRlcxgEIAEoAxIXCg93YXJuaW5nX21lc3NhZ2UYBSABKAkSFwoPZmFpbHVyZV9tZXNzYWdlGAYgASgJIjQKCVJlc291cmNlcxIRCgluYW5vX2NwdXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgEIo8CCgtDbGFzc1BvbGljeRISCgpjbGFzc19uYW1lGAEgASgJEhoKEmFsbG93X2NhcGFiaWxpdGllcxgCIAMoCRIaChJhbGxvd19zZWN1cml0eV9vcHQYAyADKAkSGAoQYWxsb3dfcHJpdmlsZWdlZBgEIAEoCBIVCg1hbGxvd19kZXZpY2VzGAUgAygJEhoKEmFsbG93X2hvc3RfbmV0d29yaxgGIAEoCBISCgphbGxvd19ncHVzGAcgASgIEh8KF3JlZnVzZV9ob3N0X2JpbmRfbW91bnRzGAggASgIEhwKFGFsbG93X25ld19wcml2aWxlZ2VzGAkgASgIEhQKDGFsbG93X2VncmVzcxgKIAMoCSLGAgoIU3RhcnRKb2ISEwoLcHJlYnVpbGRfaWQYASABKAkSFgoOZW52aXJvbm1lbnRfaWQYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRIcChRlbnZpcm9ubWVudF9jbGFzc19pZBgEIAEoCRISCgpyZXBvc2l0b3J5GAUgASgJEioKCXJlc291cmNlcxgGIAEoCzIXLnByZWJ1aWxkZC52MS5SZXNvdXJjZXMSKQoGcG9saWN5GAcgASgLMhkucHJlYnVpbGRkLnYxLkNsYXNzUG9saWN5EhkKEWRldmNvbnRhaW5lcl9wYXRoGAggASgJEg4KBmJyYW5jaBgJIAEoCRISCgpjb21taXRfc2hhGAogASgJEhgKEGJhc2VfcHJlYnVpbGRfaWQYCyABKAkSFwoPYmFzZV9jb21taXRfc2hhGAwgASgJIiAKCVJlbW92ZUpvYhITCgtwcmVidWlsZF9pZBgBIAEoCSIhCgpKb2JSZW1vdmVkEhMKC3ByZWJ1aWxkX2lkGAEgASgJIrABCgpQb29sVGFyZ2V0EhQKDHdhcm1fcG9vbF9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIPCgdydW5uaW5nGAMgASgNEg8KB3N0b3BwZWQYBCABKA0SKgoJcmVzb3VyY2VzGAUgASgLMhcucHJlYnVpbGRkLnYxLlJlc291cmNlcxIpCgZwb2xpY3kYBiABKAsyGS5wcmVidWlsZGQudjEuQ2xhc3NQb2xpY3kibwoKUG9vbFJlcG9ydBIUCgx3YXJtX3Bvb2xfaWQYASABKAkSDwoHcnVubmluZxgCIAEoDRIPCgdzdG9wcGVkGAMgASgNEhAKCG91dGRhdGVkGAQgASgNEhcKD2ZhaWx1cmVfbWVzc2FnZRgFIAEoCSIiCgpSZW1vdmVQb29sEhQKDHdhcm1fcG9vbF9pZBgBIAEoCSIjCgtQb29sUmVtb3ZlZBIUCgx3YXJtX3Bvb2xfaWQYASABKAkiLQoITG9nQ2h1bmsSEwoLcHJlYnVpbGRfaWQYASABKAkSDAoEZGF0YRgCIAEoDCI5Cg1DbGFpbUluc3RhbmNlEhIKCnJlcXVlc3RfaWQYASABKAkSFAoMd2FybV9wb29sX2lkGAIgASgJIuwBCgtDbGFpbVJlc3VsdBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB2NsYWltZWQYAiABKAgSEwoLaW5zdGFuY2VfaWQYAyABKAkSEwoLc25hcHNob3RfaWQYBCABKAkSFgoOd29ya3NwYWNlX3BhdGgYBSABKAkSFAoMY29udGFpbmVyX2lkGAYgASgJEhUKDWVycm9yX21lc3NhZ2UYByABKAkSFwoPY29tcG9zZV9wcm9qZWN0GAggASgJEjAKCHNlcnZpY2VzGAkgAygLMh4ucHJlYnVpbGRkLnYxLlNlcnZpY2VDb250YWluZXIqzgEKCEpvYlBoYXNlEhkKFUpPQl9QSEFTRV9VTlNQRUNJRklFRBAAEhYKEkpPQl9QSEFTRV9TVEFSVElORxABEhUKEUpPQl9QSEFTRV9SVU5OSU5HEAISFgoSSk9CX1BIQVNFX1NUT1BQSU5HEAMSGgoWSk9CX1BIQVNFX1NOQVBTSE9UVElORxAEEhcKE0pPQl9QSEFTRV9DT01QTEVURUQQBRIUChBKT0JfUEhBU0VfRkFJTEVEEAYSFQoRSk9CX1BIQVNFX1NUT1BQRUQQBzJaCg1SdW5uZXJTZXJ2aWNlEkkKBkF0dGFjaBIbLnByZWJ1aWxkZC52MS5BdHRhY2hSZXF1ZXN0GhwucHJlYnVpbGRkLnYxLkF0dGFjaFJlc3BvbnNlIgAoATABYgZwcm90bzM", [file_prebuildd_v1_warm_pool_instance]);
+  fileDesc("ChlwcmVidWlsZGQvdjEvcnVubmVyLnByb3RvEgxwcmVidWlsZGQudjEinwMKDUF0dGFjaFJlcXVlc3QSKgoFaGVsbG8YASABKAsyGS5wcmVidWlsZGQudjEuUnVubmVySGVsbG9IABItCgpqb2JfcmVwb3J0GAIgASgLMhcucHJlYnVpbGRkLnYxLkpvYlJlcG9ydEgAEi8KC3Bvb2xfcmVwb3J0GAMgASgLMhgucHJlYnVpbGRkLnYxLlBvb2xSZXBvcnRIABIrCglsb2dfY2h1bmsYBCABKAsyFi5wcmVidWlsZGQudjEuTG9nQ2h1bmtIABIxCgxjbGFpbV9yZXN1bHQYBSABKAsyGS5wcmVidWlsZGQudjEuQ2xhaW1SZXN1bHRIABIvCgtqb2JfcmVtb3ZlZBgGIAEoCzIYLnByZWJ1aWxkZC52MS5Kb2JSZW1vdmVkSAASMQoMcG9vbF9yZW1vdmVkGAcgASgLMhkucHJlYnVpbGRkLnYxLlBvb2xSZW1vdmVkSAASMwoNaW1hZ2VfZGVsZXRlZBgIIAEoCzIaLnByZWJ1aWxkZC52MS5JbWFnZURlbGV0ZWRIAEIJCgdtZXNzYWdlIvACCg5BdHRhY2hSZXNwb25zZRIuCgd3ZWxjb21lGAEgASgLMhsucHJlYnVpbGRkLnYxLlJ1bm5lcldlbGNvbWVIABIrCglzdGFydF9qb2IYAiABKAsyFi5wcmVidWlsZGQudjEuU3RhcnRKb2JIABItCgpyZW1vdmVfam9iGAMgASgLMhcucHJlYnVpbGRkLnYxLlJlbW92ZUpvYkgAEiwKCHNldF9wb29sGAQgASgLMhgucHJlYnVpbGRkLnYxLlBvb2xUYXJnZXRIABIvCgtyZW1vdmVfcG9vbBgFIAEoCzIYLnByZWJ1aWxkZC52MS5SZW1vdmVQb29sSAASNQoOY2xhaW1faW5zdGFuY2UYBiABKAsyGy5wcmVidWlsZGQudjEuQ2xhaW1JbnN0YW5jZUgAEjEKDGRlbGV0ZV9pbWFnZRgHIAEoCzIZLnByZWJ1aWxkZC52MS5EZWxldGVJbWFnZUgAQgkKB21lc3NhZ2Ui1wEKC1J1bm5lckhlbGxvEhEKCXJ1bm5lcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEg4KBmVuZ2luZRgDIAEoCRIlCgRqb2JzGAQgAygLMhcucHJlYnVpbGRkLnYxLkpvYlJlcG9ydBInCgVwb29scxgFIAMoCzIYLnByZWJ1aWxkZC52MS5Qb29sUmVwb3J0Eg4KBm1lbWJlchgGIAEoCRISCgpwcm9jZXNzX2lkGAcgASgJEiAKGG1heF9jb25jdXJyZW50X3ByZWJ1aWxkcxgIIAEoDSIyCg1SdW5uZXJXZWxjb21lEhEKCXJ1bm5lcl9pZBgBIAEoCRIOCgZtZW1iZXIYAiABKAkiyAEKCUpvYlJlcG9ydBITCgtwcmVidWlsZF9pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLnByZWJ1aWxkZC52MS5Kb2JQaGFzZRIYChBzbmFwc2hvdF9wZXJjZW50GAMgASgFEhsKE3NuYXBzaG90X3NpemVfYnl0ZXMYBCABKAMSFwoPd2FybmluZ19tZXNzYWdlGAUgASgJEhcKD2ZhaWx1cmVfbWVzc2FnZRgGIAEoCRIWCg5zbmFwc2hvdF9pbWFnZRgHIAEoCSI0CglSZXNvdXJjZXMSEQoJbmFub19jcHVzGAEgASgDEhQKDG1lbW9yeV9ieXRlcxgCIAEoBCKPAgoLQ2xhc3NQb2xpY3kSEgoKY2xhc3NfbmFtZRgBIAEoCRIaChJhbGxvd19jYXBhYmlsaXRpZXMYAiADKAkSGgoSYWxsb3dfc2VjdXJpdHlfb3B0GAMgAygJEhgKEGFsbG93X3ByaXZpbGVnZWQYBCABKAgSFQoNYWxsb3dfZGV2aWNlcxgFIAMoCRIaChJhbGxvd19ob3N0X25ldHdvcmsYBiABKAgSEgoKYWxsb3dfZ3B1cxgHIAEoCBIfChdyZWZ1c2VfaG9zdF9iaW5kX21vdW50cxgIIAEoCBIcChRhbGxvd19uZXdfcHJpdmlsZWdlcxgJIAEoCBIUCgxhbGxvd19lZ3Jlc3MYCiADKAki9wIKCFN0YXJ0Sm9iEhMKC3ByZWJ1aWxkX2lkGAEgASgJEhYKDmVudmlyb25tZW50X2lkGAIgASgJEhIKCnByb2plY3RfaWQYAyABKAkSHAoUZW52aXJvbm1lbnRfY2xhc3NfaWQYBCABKAkSEgoKcmVwb3NpdG9yeRgFIAEoCRIqCglyZXNvdXJjZXMYBiABKAsyFy5wcmVidWlsZGQudjEuUmVzb3VyY2VzEikKBnBvbGljeRgHIAEoCzIZLnByZWJ1aWxkZC52MS5DbGFzc1BvbGljeRIZChFkZXZjb250YWluZXJfcGF0aBgIIAEoCRIOCgZicmFuY2gYCSABKAkSEgoKY29tbWl0X3NoYRgKIAEoCRIYChBiYXNlX3ByZWJ1aWxkX2lkGAsgASgJEhcKD2Jhc2VfY29tbWl0X3NoYRgMIAEoCRISCgp0YWdfbGF0ZXN0GA0gASgIEhsKE2Jhc2Vfc25hcHNob3RfaW1hZ2UYDiABKAkiIAoJUmVtb3ZlSm9iEhMKC3ByZWJ1aWxkX2lkGAEgASgJIiEKCkpvYlJlbW92ZWQSEwoLcHJlYnVpbGRfaWQYASABKAkiyAEKClBvb2xUYXJnZXQSFAoMd2FybV9wb29sX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJEg8KB3J1bm5pbmcYAyABKA0SDwoHc3RvcHBlZBgEIAEoDRIqCglyZXNvdXJjZXMYBSABKAsyFy5wcmVidWlsZGQudjEuUmVzb3VyY2VzEikKBnBvbGljeRgGIAEoCzIZLnByZWJ1aWxkZC52MS5DbGFzc1BvbGljeRIWCg5zbmFwc2hvdF9pbWFnZRgHIAEoCSJvCgpQb29sUmVwb3J0EhQKDHdhcm1fcG9vbF9pZBgBIAEoCRIPCgdydW5uaW5nGAIgASgNEg8KB3N0b3BwZWQYAyABKA0SEAoIb3V0ZGF0ZWQYBCABKA0SFwoPZmFpbHVyZV9tZXNzYWdlGAUgASgJIiIKClJlbW92ZVBvb2wSFAoMd2FybV9wb29sX2lkGAEgASgJIiMKC1Bvb2xSZW1vdmVkEhQKDHdhcm1fcG9vbF9pZBgBIAEoCSItCghMb2dDaHVuaxITCgtwcmVidWlsZF9pZBgBIAEoCRIMCgRkYXRhGAIgASgMIjkKDUNsYWltSW5zdGFuY2USEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgx3YXJtX3Bvb2xfaWQYAiABKAki7AEKC0NsYWltUmVzdWx0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHY2xhaW1lZBgCIAEoCBITCgtpbnN0YW5jZV9pZBgDIAEoCRITCgtzbmFwc2hvdF9pZBgEIAEoCRIWCg53b3Jrc3BhY2VfcGF0aBgFIAEoCRIUCgxjb250YWluZXJfaWQYBiABKAkSFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIXCg9jb21wb3NlX3Byb2plY3QYCCABKAkSMAoIc2VydmljZXMYCSADKAsyHi5wcmVidWlsZGQudjEuU2VydmljZUNvbnRhaW5lciIxCgtEZWxldGVJbWFnZRITCgtwcmVidWlsZF9pZBgBIAEoCRINCgVpbWFnZRgCIAEoCSI6CgxJbWFnZURlbGV0ZWQSEwoLcHJlYnVpbGRfaWQYASABKAkSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCSrOAQoISm9iUGhhc2USGQoVSk9CX1BIQVNFX1VOU1BFQ0lGSUVEEAASFgoSSk9CX1BIQVNFX1NUQVJUSU5HEAESFQoRSk9CX1BIQVNFX1JVTk5JTkcQAhIWChJKT0JfUEhBU0VfU1RPUFBJTkcQAxIaChZKT0JfUEhBU0VfU05BUFNIT1RUSU5HEAQSFwoTSk9CX1BIQVNFX0NPTVBMRVRFRBAFEhQKEEpPQl9QSEFTRV9GQUlMRUQQBhIVChFKT0JfUEhBU0VfU1RPUFBFRBAHMloKDVJ1bm5lclNlcnZpY2USSQoGQXR0YWNoEhsucHJlYnVpbGRkLnYxLkF0dGFjaFJlcXVlc3QaHC5wcmVidWlsZGQudjEuQXR0YWNoUmVzcG9uc2UiACgBMAFiBnByb3RvMw", [file_prebuildd_v1_warm_pool_instance]);
 
 /**
  * AttachRequest is one message from the runner.
@@ -79,6 +79,14 @@ export type AttachRequest = Message<"prebuildd.v1.AttachRequest"> & {
      */
     value: PoolRemoved;
     case: "poolRemoved";
+  } | {
+    /**
+     * image_deleted answers a delete_image.
+     *
+     * @generated from field: prebuildd.v1.ImageDeleted image_deleted = 8;
+     */
+    value: ImageDeleted;
+    case: "imageDeleted";
   } | { case: undefined; value?: undefined };
 };
 
@@ -147,6 +155,14 @@ export type AttachResponse = Message<"prebuildd.v1.AttachResponse"> & {
      */
     value: ClaimInstance;
     case: "claimInstance";
+  } | {
+    /**
+     * delete_image removes a snapshot pushed to a registry.
+     *
+     * @generated from field: prebuildd.v1.DeleteImage delete_image = 7;
+     */
+    value: DeleteImage;
+    case: "deleteImage";
   } | { case: undefined; value?: undefined };
 };
 
@@ -198,6 +214,31 @@ export type RunnerHello = Message<"prebuildd.v1.RunnerHello"> & {
    * @generated from field: repeated prebuildd.v1.PoolReport pools = 5;
    */
   pools: PoolReport[];
+
+  /**
+   * member is this process's name in the runner's fleet (`member` in its
+   * runner.toml, by default the host's name); empty: "default".
+   *
+   * @generated from field: string member = 6;
+   */
+  member: string;
+
+  /**
+   * process_id is random per process start: a reconnect of the same
+   * process replaces its old stream, another process under the same member
+   * name is refused.
+   *
+   * @generated from field: string process_id = 7;
+   */
+  processId: string;
+
+  /**
+   * max_concurrent_prebuilds is how many prebuilds this member runs at once
+   * when its runner.toml sets it; 0: the server's setting for the runner.
+   *
+   * @generated from field: uint32 max_concurrent_prebuilds = 8;
+   */
+  maxConcurrentPrebuilds: number;
 };
 
 /**
@@ -219,6 +260,13 @@ export type RunnerWelcome = Message<"prebuildd.v1.RunnerWelcome"> & {
    * @generated from field: string runner_id = 1;
    */
   runnerId: string;
+
+  /**
+   * member is the name the server knows this member by.
+   *
+   * @generated from field: string member = 2;
+   */
+  member: string;
 };
 
 /**
@@ -275,6 +323,15 @@ export type JobReport = Message<"prebuildd.v1.JobReport"> & {
    * @generated from field: string failure_message = 6;
    */
   failureMessage: string;
+
+  /**
+   * snapshot_image is where a COMPLETED job's snapshot was pushed, by
+   * digest (`registry/prefix/project@sha256:...`); empty when the runner
+   * keeps its snapshots locally.
+   *
+   * @generated from field: string snapshot_image = 7;
+   */
+  snapshotImage: string;
 };
 
 /**
@@ -495,6 +552,23 @@ export type StartJob = Message<"prebuildd.v1.StartJob"> & {
    * @generated from field: string base_commit_sha = 12;
    */
   baseCommitSha: string;
+
+  /**
+   * tag_latest says the prebuild builds the branch the project's warm pools
+   * follow (its default branch): a runner that pushes snapshots also tags
+   * this one `<class id>-latest` once it completes.
+   *
+   * @generated from field: bool tag_latest = 13;
+   */
+  tagLatest: boolean;
+
+  /**
+   * base_snapshot_image is the base's snapshot in a registry, by digest;
+   * empty when it was not pushed. A runner that lacks it pulls it.
+   *
+   * @generated from field: string base_snapshot_image = 14;
+   */
+  baseSnapshotImage: string;
 };
 
 /**
@@ -594,6 +668,14 @@ export type PoolTarget = Message<"prebuildd.v1.PoolTarget"> & {
    * @generated from field: prebuildd.v1.ClassPolicy policy = 6;
    */
   policy?: ClassPolicy | undefined;
+
+  /**
+   * snapshot_image is the snapshot in a registry, by digest; empty when
+   * the snapshot was not pushed. A member that lacks the image pulls it.
+   *
+   * @generated from field: string snapshot_image = 7;
+   */
+  snapshotImage: string;
 };
 
 /**
@@ -827,6 +909,67 @@ export type ClaimResult = Message<"prebuildd.v1.ClaimResult"> & {
  */
 export const ClaimResultSchema: GenMessage<ClaimResult> = /*@__PURE__*/
   messageDesc(file_prebuildd_v1_runner, 16);
+
+/**
+ * DeleteImage asks for a pushed snapshot's manifest to be deleted from its
+ * registry (the runner has the registry's credentials; the server never
+ * does).
+ *
+ * @generated from message prebuildd.v1.DeleteImage
+ */
+export type DeleteImage = Message<"prebuildd.v1.DeleteImage"> & {
+  /**
+   * prebuild_id is the snapshot's prebuild.
+   *
+   * @generated from field: string prebuild_id = 1;
+   */
+  prebuildId: string;
+
+  /**
+   * image is the snapshot, by digest.
+   *
+   * @generated from field: string image = 2;
+   */
+  image: string;
+};
+
+/**
+ * Describes the message prebuildd.v1.DeleteImage.
+ * Use `create(DeleteImageSchema)` to create a new message.
+ */
+export const DeleteImageSchema: GenMessage<DeleteImage> = /*@__PURE__*/
+  messageDesc(file_prebuildd_v1_runner, 17);
+
+/**
+ * ImageDeleted answers a DeleteImage once the runner is done with it: the
+ * manifest is gone, or the registry refused and the runner gave up (it
+ * logs why).
+ *
+ * @generated from message prebuildd.v1.ImageDeleted
+ */
+export type ImageDeleted = Message<"prebuildd.v1.ImageDeleted"> & {
+  /**
+   * prebuild_id is the snapshot's prebuild.
+   *
+   * @generated from field: string prebuild_id = 1;
+   */
+  prebuildId: string;
+
+  /**
+   * error_message says why the manifest could not be deleted, if it could
+   * not.
+   *
+   * @generated from field: string error_message = 2;
+   */
+  errorMessage: string;
+};
+
+/**
+ * Describes the message prebuildd.v1.ImageDeleted.
+ * Use `create(ImageDeletedSchema)` to create a new message.
+ */
+export const ImageDeletedSchema: GenMessage<ImageDeleted> = /*@__PURE__*/
+  messageDesc(file_prebuildd_v1_runner, 18);
 
 /**
  * JobPhase is where a prebuild job is on the runner.
