@@ -85,7 +85,7 @@ async fn a_snapshot_deleted_under_a_claim_goes_once_the_claimed_container_is_rem
 
     // A restart forgets nothing that matters: the image is found by label.
     server.restart().await;
-    docker(&["rm", "-f", &claimed.container_id]);
+    docker(&["rm", "-f", "-v", &claimed.container_id]);
     until("the image goes once nothing uses it", Duration::from_secs(15), || !image_exists(&snapshot)).await;
     let started = Instant::now();
     while server.metric(&series).await != 0.0 {

@@ -116,7 +116,7 @@ async fn features_are_installed_kept_in_the_snapshot_and_policed() {
         docker(&["exec", &instance.container_id, "sh", "-c", "hello && stamp && echo $HELLO_FEATURE"]),
         "howdy\nhello from stamp\non"
     );
-    docker(&["rm", "-f", &instance.container_id]);
+    docker(&["rm", "-f", "-v", &instance.container_id]);
 
     // A feature's capAdd: refused on the default class, with the message.
     let refused = create_prebuild(&mut client, DEBUGGER_PROJECT).await;

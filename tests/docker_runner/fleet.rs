@@ -194,7 +194,7 @@ async fn a_fleet_on_two_daemons_shares_snapshots_through_a_registry() {
     let said = second.docker(&["exec", &started, "cat", &format!("{folder}/lifecycle.txt")]);
     assert_eq!(said, "made-by-the-lifecycle");
     assert_eq!(second.docker(&["inspect", "--format", "{{.State.Running}}", &started]), "true", "it keeps running");
-    second.docker(&["rm", "-f", &started]);
+    second.docker(&["rm", "-f", "-v", &started]);
 
     // A slow prebuild starts on a (fewest prebuilds: both idle, a by name).
     let slow = create_prebuild(&mut client, SLOW_PROJECT).await;
@@ -250,7 +250,7 @@ async fn a_fleet_on_two_daemons_shares_snapshots_through_a_registry() {
     .await;
     // The claimed instance is its user's; once it is gone, nothing uses
     // the snapshot there.
-    second.docker(&["rm", "-f", &instance.container_id]);
+    second.docker(&["rm", "-f", "-v", &instance.container_id]);
     let snapshot_filter = format!("label=dev.prebuildd.prebuild-id={}", prebuild.id);
     eventually("the snapshot leaves the second daemon", || second.docker_lines(&["images", "-q", "--filter", &snapshot_filter]).is_empty())
         .await;

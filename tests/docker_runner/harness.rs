@@ -208,7 +208,7 @@ impl Drop for World {
         let filter = format!("label=dev.prebuildd.runner-id={}", self.runner_id);
         if let Ok(output) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
             for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
             }
         }
         if let Ok(output) = Command::new("docker").args(["images", "-q", "--filter", &filter]).output() {

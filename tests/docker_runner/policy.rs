@@ -131,7 +131,7 @@ async fn the_class_decides_what_a_dev_container_gets() {
         &[(DEBUG_CLASS, "docker-debug", ""), (STRICT_CLASS, "docker-strict", "host_bind_mounts = \"refuse\"")],
     );
     server.reload(narrowed);
-    docker(&["rm", "-f", &instance]);
+    docker(&["rm", "-f", "-v", &instance]);
     let degraded =
         pool_until(&mut client, &pool.id, "degraded", |p| p.status.as_ref().is_some_and(|s| s.phase == WarmPoolPhase::Degraded as i32))
             .await;

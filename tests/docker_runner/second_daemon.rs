@@ -129,7 +129,7 @@ impl Drop for SecondDaemon {
         let host = self.host();
         if let Ok(output) = Command::new("docker").args(["-H", &host, "ps", "-aq"]).output() {
             for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["-H", &host, "rm", "-f", id]).output();
+                let _ = Command::new("docker").args(["-H", &host, "rm", "-f", "-v", id]).output();
             }
         }
         // SIGTERM: the daemon stops its containerd too (a SIGKILL would

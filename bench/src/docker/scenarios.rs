@@ -433,7 +433,7 @@ impl Bench {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut args = vec!["rm", "-f"];
+        let mut args = vec!["rm", "-f", "-v"];
         args.extend(ids.iter().map(String::as_str));
         self.docker.run(&args).await.map(|_| ())
     }
