@@ -21,19 +21,7 @@ const DEVCONTAINER: &str = r#"{
 
 fn config(repository: &str) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[reconciler]
-interval = "50ms"
-[[organizations]]
-id = "{ORG_A}"
-name = "Org A"
-[[api_keys]]
-token = "{TOKEN_A}"
-organization_id = "{ORG_A}"
-subject_id = "{ALICE}"
-[[runners]]
+        r#"{header}[[runners]]
 id = "{RUNNER}"
 kind = "local"
 [[environment_classes]]
@@ -51,7 +39,8 @@ enabled = true
 environment_class_ids = ["{CLASS_SMALL}"]
 [projects.prebuilds.git]
 incremental = true
-"#
+"#,
+        header = org_a_header()
     )
 }
 

@@ -41,19 +41,7 @@ fn repository(dir: &Path, devcontainer: Option<&str>, as_git: bool) {
 
 fn config(repos: &[(&str, &Path)]) -> String {
     let mut text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[reconciler]
-interval = "50ms"
-[[organizations]]
-id = "{ORG_A}"
-name = "Org A"
-[[api_keys]]
-token = "{TOKEN_A}"
-organization_id = "{ORG_A}"
-subject_id = "{ALICE}"
-[[runners]]
+        r#"{header}[[runners]]
 id = "{RUNNER}"
 kind = "local"
 max_concurrent_prebuilds = 4
@@ -61,7 +49,8 @@ max_concurrent_prebuilds = 4
 id = "{CLASS_SMALL}"
 runner_id = "{RUNNER}"
 name = "local"
-"#
+"#,
+        header = org_a_header()
     );
     for (id, path) in repos {
         text += &format!(

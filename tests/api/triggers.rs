@@ -27,19 +27,7 @@ const DEVCONTAINER: &str = r#"{ "onCreateCommand": "make setup", "updateContentC
 /// that follow `repository`: one on every push, one with a path filter.
 fn config(repository: &str, step: &str, git_extra: &str) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[reconciler]
-interval = "50ms"
-[[organizations]]
-id = "{ORG_A}"
-name = "Org A"
-[[api_keys]]
-token = "{TOKEN_A}"
-organization_id = "{ORG_A}"
-subject_id = "{ALICE}"
-[[runners]]
+        r#"{header}[[runners]]
 id = "{RUNNER}"
 kind = "simulated"
 step_duration = "{step}"
@@ -76,7 +64,8 @@ executor = {{ id = "{EXECUTOR}", principal = "PRINCIPAL_SERVICE_ACCOUNT" }}
 [projects.prebuilds.git]
 webhook_secret = "{SECRET}"
 paths = ["package-lock.json", "deps/**"]
-"#
+"#,
+        header = org_a_header()
     )
 }
 

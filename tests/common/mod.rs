@@ -43,6 +43,26 @@ pub const PROJECT_DISABLED: &str = "9e000000-0000-4000-8000-000000000003";
 /// Org B.
 pub const PROJECT_B: &str = "9e000000-0000-4000-8000-000000000004";
 
+/// The start of a configuration of its own for a test's server: an
+/// ephemeral port, a fast reconciler, organization A and its API key.
+pub fn org_a_header() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[reconciler]
+interval = "50ms"
+[[organizations]]
+id = "{ORG_A}"
+name = "Org A"
+[[api_keys]]
+token = "{TOKEN_A}"
+organization_id = "{ORG_A}"
+subject_id = "{ALICE}"
+"#
+    )
+}
+
 /// The configuration integration tests run with: two organizations, three
 /// keys, one runner, three classes and four projects.
 pub fn test_config_toml() -> String {
